@@ -1,0 +1,3 @@
+from facegnet.cli import entry_point
+
+entry_point()

@@ -1,0 +1,135 @@
+"""Model cards: the JSON file that travels beside every weight file and tells the code how to use it.
+
+A card names the architecture and its configuration, the input size and normalisation, the embedding size,
+the calibrated verification threshold (with the dev false-accept rate it targets), the training data and its
+licence, the measured LFW accuracy, and the sha256 fingerprint of the weights, which galleries record.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facegnet.errors import WeightsError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: Name of the card the API and CLI use when none is given.
+DEFAULT_MODEL = "facegnet-default"
+#: Fingerprint recorded for the untrained fallback network (fixed seed), so galleries can refuse mixing.
+UNTRAINED_FINGERPRINT = "untrained-ghostfacenet-seed0"
+
+
+@dataclass
+class ModelCard:
+    """Everything the code needs to know about one set of weights."""
+
+    name: str
+    architecture: str = "ghostfacenet"  # a builder in facegnet.models
+    config: dict[str, Any] = field(default_factory=dict)  # keyword arguments of that builder
+    input_size: int = 112
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # applied to RGB scaled to [0, 1]
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    embedding_size: int = 512
+    threshold: float = 0.3  # cosine similarity at or above which two faces are "same"
+    threshold_far: float | None = None  # dev false-accept rate the threshold targets
+    weights_file: str | None = None  # relative to the card
+    sha256: str = UNTRAINED_FINGERPRINT
+    training: dict[str, Any] = field(default_factory=dict)
+    licence: str = ""
+    lfw: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+    path: Path | None = field(default=None, compare=False)  # where the card was read from
+
+    @property
+    def fingerprint(self) -> str:
+        """The sha256 of the weights (what galleries record)."""
+        return self.sha256
+
+    @property
+    def trained(self) -> bool:
+        return self.weights_file is not None
+
+    @property
+    def weights_path(self) -> Path | None:
+        if self.weights_file is None:
+            return None
+        base = self.path.parent if self.path is not None else WEIGHTS_DIR
+        return base / self.weights_file
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("path")
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        return data
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: Path | None = None) -> "ModelCard":
+        known = {f for f in cls.__dataclass_fields__ if f != "path"}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        for key in ("mean", "std"):
+            if key in kwargs:
+                kwargs[key] = tuple(float(v) for v in kwargs[key])
+        return cls(**kwargs, path=path)
+
+
+def untrained_card() -> ModelCard:
+    """The card of the fixed-seed untrained network used until trained weights ship."""
+    return ModelCard(
+        name="untrained",
+        config={"width": 1.0, "stem_stride": 2, "prelu": True, "dfc": False, "embedding_size": 512},
+        notes="Random initialisation (seed 0): verification accuracy is near chance. Train or install weights.",
+    )
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_card(weights: str | Path | None = None) -> ModelCard:
+    """Find the card for ``weights``.
+
+    ``weights`` may be None (the shipped default, or the untrained fallback when none ships), the name of a
+    card in ``facegnet/weights``, a path to a card (``.json``) or a path to a weight file (``.pt``) with its
+    card beside it (same stem, ``.json``).
+    """
+    if weights is None:
+        default = WEIGHTS_DIR / f"{DEFAULT_MODEL}.json"
+        return load_card(default) if default.exists() else untrained_card()
+    if str(weights) == "untrained":
+        return untrained_card()
+    candidate = Path(weights)
+    if candidate.suffix == "" and not candidate.exists():
+        candidate = WEIGHTS_DIR / f"{weights}.json"
+    if candidate.suffix == ".pt":
+        card_path = candidate.with_suffix(".json")
+        if not candidate.exists():
+            raise WeightsError("weight file not found", candidate)
+        if not card_path.exists():
+            raise WeightsError(f"no model card beside the weights (expected {card_path.name})", candidate)
+        return load_card(card_path)
+    return load_card(candidate)
+
+
+def load_card(path: str | Path) -> ModelCard:
+    """Read a model card from a JSON file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise WeightsError("model card not found", path) from None
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"unreadable model card ({exc.__class__.__name__})", path) from None
+    if not isinstance(data, dict) or "name" not in data:
+        raise WeightsError("not a model card (no 'name')", path)
+    return ModelCard.from_dict(data, path=path.resolve())

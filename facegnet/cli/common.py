@@ -1,0 +1,47 @@
+"""Options and helpers shared by the sub-commands."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_model_options(parser: argparse.ArgumentParser, threshold: bool = True) -> None:
+    """--weights, --threshold, --min-face-size, --no-flip, --device."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--weights", default=None,
+                       help="model card name, card (.json) or weights (.pt); default: the shipped model")
+    if threshold:
+        group.add_argument("--threshold", type=float, default=None,
+                           help="cosine similarity for 'same person' (default: the model card's calibrated one)")
+    group.add_argument("--min-face-size", type=int, default=32, metavar="PX",
+                       help="smallest usable face side in pixels (default: 32)")
+    group.add_argument("--no-flip", action="store_true", help="skip flip test-time augmentation (faster)")
+    group.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+
+def make_recognizer(args: argparse.Namespace):
+    """The FaceRecognizer these options describe."""
+    from facegnet.recognizer import FaceRecognizer
+
+    return FaceRecognizer(
+        args.weights,
+        threshold=getattr(args, "threshold", None),
+        min_face_size=args.min_face_size,
+        flip=not args.no_flip,
+        device=args.device,
+    )
+
+
+def warn(message: str) -> None:
+    print(f"facegnet: warning: {message}", file=sys.stderr)
+
+
+def print_json(obj) -> None:
+    print(json.dumps(obj, ensure_ascii=False), flush=True)
+
+
+def untrained_warning(recognizer) -> None:
+    """Say so when the untrained fallback network is in use: its answers mean nothing."""
+    if not recognizer.card.trained:
+        warn("no trained weights are installed: using an untrained network, so results are near chance")

@@ -1,0 +1,67 @@
+"""``facegnet eval lfw``: the full pipeline on a benchmark in LFW's layout."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from facegnet.cli.common import add_model_options, make_recognizer, untrained_warning
+
+DEFAULT_LFW = Path("../shared/data/lfw")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="measure verification accuracy on LFW (or any benchmark in its layout)",
+        description="Detect, align and embed every image of the benchmark's pairs and report 10-fold accuracy, "
+        "ROC AUC, TAR at FAR 1e-3/1e-2, precision/recall/F1, and images without a detected face.",
+    )
+    parser.add_argument("benchmark", choices=["lfw"], help="benchmark protocol (LFW's pairs.txt layout)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_LFW,
+                        help=f"benchmark folder with images/ and pairs.txt (default: {DEFAULT_LFW})")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the full report as JSON")
+    parser.add_argument("--plot", type=Path, metavar="FILE", help="save the ROC curve as a PNG")
+    parser.add_argument("--limit", type=int, metavar="N",
+                        help="only the first N same and N different pairs of each fold (quick check)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_options(parser, threshold=False)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from facegnet.benchmark import evaluate_pairs, plot_roc, read_pairs
+
+    protocol = read_pairs(args.data, limit=args.limit)
+    recognizer = make_recognizer(args)
+    untrained_warning(recognizer)
+    report = evaluate_pairs(recognizer, protocol, progress=not args.quiet)
+    scores, labels = report.pop("scores"), report.pop("labels")
+    print(format_report(report, args.data))
+    if args.plot:
+        title = f"{args.data.name or 'benchmark'}: {recognizer.card.name}, accuracy {100 * report['accuracy']:.2f}%"
+        print(f"ROC curve: {plot_roc(scores, labels, args.plot, title)}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"data": str(args.data), **report}, indent=2) + "\n")
+        print(f"report: {args.json}")
+    return 0
+
+
+def format_report(report: dict, data: Path) -> str:
+    """The human-readable report."""
+    c = report["confusion"]
+    lines = [
+        f"benchmark: {data} ({report['pairs']} pairs, {report['folds']} folds, {report['images']} images)",
+        f"model: {report['model']} (sha256 {report['fingerprint'][:12]}), flip TTA {'on' if report['flip'] else 'off'}",
+        f"accuracy ({report['folds']}-fold): {100 * report['accuracy']:.2f}% ± {100 * report['accuracy_std']:.2f}",
+        f"ROC AUC: {report['auc']:.4f}",
+        f"TAR @ FAR 1e-3: {100 * report['tar@far=0.001']:.2f}%   TAR @ FAR 1e-2: {100 * report['tar@far=0.01']:.2f}%",
+        f"at the chosen thresholds (mean {report['threshold']:.4f}): precision {report['precision']:.4f}, "
+        f"recall {report['recall']:.4f}, F1 {report['f1']:.4f} (TP {c['tp']}, FP {c['fp']}, TN {c['tn']}, FN {c['fn']})",
+        f"images without a detected face: {report['images_without_face']} of {report['images']} "
+        f"({100 * (1 - report['detection_rate']):.2f}%): {report['no_face_handling']}",
+        f"images with several faces: {report['images_with_several_faces']} ({report['face_selection']} was used)",
+        f"time: {report['seconds']} s ({report['ms_per_image']} ms per image, detection + alignment + embedding)",
+    ]
+    return "\n".join(lines)

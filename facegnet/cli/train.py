@@ -1,0 +1,137 @@
+"""``facegnet train``: train or fine-tune a GhostNet face model (one process, or many under torchrun).
+
+Examples::
+
+    facegnet train --data ../shared/data/train --out runs/main --head cosface --distill cosine --epochs 20
+    facegnet train --out runs/main --resume
+    facegnet train --data my_people/ --distill none --init facegnet/weights/facegnet-default.pt \\
+        --freeze-stages 5 --epochs 10 --lr 0.01 --out runs/finetune
+    torchrun --nproc-per-node 4 -m facegnet train --data ... --out runs/ddp
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import MISSING, fields
+from typing import Any
+
+from facegnet.errors import DataError
+
+# Help for each TrainConfig field; fields appear as --kebab-case options.
+HELP: dict[str, str] = {
+    "data": "training pack (manifest.csv, crops/, teacher) or a folder of person sub-folders of 112×112 crops",
+    "out": "run folder: checkpoints (last.pt, best.pt), config.json, log.jsonl",
+    "head": "margin loss: arcface, cosface or none",
+    "scale": "margin head scale s",
+    "margin": "margin m (default: ArcFace 0.5, CosFace 0.35)",
+    "margin_weight": "weight of the margin loss",
+    "min_faces": "identities with fewer faces get no margin loss (still distilled)",
+    "distill": "teacher distillation loss: cosine (centred teacher), mse or none",
+    "distill_weight": "weight of the distillation loss",
+    "teacher": "teacher embeddings file inside the pack",
+    "optimizer": "sgd or adamw",
+    "lr": "peak learning rate",
+    "min_lr": "learning rate at the end of the cosine schedule",
+    "momentum": "SGD momentum",
+    "weight_decay": "weight decay (not on BatchNorm, PReLU or biases)",
+    "warmup_steps": "linear warm-up steps",
+    "steps": "total steps (0: --epochs × steps per epoch)",
+    "epochs": "passes over the data when --steps is 0",
+    "batch_size": "global batch size (split across processes)",
+    "clip_grad": "max gradient norm (0: off)",
+    "bf16": "bfloat16 autocast on CPU, float16 AMP on GPU",
+    "channels_last": "channels-last memory format",
+    "flip": "horizontal flip probability",
+    "colour": "colour jitter probability",
+    "grayscale": "grayscale probability",
+    "blur": "Gaussian blur probability",
+    "lowres": "low-resolution down-up sampling probability",
+    "checkpoint_every": "checkpoint every N steps (0: only at the end)",
+    "checkpoint_minutes": "also checkpoint every N minutes (0: off)",
+    "eval_every": "dev evaluation every N steps (0: every epoch)",
+    "dev_pairs": "dev pairs CSV (default: <data>/dev_pairs.csv); never LFW",
+    "log_every": "JSON-lines log record every N steps",
+    "seed": "random seed",
+    "threads": "torch CPU threads (0: default)",
+    "cache": "folder for a cache of the decoded crops (.npy)",
+    "limit": "use only the first N faces (quick checks)",
+    "init": "weights to start from (.pt state_dict or checkpoint) for fine-tuning",
+    "freeze_stages": "freeze the stem and this many early body stages",
+    "device": "auto, cpu or cuda",
+    "max_minutes": "stop with a checkpoint after this many minutes (0: no limit)",
+}
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    from facegnet.train.trainer import TrainConfig
+
+    for f in fields(TrainConfig):
+        if f.name == "model":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=HELP.get(f.name))
+            continue
+        kind = {int: int, float: float}.get(type(default), str)
+        if f.name in ("margin",):
+            kind = float
+        if f.name in ("limit",):
+            kind = int
+        parser.add_argument(flag, type=kind, default=None, help=f"{HELP.get(f.name, '')} (default: {default})")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``train`` sub-command."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train or fine-tune a face model (ArcFace/CosFace + teacher distillation)",
+        description="Train a GhostNet face embedding network; run under torchrun for several processes/GPUs.",
+    )
+    parser.add_argument("--model", default=None,
+                        help='builder kwargs of facegnet.models.ghostfacenet as JSON, e.g. \'{"width": 0.5}\', '
+                             "or a name from facegnet.models.FACE_VARIANTS")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_config_options(parser)
+    parser.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    """A TrainConfig from parsed arguments (unset options keep the config defaults)."""
+    from facegnet.models import FACE_VARIANTS
+    from facegnet.train.trainer import DEFAULT_MODEL, TrainConfig
+
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+              if f.name != "model" and getattr(args, f.name, None) is not None}
+    if args.model:
+        if args.model in FACE_VARIANTS:
+            extra = FACE_VARIANTS[args.model]
+        else:
+            try:
+                extra = json.loads(args.model)
+            except ValueError:
+                raise DataError(f"--model is neither a variant ({', '.join(FACE_VARIANTS)}) nor JSON") from None
+            if not isinstance(extra, dict):
+                raise DataError("--model JSON must be an object of builder keyword arguments")
+        values["model"] = {**DEFAULT_MODEL, **extra}
+    for key in ("head", "distill", "optimizer", "device"):
+        if key in values:
+            values[key] = values[key].lower()
+    checks = {"head": ("arcface", "cosface", "none"), "distill": ("cosine", "mse", "none"),
+              "optimizer": ("sgd", "adamw"), "device": ("auto", "cpu", "cuda")}
+    for key, allowed in checks.items():
+        if key in values and values[key] not in allowed:
+            raise DataError(f"--{key} must be one of {', '.join(allowed)}, not {values[key]!r}")
+    return TrainConfig(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the training and print a one-line JSON summary."""
+    from facegnet.train.trainer import train
+
+    cfg = config_from_args(args)
+    summary = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if summary.get("rank", 0) == 0:
+        print(json.dumps(summary))
+    return 0

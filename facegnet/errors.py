@@ -1,0 +1,50 @@
+"""One exception family for facegnet.
+
+Every error a user can cause (a bad file, a photo without a face, a gallery made with other weights) is a
+:class:`FacegnetError`. The CLI turns each into one line on stderr and a non-zero exit code; library users can
+catch the base class or a specific subclass.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class FacegnetError(Exception):
+    """Base class of all errors facegnet raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, reason: str, source: str | Path | None = None) -> None:
+        self.reason = reason
+        self.source = None if source is None else str(source)
+        super().__init__(f"{self.source}: {reason}" if self.source else reason)
+
+
+class ImageError(FacegnetError):
+    """A file is missing, unreadable, or not an image."""
+
+    exit_code = 2
+
+
+class NoFaceError(FacegnetError):
+    """An image holds no detectable face (or none large enough)."""
+
+    exit_code = 3
+
+
+class WeightsError(FacegnetError):
+    """Model weights are missing, corrupt, or do not match their model card."""
+
+    exit_code = 4
+
+
+class GalleryError(FacegnetError):
+    """A gallery is missing, locked, corrupt, or was made with other weights."""
+
+    exit_code = 5
+
+
+class DataError(FacegnetError):
+    """A dataset, pairs file or CSV is missing or malformed."""
+
+    exit_code = 6

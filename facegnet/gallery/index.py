@@ -1,0 +1,321 @@
+"""The FAISS side of a gallery: unit vectors, inner-product search, removable by template id.
+
+Embeddings are L2-normalised, so the inner product is the cosine similarity. Four index kinds:
+
+- ``flat``: exact search (``IndexFlatIP`` in an ``IndexIDMap2``); the default for small galleries.
+- ``ivf``: inverted lists over spherical k-means cells (``IndexIVFFlat``, ids stored natively); fast at 1M.
+- ``hnsw``: a graph (``IndexHNSWFlat`` in an ``IndexIDMap2``); HNSW cannot delete, so removed ids become
+  tombstones filtered out at search time and the graph is rebuilt once they exceed a fifth of it.
+- ``ivfpq``: IVF with product-quantised codes (64 bytes a vector instead of 2 KiB) for very large galleries.
+
+``auto`` picks one from the gallery's size (:func:`choose_kind`). The index is only a cache of the SQLite
+store: it is saved atomically (temporary file, fsync, ``os.replace``) with a small JSON header that says
+which state of the store it reflects, and rebuilt or topped up from the store whenever that does not match.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw", "ivfpq")
+#: Below this many templates ``auto`` keeps exact search (about a millisecond a query on two cores).
+AUTO_EXACT_MAX = 20_000
+#: At or above this many templates ``auto`` switches to IVF-PQ to keep memory down.
+AUTO_PQ_MIN = 20_000_000
+#: IVF kinds need this many vectors to train; fewer fall back to exact search.
+MIN_TRAIN = 1_000
+
+_MAGIC = b"FGIDX001"
+# Defaults that the benchmark (benchmarks/gallery_index.py) found to give recall@1 >= 0.99.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "flat": {},
+    "ivf": {"nprobe": 32},
+    "hnsw": {"M": 32, "ef_construction": 80, "ef_search": 64},
+    "ivfpq": {"nprobe": 32, "pq_m": 64},
+}
+
+
+def choose_kind(count: int) -> str:
+    """The index kind ``auto`` uses for a gallery of ``count`` templates."""
+    if count < AUTO_EXACT_MAX:
+        return "flat"
+    if count < AUTO_PQ_MIN:
+        return "ivf"
+    return "ivfpq"
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, as contiguous float32 (zero rows stay zero)."""
+    x = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def nlist_for(count: int) -> int:
+    """Number of IVF cells for ``count`` vectors: about 2·sqrt(n), a power of two, 16 to 65536 cells,
+    and no more than k-means can fit with ~39 points a cell."""
+    target = 2.0 * math.sqrt(max(count, 1))
+    cells = 2 ** round(math.log2(target))
+    while cells > 16 and cells * 39 > count:
+        cells //= 2
+    return int(min(65536, max(16, cells)))
+
+
+def _as_ids(ids: Any) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
+
+
+@dataclass
+class GalleryIndex:
+    """A FAISS index of unit vectors keyed by int64 template ids.
+
+    Create one with :meth:`build` (which trains IVF kinds on the vectors it is given) or :meth:`load`.
+    """
+
+    dim: int
+    kind: str
+    params: dict[str, Any]
+    index: Any  # the FAISS index
+    dead: set[int] = field(default_factory=set)  # HNSW tombstones
+    _ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # ids held (with tombstones)
+
+    # ----------------------------------------------------------------------------------------- building
+    @classmethod
+    def build(
+        cls,
+        dim: int,
+        ids: Any = (),
+        vectors: np.ndarray | None = None,
+        kind: str = "auto",
+        **params: Any,
+    ) -> "GalleryIndex":
+        """A new index of ``kind`` holding ``vectors`` under ``ids``.
+
+        IVF kinds are trained on (a sample of) these vectors; with too few of them to train (fewer than
+        the number of cells) the index falls back to ``flat``, which is exact anyway.
+        """
+        ids = _as_ids(ids)
+        x = np.zeros((0, dim), np.float32) if vectors is None else normalise(vectors).reshape(-1, dim)
+        if len(ids) != len(x):
+            raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
+        if kind == "auto":
+            kind = choose_kind(len(x))
+        if kind not in KINDS:
+            raise ValueError(f"unknown index kind {kind!r} (choose from auto, {', '.join(KINDS)})")
+        merged = {**_DEFAULTS[kind], **{k: v for k, v in params.items() if v is not None}}
+        if kind in ("ivf", "ivfpq"):
+            merged.setdefault("nlist", nlist_for(len(x)))
+            # k-means wants ~39 points a cell (and PQ 39 per code word): small galleries are exact anyway.
+            needed = max(39 * merged["nlist"], MIN_TRAIN if kind == "ivf" else 39 * 256)
+            if len(x) < needed:
+                kind, merged = "flat", {}
+        index = cls._new_faiss(dim, kind, merged)
+        if kind in ("ivf", "ivfpq"):
+            # ~40 points a cell is what FAISS asks for; a fixed seed keeps rebuilds reproducible.
+            rng = np.random.default_rng(0)
+            n_train = min(len(x), max(40 * merged["nlist"], 40 * 256 if kind == "ivfpq" else 0))
+            sample = x if n_train == len(x) else x[np.sort(rng.choice(len(x), n_train, replace=False))]
+            index.train(sample)
+        out = cls(dim=dim, kind=kind, params=merged, index=index)
+        out._apply_search_params()
+        if len(x):
+            out.add(ids, x)
+        return out
+
+    @staticmethod
+    def _new_faiss(dim: int, kind: str, params: dict[str, Any]) -> Any:
+        ip = faiss.METRIC_INNER_PRODUCT
+        if kind == "flat":
+            return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        if kind == "hnsw":
+            inner = faiss.IndexHNSWFlat(dim, int(params["M"]), ip)
+            inner.hnsw.efConstruction = int(params["ef_construction"])
+            return faiss.IndexIDMap2(inner)
+        quantizer = faiss.IndexFlatIP(dim)
+        if kind == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, dim, int(params["nlist"]), ip)
+        else:
+            index = faiss.IndexIVFPQ(quantizer, dim, int(params["nlist"]), int(params["pq_m"]), 8, ip)
+        return index  # faiss' Python wrapper keeps the quantizer alive with the index
+
+    def _apply_search_params(self) -> None:
+        if self.kind in ("ivf", "ivfpq"):
+            self.index.nprobe = int(self.params["nprobe"])
+        elif self.kind == "hnsw":
+            faiss.downcast_index(self.index.index).hnsw.efSearch = int(self.params["ef_search"])
+
+    def set_search_params(self, **params: Any) -> None:
+        """Change ``nprobe`` (IVF kinds) or ``ef_search`` (HNSW) of a built index."""
+        self.params.update({k: v for k, v in params.items() if v is not None})
+        self._apply_search_params()
+
+    # ----------------------------------------------------------------------------------------- contents
+    def __len__(self) -> int:
+        return int(self.index.ntotal) - len(self.dead)
+
+    def ids(self) -> np.ndarray:
+        """The template ids this index holds (removed ones excluded), sorted."""
+        if not self.dead:
+            return np.sort(self._ids)
+        live = self._ids[~np.isin(self._ids, np.fromiter(self.dead, np.int64, len(self.dead)))]
+        return np.sort(live)
+
+    def add(self, ids: Any, vectors: np.ndarray) -> None:
+        """Add unit vectors (normalised here anyway) under new ids."""
+        ids = _as_ids(ids)
+        if not len(ids):
+            return
+        x = normalise(vectors).reshape(-1, self.dim)
+        if len(x) != len(ids):
+            raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
+        if self.dead and not self.dead.isdisjoint(ids.tolist()):
+            self.compact()  # an id coming back must not also sit in the graph as a tombstone
+        self.index.add_with_ids(x, ids)
+        self._ids = np.concatenate([self._ids, ids])
+
+    def remove(self, ids: Any) -> int:
+        """Remove ids (unknown ones are ignored); returns how many were removed."""
+        ids = _as_ids(ids)
+        present = ids[np.isin(ids, self._ids)]
+        if self.dead:
+            present = present[~np.isin(present, np.fromiter(self.dead, np.int64, len(self.dead)))]
+        if not len(present):
+            return 0
+        if self.kind == "hnsw":
+            self.dead.update(present.tolist())
+            if len(self.dead) > 0.2 * self.index.ntotal:
+                self.compact()
+        else:
+            self.index.remove_ids(faiss.IDSelectorBatch(present))
+            self._ids = self._ids[~np.isin(self._ids, present)]
+        return len(present)
+
+    def compact(self) -> None:
+        """Rebuild an HNSW graph without its tombstones."""
+        if not self.dead:
+            return
+        live = self.ids()
+        vectors = self.reconstruct(live)
+        fresh = GalleryIndex.build(self.dim, live, vectors, kind=self.kind, **self.params)
+        self.index, self.dead, self._ids = fresh.index, set(), fresh._ids
+
+    def reconstruct(self, ids: Any) -> np.ndarray:
+        """The stored vectors of ``ids`` (exact for flat/HNSW/IVF, approximate for IVF-PQ)."""
+        ids = _as_ids(ids)
+        if not len(ids):
+            return np.zeros((0, self.dim), np.float32)
+        if self.kind in ("ivf", "ivfpq"):
+            self.index.make_direct_map(True)
+        return np.stack([self.index.reconstruct(int(i)) for i in ids]).astype(np.float32)
+
+    # ----------------------------------------------------------------------------------------- search
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (similarities, ids) for each query row; missing slots hold id -1 and -inf."""
+        q = normalise(queries).reshape(-1, self.dim)
+        k = max(1, int(k))
+        if len(self) == 0:
+            return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+        if self.dead:
+            selector = faiss.IDSelectorNot(
+                faiss.IDSelectorBatch(np.fromiter(self.dead, np.int64, len(self.dead)))
+            )
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(self.params["ef_search"]))
+            sims, ids = self.index.search(q, k, params=params)
+        else:
+            sims, ids = self.index.search(q, k)
+        sims = np.where(ids < 0, -np.inf, sims).astype(np.float32)
+        return sims, ids.astype(np.int64)
+
+    # ----------------------------------------------------------------------------------------- files
+    def save(self, path: str | Path, header: dict[str, Any] | None = None) -> Path:
+        """Write the index atomically (temp file, fsync, rename), owner-readable only.
+
+        ``header`` is stored beside the FAISS bytes; the gallery records there which state of its store
+        the index reflects.
+        """
+        path = Path(path)
+        meta = {
+            **(header or {}),
+            "dim": self.dim,
+            "kind": self.kind,
+            "params": self.params,
+            "dead": sorted(self.dead),
+            "count": len(self),
+        }
+        blob = json.dumps(meta).encode()
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(_MAGIC + struct.pack("<Q", len(blob)) + blob)
+                # Streams the FAISS bytes: no second in-memory copy of a large index.
+                faiss.write_index(self.index, faiss.PyCallbackIOWriter(handle.write))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple["GalleryIndex", dict[str, Any]]:
+        """Read an index written by :meth:`save`; returns it and its header. Raises ValueError if corrupt."""
+        path = Path(path)
+        with open(path, "rb") as handle:
+            if handle.read(len(_MAGIC)) != _MAGIC:
+                raise ValueError("not a facegnet index file")
+            (size,) = struct.unpack("<Q", handle.read(8))
+            if size > 1 << 30:
+                raise ValueError("corrupt index header")
+            meta = json.loads(handle.read(size))
+            try:
+                index = faiss.read_index(faiss.PyCallbackIOReader(handle.read))
+            except RuntimeError as exc:
+                raise ValueError(f"corrupt FAISS data ({str(exc).splitlines()[0][:80]})") from None
+        kind = meta["kind"]
+        out = cls(dim=int(meta["dim"]), kind=kind, params=dict(meta["params"]), index=index)
+        if index.d != out.dim:
+            raise ValueError("index dimension does not match its header")
+        out.dead = set(int(i) for i in meta.get("dead", []))
+        out._ids = _held_ids(index, kind)
+        if len(out) != int(meta.get("count", -1)):
+            raise ValueError("index size does not match its header")
+        out._apply_search_params()
+        return out, meta
+
+
+def _held_ids(index: Any, kind: str) -> np.ndarray:
+    """Every id stored in a FAISS index (IDMap2 keeps a table; IVF keeps ids in its lists)."""
+    if kind in ("flat", "hnsw"):
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    invlists = index.invlists
+    parts = []
+    for list_no in range(index.nlist):
+        size = invlists.list_size(list_no)
+        if size:
+            parts.append(faiss.rev_swig_ptr(invlists.get_ids(list_no), size).copy())
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable (the directory entry itself must reach the disk)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,262 @@
+"""The Python API: one :class:`FaceRecognizer`, created once, that detects, aligns, embeds and verifies.
+
+    >>> from facegnet import FaceRecognizer
+    >>> rec = FaceRecognizer()                      # shipped weights and their calibrated threshold
+    >>> result = rec.verify("a.jpg", "b.jpg")
+    >>> result.similarity, result.same, result.threshold
+
+Images may be paths, PIL images or RGB numpy arrays.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facegnet.align import align_face, align_faces, central_landmarks
+from facegnet.card import ModelCard, resolve_card
+from facegnet.detect import Detector, Face
+from facegnet.embed import Embedder
+from facegnet.errors import FacegnetError, NoFaceError
+from facegnet.io import ImageLike, describe, load_image
+
+
+@dataclass
+class ImageEmbedding:
+    """The embedding of one face chosen from one image, or why there is none (see ``embed_images``)."""
+
+    source: str
+    embedding: np.ndarray | None = None
+    face: Face | None = None  # None when the central fallback was used
+    faces: int = 0  # faces detected in the image
+    error: str | None = None  # the reason, when there is no embedding
+    fallback: bool = False  # no face was found and the central crop was embedded instead
+
+    @property
+    def ok(self) -> bool:
+        return self.embedding is not None
+
+
+@dataclass
+class VerifyResult:
+    """The answer of :meth:`FaceRecognizer.verify`."""
+
+    similarity: float  # cosine similarity of the two embeddings, in [-1, 1]
+    same: bool  # similarity >= threshold
+    threshold: float
+    face_a: Face
+    face_b: Face
+    faces_in_a: int = 1  # how many faces each photo held (the largest was used)
+    faces_in_b: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "similarity": round(self.similarity, 6),
+            "same": self.same,
+            "threshold": self.threshold,
+            "faces_in_a": self.faces_in_a,
+            "faces_in_b": self.faces_in_b,
+            "box_a": self.face_a.to_dict()["box"],
+            "box_b": self.face_b.to_dict()["box"],
+            "notes": self.notes,
+        }
+
+
+class FaceRecognizer:
+    """Detector, aligner and embedder behind one object.
+
+    Args:
+        weights: None for the shipped default model (an untrained, fixed-seed network until weights ship),
+            a card name in ``facegnet/weights``, or a path to a model card (.json) or weights (.pt) with its card.
+        threshold: cosine-similarity threshold for "same person" (default: the card's calibrated one).
+        min_face_size: smallest face side in pixels that counts as usable for verification and enrolment.
+        detect_min_face_size: smallest face side MTCNN searches for (smaller is slower).
+        detection_thresholds: MTCNN's three stage thresholds.
+        max_side: longer image side above which images are downscaled for detection.
+        flip: flip test-time augmentation in the embedder.
+        batch_size: crops per embedding forward pass.
+        device: torch device ("cpu", "cuda").
+    """
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        *,
+        threshold: float | None = None,
+        min_face_size: int = 32,
+        detect_min_face_size: int = 20,
+        detection_thresholds: Sequence[float] = (0.6, 0.7, 0.7),
+        max_side: int = 1280,
+        flip: bool = True,
+        batch_size: int = 64,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.card: ModelCard = resolve_card(weights)
+        self.threshold = float(self.card.threshold if threshold is None else threshold)
+        self.min_face_size = int(min_face_size)
+        self.detector = Detector(
+            min_face_size=min(detect_min_face_size, self.min_face_size),
+            thresholds=detection_thresholds,
+            max_side=max_side,
+            device=device,
+        )
+        self._embedder_options = {"flip": flip, "batch_size": batch_size, "device": device}
+        self._embedder: Embedder | None = None
+
+    # -- the model --------------------------------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        """The embedding network, built on first use and kept."""
+        if self._embedder is None:
+            self._embedder = Embedder(self.card, **self._embedder_options)
+        return self._embedder
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the weights; galleries record it and refuse embeddings from other weights."""
+        return self.card.fingerprint
+
+    # -- the stages --------------------------------------------------------------------------------------
+    def detect(self, image: ImageLike) -> list[Face]:
+        """All faces of an image, largest first."""
+        return self.detector.detect(image)
+
+    def detect_batch(self, images: Sequence[ImageLike]) -> list[list[Face]]:
+        """All faces of many images (batched through MTCNN), largest first in each."""
+        return self.detector.detect_batch(images)
+
+    def align(self, image: ImageLike, faces: Sequence[Face]) -> np.ndarray:
+        """Aligned 112×112 crops of these faces: uint8 (N, 112, 112, 3)."""
+        return align_faces(load_image(image), [face.landmarks for face in faces], self.card.input_size)
+
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Embeddings of aligned crops: float32 (N, D) unit vectors."""
+        return self.embedder(crops)
+
+    def embed_faces(self, image: ImageLike, faces: Sequence[Face]) -> np.ndarray:
+        """Embeddings of the given faces of one image: float32 (N, D) unit vectors."""
+        if not faces:
+            return np.zeros((0, self.embedder.dim), dtype=np.float32)
+        return self.embed_crops(self.align(image, faces))
+
+    def embed(self, image: ImageLike) -> tuple[list[Face], np.ndarray]:
+        """Detect every face of one image and embed each: (faces, (N, D) embeddings)."""
+        array = load_image(image)
+        faces = self.detect(array)
+        return faces, self.embed_faces(array, faces)
+
+    def embed_images(
+        self,
+        images: Sequence[ImageLike],
+        *,
+        select: str = "largest",
+        fallback_center: bool = False,
+        chunk: int = 64,
+        progress: bool | str = False,
+    ) -> list[ImageEmbedding]:
+        """Embed one face of each of many images, batched; a bad image is reported, never fatal.
+
+        Args:
+            select: "largest" face, or the face whose centre is nearest the image "center" (benchmarks).
+            fallback_center: when no face is found, embed the central crop instead of reporting an error.
+            chunk: images decoded, detected and embedded together.
+            progress: show a tqdm bar (a string is its description).
+        """
+        from tqdm import tqdm
+
+        results: list[ImageEmbedding] = []
+        bar = tqdm(total=len(images), desc=progress if isinstance(progress, str) else "embedding",
+                   unit="img", disable=not progress, dynamic_ncols=True)
+        for start in range(0, len(images), chunk):
+            batch = images[start : start + chunk]
+            loaded: list[tuple[int, np.ndarray]] = []
+            chunk_results = [ImageEmbedding(describe(image)) for image in batch]
+            for i, image in enumerate(batch):
+                try:
+                    loaded.append((i, load_image(image)))
+                except FacegnetError as exc:
+                    chunk_results[i].error = exc.reason
+            detections = self.detect_batch([array for _, array in loaded])
+            crops, owners = [], []
+            for (i, array), faces in zip(loaded, detections):
+                result = chunk_results[i]
+                result.faces = len(faces)
+                face = self._select(faces, array.shape, select)
+                if face is not None and face.size < self.min_face_size and not fallback_center:
+                    result.error = f"face too small ({face.size:.0f} px; at least {self.min_face_size} px needed)"
+                    continue
+                if face is not None:
+                    result.face = face
+                    crops.append(align_face(array, face.landmarks, self.card.input_size))
+                elif fallback_center:
+                    result.fallback = True
+                    landmarks = central_landmarks(*array.shape[:2])
+                    crops.append(align_face(array, landmarks, self.card.input_size))
+                else:
+                    result.error = "no face found"
+                    continue
+                owners.append(i)
+            if crops:
+                for i, embedding in zip(owners, self.embed_crops(np.stack(crops))):
+                    chunk_results[i].embedding = embedding
+            results.extend(chunk_results)
+            bar.update(len(batch))
+        bar.close()
+        return results
+
+    @staticmethod
+    def _select(faces: Sequence[Face], shape: tuple[int, ...], select: str) -> Face | None:
+        if not faces:
+            return None
+        if select == "largest":
+            return faces[0]
+        if select == "center":
+            centre = np.array([shape[1] / 2, shape[0] / 2])
+            return min(faces, key=lambda f: float(np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre)))
+        raise ValueError(f"select must be 'largest' or 'center', not {select!r}")
+
+    # -- verification ---------------------------------------------------------------------------------------
+    def largest_face(self, image: ImageLike) -> tuple[np.ndarray, Face, int]:
+        """The decoded image, its largest usable face and how many faces it held.
+
+        Raises :class:`NoFaceError` naming the image when it holds no face, or none of ``min_face_size``.
+        """
+        array = load_image(image)
+        faces = self.detect(array)
+        if not faces:
+            raise NoFaceError("no face found", describe(image))
+        face = faces[0]
+        if face.size < self.min_face_size:
+            raise NoFaceError(
+                f"face too small ({face.size:.0f} px; at least {self.min_face_size} px needed)", describe(image)
+            )
+        return array, face, len(faces)
+
+    def embed_largest(self, image: ImageLike) -> tuple[np.ndarray, Face, int]:
+        """Embedding of the largest face of an image, the face, and how many faces the image held."""
+        array, face, count = self.largest_face(image)
+        return self.embed_faces(array, [face])[0], face, count
+
+    def verify(self, a: ImageLike, b: ImageLike, threshold: float | None = None) -> VerifyResult:
+        """Are the largest faces of ``a`` and ``b`` the same person?"""
+        threshold = self.threshold if threshold is None else float(threshold)
+        emb_a, face_a, count_a = self.embed_largest(a)
+        emb_b, face_b, count_b = self.embed_largest(b)
+        similarity = cosine_similarity(emb_a, emb_b)
+        notes = [
+            f"{describe(img)} holds {count} faces; the largest was used"
+            for img, count in ((a, count_a), (b, count_b))
+            if count > 1
+        ]
+        return VerifyResult(similarity, similarity >= threshold, threshold, face_a, face_b, count_a, count_b, notes)
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two embeddings (unit vectors give their dot product)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    norm = np.linalg.norm(a) * np.linalg.norm(b)
+    return float(a @ b / norm) if norm > 0 else 0.0

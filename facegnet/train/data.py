@@ -1,0 +1,283 @@
+"""Training data: face crops held in memory as uint8, with labels and optional teacher embeddings.
+
+Two sources give the same :class:`FaceSet`:
+
+- the shared training pack (``manifest.csv``, ``crops/``, ``teacher_dlib.npy``; see its README), read by
+  :func:`load_pack`;
+- a folder of 112×112 crops, one sub-folder per person (or a flat folder of unlabelled faces), read by
+  :func:`load_folder` (``facegnet prepare`` writes such folders).
+
+Crops are decoded once and kept as one uint8 array (20k crops are ~770 MB); decoding is the slow part, so the
+array can be cached to an ``.npy`` file. Augmentation runs on whole batches in the training loop
+(:class:`Augment`), and :class:`EpochSampler` yields the batches of each epoch from a seeded permutation, so a
+resumed run draws exactly the batches an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from facegnet.errors import DataError
+
+CROP_SIZE = 112
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+
+@dataclass
+class FaceSet:
+    """Face crops in memory.
+
+    ``images`` is (N, 112, 112, 3) uint8 RGB; ``labels`` holds a class index per face, or -1 for faces that
+    carry no usable identity (unlabelled, or an identity with too few faces for a margin loss);
+    ``teacher`` is an optional (N, D) float32 array of teacher embeddings (NaN rows where none exists).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    paths: list[str]
+    identities: list[str] = field(default_factory=list)  # class index -> identity name
+    teacher: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.identities)
+
+    def subset(self, index: np.ndarray) -> "FaceSet":
+        """The faces at ``index`` (labels kept as they are)."""
+        index = np.asarray(index)
+        return FaceSet(
+            images=self.images[index],
+            labels=self.labels[index],
+            paths=[self.paths[i] for i in index],
+            identities=list(self.identities),
+            teacher=None if self.teacher is None else self.teacher[index],
+        )
+
+
+def _decode(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image.size != (CROP_SIZE, CROP_SIZE):
+                image = image.resize((CROP_SIZE, CROP_SIZE), Image.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"unreadable face crop ({exc.__class__.__name__})", path) from None
+
+
+def decode_crops(paths: list[Path], cache: str | Path | None = None, threads: int = 2) -> np.ndarray:
+    """Decode crops into one (N, 112, 112, 3) uint8 array, reading/writing ``cache`` (.npy) when given.
+
+    The cache is keyed by a hash of the path list, so a different selection never reads a stale file.
+    """
+    key = hashlib.sha1("\n".join(str(p) for p in paths).encode()).hexdigest()[:12]
+    cache_file = None
+    if cache is not None:
+        cache = Path(cache)
+        cache_file = cache.with_name(f"{cache.stem}-{key}.npy") if cache.suffix == ".npy" else cache / f"crops-{key}.npy"
+        if cache_file.exists():
+            images = np.load(cache_file, mmap_mode=None)
+            if images.shape == (len(paths), CROP_SIZE, CROP_SIZE, 3):
+                return images
+    images = np.empty((len(paths), CROP_SIZE, CROP_SIZE, 3), dtype=np.uint8)
+
+    def work(i: int) -> None:
+        images[i] = _decode(paths[i])
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:  # Pillow releases the GIL while decoding
+        list(pool.map(work, range(len(paths))))
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp.npy")
+        np.save(tmp, images)
+        tmp.replace(cache_file)
+    return images
+
+
+def read_manifest(root: str | Path) -> list[dict[str, str]]:
+    """Rows of the pack's ``manifest.csv`` (in the teacher array's row order)."""
+    path = Path(root) / "manifest.csv"
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise DataError("training pack manifest not found", path) from None
+    if not rows or not {"crop", "identity", "split"} <= set(rows[0]):
+        raise DataError("not a training pack manifest (needs crop, identity, split columns)", path)
+    return rows
+
+
+def load_pack(
+    root: str | Path,
+    split: str = "train",
+    min_faces: int = 2,
+    teacher: str | None = "teacher_dlib.npy",
+    cache: str | Path | None = None,
+    limit: int | None = None,
+) -> FaceSet:
+    """Load one split of the shared training pack.
+
+    Identities with fewer than ``min_faces`` faces in the split get label -1 (still used for distillation).
+    ``limit`` keeps the first N faces (for tests).
+    """
+    root = Path(root)
+    rows = read_manifest(root)
+    index = [i for i, row in enumerate(rows) if row["split"] == split]
+    if limit is not None:
+        index = index[:limit]
+    if not index:
+        raise DataError(f"no faces in split {split!r}", root / "manifest.csv")
+    ids = [rows[i]["identity"] for i in index]
+    counts = Counter(ids)
+    identities = sorted({i for i in ids if counts[i] >= min_faces}, key=lambda s: (len(s), s))
+    class_of = {name: c for c, name in enumerate(identities)}
+    labels = np.array([class_of.get(i, -1) for i in ids], dtype=np.int64)
+    paths = [rows[i]["crop"] for i in index]
+    images = decode_crops([root / p for p in paths], cache=cache)
+    teacher_array = None
+    if teacher:
+        path = root / teacher
+        try:
+            teacher_array = np.load(path).astype(np.float32)
+        except FileNotFoundError:
+            raise DataError("teacher embeddings not found", path) from None
+        if len(teacher_array) != len(rows):
+            raise DataError(f"teacher has {len(teacher_array)} rows, manifest {len(rows)}", path)
+        teacher_array = teacher_array[index]
+    return FaceSet(images=images, labels=labels, paths=paths, identities=identities, teacher=teacher_array)
+
+
+def pack_teacher_mean(root: str | Path, teacher: str = "teacher_dlib.npy") -> np.ndarray:
+    """Mean teacher embedding over the whole pack (dlib descriptors share a large common component)."""
+    return np.load(Path(root) / teacher).astype(np.float64).mean(axis=0).astype(np.float32)
+
+
+def load_folder(root: str | Path, min_faces: int = 2, cache: str | Path | None = None) -> FaceSet:
+    """Load a folder of crops: one sub-folder per person, or loose images (unlabelled, label -1)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("not a folder", root)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError("no face crops found (expected .jpg/.png/.webp files)", root)
+    names = [p.parent.name if p.parent != root else "" for p in files]
+    counts = Counter(n for n in names if n)
+    identities = sorted(n for n, c in counts.items() if c >= min_faces)
+    class_of = {name: c for c, name in enumerate(identities)}
+    labels = np.array([class_of.get(n, -1) for n in names], dtype=np.int64)
+    images = decode_crops(files, cache=cache)
+    return FaceSet(images=images, labels=labels, paths=[str(p.relative_to(root)) for p in files], identities=identities)
+
+
+def read_pairs(path: str | Path) -> list[tuple[str, str, int]]:
+    """Rows ``(a, b, same)`` of a pairs CSV such as the pack's ``dev_pairs.csv``."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            return [(r["a"], r["b"], int(r["same"])) for r in reader]
+    except FileNotFoundError:
+        raise DataError("pairs file not found", path) from None
+    except (KeyError, ValueError):
+        raise DataError("malformed pairs file (needs a,b,same columns)", path) from None
+
+
+def to_input(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, 3) → float (N, 3, H, W) normalised as (x/255 − 0.5)/0.5."""
+    return batch.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+@dataclass
+class Augment:
+    """Batch augmentation on normalised (N, 3, H, W) tensors; every draw comes from ``generator``."""
+
+    flip: float = 0.5
+    colour: float = 0.0  # probability of a brightness/contrast/saturation jitter
+    grayscale: float = 0.0
+    blur: float = 0.0
+    lowres: float = 0.0  # probability of down-up sampling to 1/4–1/2 resolution
+    strength: float = 0.3  # jitter amplitude
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n = x.shape[0]
+
+        def draw(p: float) -> torch.Tensor:
+            return torch.rand(n, generator=generator) < p
+
+        if self.flip > 0:
+            mask = draw(self.flip)
+            x[mask] = x[mask].flip(-1)
+        if self.colour > 0:
+            mask = draw(self.colour).view(n, 1, 1, 1).float()
+            s = self.strength
+            bright = (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * s
+            contrast = 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * s
+            sat = 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * s
+            gray = x.mean(1, keepdim=True)
+            mean = x.mean((1, 2, 3), keepdim=True)
+            y = (gray + (x - gray) * sat - mean) * contrast + mean + bright
+            x = mask * y.clamp(-1, 1) + (1 - mask) * x
+        if self.grayscale > 0:
+            mask = draw(self.grayscale)
+            if mask.any():
+                g = (0.299 * x[mask, 0] + 0.587 * x[mask, 1] + 0.114 * x[mask, 2]).unsqueeze(1)
+                x[mask] = g.expand(-1, 3, -1, -1)
+        if self.blur > 0:
+            mask = draw(self.blur)
+            if mask.any():
+                sigma = 0.5 + float(torch.rand(1, generator=generator)) * 1.0
+                k = torch.arange(-2, 3, dtype=x.dtype)
+                k = torch.exp(-(k**2) / (2 * sigma**2))
+                k = k / k.sum()
+                y = x[mask]
+                c = y.shape[1]
+                y = F.conv2d(F.pad(y, (2, 2, 0, 0), mode="replicate"), k.view(1, 1, 1, 5).repeat(c, 1, 1, 1), groups=c)
+                y = F.conv2d(F.pad(y, (0, 0, 2, 2), mode="replicate"), k.view(1, 1, 5, 1).repeat(c, 1, 1, 1), groups=c)
+                x[mask] = y
+        if self.lowres > 0:
+            mask = draw(self.lowres)
+            if mask.any():
+                size = x.shape[-1]
+                small = int(size * (0.25 + 0.25 * float(torch.rand(1, generator=generator))))
+                y = F.interpolate(x[mask], size=(small, small), mode="bilinear", align_corners=False, antialias=True)
+                x[mask] = F.interpolate(y, size=(size, size), mode="bilinear", align_corners=False)
+        return x
+
+
+class EpochSampler:
+    """Batches of indices: a fresh permutation per epoch from ``seed + epoch``, split across DDP ranks.
+
+    Every rank draws the same permutation and takes its own interleaved share, so each step's global batch
+    is the same whatever the number of processes (as long as ``batch_size`` is the global size).
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1) -> None:
+        if batch_size % world:
+            raise DataError(f"batch size {batch_size} is not divisible by {world} processes")
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.steps_per_epoch = max(1, n // batch_size)  # drop the ragged last batch
+
+    def batch(self, step: int) -> np.ndarray:
+        """The indices this rank uses at global ``step`` (0-based)."""
+        epoch, i = divmod(step, self.steps_per_epoch)
+        perm = self._perm(epoch)
+        chunk = perm[i * self.batch_size : (i + 1) * self.batch_size]
+        return chunk[self.rank :: self.world]
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if getattr(self, "_cached", (None,))[0] != epoch:
+            rng = np.random.default_rng(self.seed * 100_003 + epoch)
+            self._cached = (epoch, rng.permutation(self.n))
+        return self._cached[1]

@@ -1,0 +1,475 @@
+"""The face trainer: margin loss (ArcFace / CosFace) and/or teacher distillation on a GhostNet embedding network.
+
+One :class:`TrainConfig` describes a run; :func:`train` executes it. The loop is step-based: the sampler
+derives each batch from ``(seed, step)``, and a checkpoint holds model, head, projection, optimiser, scheduler,
+step, best dev score and every RNG state, so ``resume=True`` continues exactly where a run stopped.
+
+Distributed training uses ``torchrun`` (``WORLD_SIZE``/``RANK`` in the environment): gloo on CPU, NCCL on GPU.
+Every process sees the same global batch order and takes its share; DistributedDataParallel averages the
+gradients, so replicas stay identical.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from facegnet.errors import DataError, WeightsError
+from facegnet.models.heads import build_head
+from facegnet.train import data as D
+from facegnet.train.distill import TeacherDistill
+from facegnet.train.evaluate import evaluate_pairs
+
+DEFAULT_MODEL = {"width": 1.0, "stem_stride": 2, "prelu": True, "dfc": False, "embedding_size": 512, "dropout": 0.0}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved in every checkpoint and in ``config.json``)."""
+
+    data: str = "../shared/data/train"  # the training pack, or a folder of person sub-folders of crops
+    out: str = "runs/train"
+    model: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_MODEL))
+    # losses
+    head: str = "arcface"  # arcface | cosface | none
+    scale: float = 64.0
+    margin: float | None = None  # None: the head's default (ArcFace 0.5, CosFace 0.35)
+    margin_weight: float = 1.0
+    min_faces: int = 2  # identities with fewer faces get no margin loss (distillation only)
+    distill: str = "cosine"  # cosine | mse | none
+    distill_weight: float = 1.0
+    teacher: str = "teacher_dlib.npy"
+    # optimisation
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.1
+    min_lr: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_steps: int = 200
+    steps: int = 0  # 0: epochs × steps per epoch
+    epochs: float = 1.0
+    batch_size: int = 128  # global batch (split across processes)
+    clip_grad: float = 5.0  # max gradient norm; 0 disables
+    bf16: bool = False  # bfloat16 autocast (CPU), AMP float16 on GPU
+    channels_last: bool = True
+    # augmentation
+    flip: float = 0.5
+    colour: float = 0.0
+    grayscale: float = 0.0
+    blur: float = 0.0
+    lowres: float = 0.0
+    # bookkeeping
+    checkpoint_every: int = 500  # steps; 0: only at the end
+    checkpoint_minutes: float = 0.0  # also checkpoint after this many minutes (0: off)
+    eval_every: int = 0  # steps between dev evaluations; 0: once per epoch
+    dev_pairs: str | None = None  # default: <data>/dev_pairs.csv when it exists
+    log_every: int = 10
+    seed: int = 0
+    threads: int = 0  # torch threads; 0 leaves the default
+    cache: str | None = None  # folder for the decoded-crop cache (.npy)
+    limit: int | None = None  # use only the first N faces (tests)
+    # fine-tuning
+    init: str | None = None  # weights (.pt state_dict or checkpoint) to start the embedding network from
+    freeze_stages: int = 0  # freeze the stem and this many early body stages
+    device: str = "auto"  # auto | cpu | cuda
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0: no limit
+    stop_at: int = 0  # stop (with a checkpoint) after this step, to be resumed later; 0: run to the end
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class TrainModule(nn.Module):
+    """Embedding network + margin head + distillation projection, so one DDP wrapper syncs them all."""
+
+    def __init__(self, net: nn.Module, head: nn.Module | None, distill: TeacherDistill | None) -> None:
+        super().__init__()
+        self.net, self.head, self.distill = net, head, distill
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None, cfg: TrainConfig):
+        emb = self.net(x)
+        losses: dict[str, torch.Tensor] = {}
+        total = emb.new_zeros(())
+        if self.head is not None:
+            losses["margin"] = self.head.loss(emb, labels)
+            total = total + cfg.margin_weight * losses["margin"]
+        if self.distill is not None and teacher is not None:
+            losses["distill"] = self.distill(emb, teacher)
+            total = total + cfg.distill_weight * losses["distill"]
+        return total, losses
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _setup_distributed(device: torch.device) -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return _rank_world()
+
+
+def _pick_device(kind: str) -> torch.device:
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def build_net(model_cfg: dict[str, Any]) -> nn.Module:
+    """The embedding network from the builder kwargs (see :func:`facegnet.models.ghostfacenet`)."""
+    from facegnet.models import ghostfacenet
+
+    return ghostfacenet(**model_cfg)
+
+
+def load_init_weights(net: nn.Module, path: str | Path) -> None:
+    """Load a plain state_dict or a trainer checkpoint's embedding network into ``net``."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise WeightsError("weights to fine-tune from not found", path) from None
+    except Exception as exc:  # torch raises many types for a corrupt file
+        raise WeightsError(f"unreadable weights ({exc.__class__.__name__})", path) from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise WeightsError(f"weights do not fit this architecture ({str(exc).splitlines()[0]})", path) from None
+
+
+def freeze_early(net: nn.Module, stages: int) -> list[str]:
+    """Freeze the stem and the first ``stages`` body stages (their BatchNorm statistics too); returns names."""
+    if stages <= 0:
+        return []
+    frozen: list[nn.Module] = []
+    names: list[str] = []
+    for name in ("stem", "conv_stem", "bn1"):
+        if hasattr(net, name):
+            frozen.append(getattr(net, name))
+            names.append(name)
+    body = next((getattr(net, n) for n in ("blocks", "body", "stages") if hasattr(net, n)), None)
+    if body is None:
+        raise WeightsError("cannot freeze stages: the network has no blocks/body/stages container")
+    for i, stage in enumerate(list(body.children())[:stages]):
+        frozen.append(stage)
+        names.append(f"stage{i}")
+    for module in frozen:
+        for p in module.parameters():
+            p.requires_grad_(False)
+        module.eval()
+        module.train = lambda mode=True, _m=module: _m  # keep BN statistics fixed when the net goes to train()
+    return names
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on weight matrices/kernels only: not on BatchNorm, PReLU, biases (all ≤1-d)."""
+    decay, no_decay = [], []
+    for p in module.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
+    """Linear warm-up to ``lr`` then cosine annealing to ``min_lr`` at ``total`` steps (as a factor of lr)."""
+    floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
+    warm = max(0, min(cfg.warmup_steps, total - 1))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return factor
+
+
+def _rng_state(gen: torch.Generator) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+             "augment": gen.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    gen.set_state(state["augment"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def load_data(cfg: TrainConfig) -> D.FaceSet:
+    """The training faces named by ``cfg.data`` (pack or folder)."""
+    root = Path(cfg.data)
+    if (root / "manifest.csv").exists():
+        teacher = cfg.teacher if cfg.distill != "none" else None
+        return D.load_pack(root, "train", cfg.min_faces, teacher=teacher, cache=cfg.cache, limit=cfg.limit)
+    if cfg.distill != "none":
+        raise DataError("distillation needs teacher embeddings; a plain folder has none (use --distill none)", root)
+    faces = D.load_folder(root, cfg.min_faces, cache=cfg.cache)
+    if cfg.limit:
+        faces = faces.subset(np.arange(min(cfg.limit, len(faces))))
+    return faces
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_module: bool = False) -> dict[str, Any]:
+    """Run (or resume) a training run; returns a summary (steps, best dev scores; the trained
+    :class:`TrainModule` under ``"module"`` when ``return_module``)."""
+    device = _pick_device(cfg.device)
+    rank, world = _setup_distributed(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    ckpt_path, best_path = out / "last.pt", out / "best.pt"
+    if resume and not ckpt_path.exists():
+        raise DataError("nothing to resume (no last.pt)", out)
+
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if resume else None
+    if state is not None:
+        cfg = TrainConfig.from_dict({**state["config"], "out": cfg.out, "max_minutes": cfg.max_minutes, "stop_at": cfg.stop_at,
+                                     "device": cfg.device, "threads": cfg.threads, "cache": cfg.cache})
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    faces = load_data(cfg)
+    pairs_path = Path(cfg.dev_pairs) if cfg.dev_pairs else Path(cfg.data) / "dev_pairs.csv"
+    dev = _load_dev(cfg, pairs_path) if rank == 0 and pairs_path.exists() else None
+
+    net = build_net(cfg.model)
+    if cfg.init and state is None:
+        load_init_weights(net, cfg.init)
+    frozen = freeze_early(net, cfg.freeze_stages)
+    emb_size = int(cfg.model.get("embedding_size", 512))
+    head = None
+    if cfg.head != "none":
+        if faces.num_classes < 2:
+            raise DataError(f"a margin loss needs ≥2 identities with ≥{cfg.min_faces} faces", cfg.data)
+        head = build_head(cfg.head, emb_size, faces.num_classes, cfg.scale, cfg.margin)
+    distill = None
+    if cfg.distill != "none":
+        mean = D.pack_teacher_mean(cfg.data, cfg.teacher)
+        distill = TeacherDistill(emb_size, faces.teacher.shape[1], cfg.distill, mean)
+    module = TrainModule(net, head, distill).to(device)
+    if cfg.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+
+    sampler = D.EpochSampler(len(faces), cfg.batch_size, cfg.seed, rank, world)
+    total = cfg.steps or max(1, int(round(cfg.epochs * sampler.steps_per_epoch)))
+    groups = param_groups(module, cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    else:
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=False)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total))
+    gen = torch.Generator().manual_seed(cfg.seed + 7919 * rank)
+    augment = D.Augment(cfg.flip, cfg.colour, cfg.grayscale, cfg.blur, cfg.lowres)
+
+    step, best, history = 0, -1.0, []
+    if state is not None:
+        module.load_state_dict(state["module"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, best = state["step"], state["best"]
+        rng = state["rng"][rank] if isinstance(state["rng"], list) else state["rng"]
+        _set_rng_state(rng, gen)
+
+    ddp = module
+    if world > 1:
+        ddp = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    log = None
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        log = open(out / "log.jsonl", "a")
+        _write(log, {"event": "resume" if state else "start", "step": step, "total": total, "world": world,
+                     "faces": len(faces), "classes": faces.num_classes, "frozen": frozen, "time": time.time()})
+
+    def checkpoint(path: Path) -> None:
+        rngs = _gather_rng(gen, world)
+        if rank == 0:
+            _atomic_save({"config": asdict(cfg), "module": module.state_dict(), "model": module.net.state_dict(),
+                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+                          "best": best, "rng": rngs}, path)
+
+    images = torch.from_numpy(faces.images)
+    labels_all = torch.from_numpy(faces.labels)
+    teacher_all = torch.from_numpy(faces.teacher) if (distill is not None and faces.teacher is not None) else None
+    eval_every = cfg.eval_every or sampler.steps_per_epoch
+    start_time, last_ckpt = time.time(), time.time()
+    seen, window_t, window_n = 0, time.time(), 0
+    bar = None
+    if rank == 0 and progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=step, unit="step", dynamic_ncols=True)
+    amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if (cfg.bf16 and device.type == "cuda") else None
+    module.train()
+    for m in frozen_modules(net, frozen):
+        m.eval()
+    stopped_early = False
+    while step < total:
+        idx = torch.from_numpy(sampler.batch(step))
+        x = D.to_input(images[idx])
+        x = augment(x, gen)
+        x = x.to(device, non_blocking=True)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = labels_all[idx].to(device)
+        t = teacher_all[idx].to(device) if teacher_all is not None else None
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.bf16):
+            loss, parts = ddp(x, y, t, cfg)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+        else:
+            loss.backward()
+        if cfg.clip_grad > 0:
+            nn.utils.clip_grad_norm_(module.parameters(), cfg.clip_grad)
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        step += 1
+        seen += len(idx) * world
+        window_n += len(idx) * world
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(f"loss became {float(loss)} at step {step}")
+        if rank == 0 and (step % cfg.log_every == 0 or step == total):
+            now = time.time()
+            ips = window_n / max(1e-9, now - window_t)
+            window_t, window_n = now, 0
+            rec = {"step": step, "epoch": round(step / sampler.steps_per_epoch, 3), "loss": round(float(loss.detach()), 5),
+                   **{k: round(float(v), 5) for k, v in parts.items()}, "lr": lr, "img_s": round(ips, 1),
+                   "elapsed_min": round((now - start_time) / 60, 2)}
+            _write(log, rec)
+            if bar is not None:
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.4f}", img_s=f"{ips:.0f}")
+        if bar is not None:
+            bar.update(1)
+        if step % eval_every == 0 or step == total:
+            if dev is not None:
+                scores = evaluate_pairs(module.net, *dev, device=device)
+                module.train()
+                for m in frozen_modules(net, frozen):
+                    m.eval()
+                scores = {"step": step, "epoch": round(step / sampler.steps_per_epoch, 3), **scores}
+                history.append(scores)
+                _write(log, {"event": "dev", **scores})
+                if scores["accuracy"] > best:
+                    best = scores["accuracy"]
+                    checkpoint(best_path)
+            _barrier(world)
+        out_of_time = cfg.max_minutes and (time.time() - start_time) / 60 >= cfg.max_minutes
+        out_of_time = _any(bool(out_of_time), world, device) or step == cfg.stop_at
+        due = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or (
+            cfg.checkpoint_minutes and time.time() - last_ckpt >= cfg.checkpoint_minutes * 60)
+        due = _any(bool(due), world, device)
+        if due or step == total or out_of_time:
+            checkpoint(ckpt_path)
+            last_ckpt = time.time()
+        if out_of_time:
+            stopped_early = True
+            break
+    if bar is not None:
+        bar.close()
+    summary = {"event": "end", "step": step, "total": total, "stopped_early": stopped_early, "best_accuracy": best,
+               "wall_min": round((time.time() - start_time) / 60, 2), "dev": history[-1] if history else None}
+    if rank == 0:
+        _write(log, summary)
+        log.close()
+    summary["rank"] = rank
+    if return_module:
+        summary["module"] = module
+    return summary
+
+
+def frozen_modules(net: nn.Module, names: list[str]) -> list[nn.Module]:
+    """The modules :func:`freeze_early` froze (kept in eval mode)."""
+    mods = []
+    body = next((getattr(net, n) for n in ("blocks", "body", "stages") if hasattr(net, n)), None)
+    for name in names:
+        if name.startswith("stage") and body is not None:
+            mods.append(list(body.children())[int(name[5:])])
+        elif hasattr(net, name):
+            mods.append(getattr(net, name))
+    return mods
+
+
+def _load_dev(cfg: TrainConfig, pairs_path: Path):
+    """Dev crops (uint8) and pair indices for :func:`evaluate_pairs`."""
+    pairs = D.read_pairs(pairs_path)
+    names = sorted({p for a, b, _ in pairs for p in (a, b)})
+    where = {n: i for i, n in enumerate(names)}
+    root = pairs_path.parent
+    images = D.decode_crops([root / n for n in names], cache=cfg.cache)
+    a = np.array([where[p[0]] for p in pairs])
+    b = np.array([where[p[1]] for p in pairs])
+    same = np.array([p[2] for p in pairs], dtype=bool)
+    return images, a, b, same
+
+
+def _gather_rng(gen: torch.Generator, world: int) -> Any:
+    state = _rng_state(gen)
+    if world == 1:
+        return state
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, state)
+    return gathered
+
+
+def _any(flag: bool, world: int, device: torch.device) -> bool:
+    if world == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def _write(log, record: dict[str, Any]) -> None:
+    if log is not None:
+        log.write(json.dumps(record) + "\n")
+        log.flush()
