@@ -113,7 +113,9 @@ class Detector:
                 batch = np.stack([m[1] for m in chunk])
                 boxes, points = self._run_mtcnn(batch, min_size)
                 for (index, _, scale), b, p in zip(chunk, boxes, points):
-                    results[index] = self._faces(b, p, 1.0 / scale)
+                    faces = self._faces(b, p, 1.0 / scale)
+                    # MTCNN's box regression can return faces below the pyramid's floor: honour the minimum.
+                    results[index] = [face for face in faces if face.size >= self.min_face_size]
         return results
 
     def _downscale(self, array: np.ndarray) -> tuple[np.ndarray, float]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import json
 
 import pytest
@@ -24,6 +25,9 @@ from facegnet.models import (
 from facegnet.models.ghostnet import DFC_FIRST_LAYER, DFCAttention, GhostModule
 from facegnet.models.profile import summarize
 
+# The module, not the builder of the same name that facegnet.models exports.
+ghostfacenet_module = importlib.import_module("facegnet.models.ghostfacenet")
+
 # Published sizes (GhostNet paper Table 7 and timm): width → (parameters, multiply-adds at 224×224).
 IMAGENET_SIZES = {0.5: (2.6e6, 42e6), 1.0: (5.2e6, 141e6), 1.3: (7.3e6, 226e6)}
 
@@ -35,6 +39,15 @@ FACE_RANGES = {
     "ghostfacenet-v2-w1.0-s2": ((3.0e6, 5.5e6), (35e6, 80e6)),
     "ghostfacenet-w0.5-s2": ((0.6e6, 1.5e6), (8e6, 20e6)),
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small networks run fastest on one thread, and two OpenMP threads spin-wait badly on a shared 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @functools.cache
@@ -138,7 +151,7 @@ def test_build_from_untrained_card_is_deterministic_and_keeps_the_global_rng() -
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_build_from_trained_card_loads_and_checks_sha256(tmp_path) -> None:
+def test_build_from_trained_card_loads_and_checks_sha256(tmp_path, monkeypatch) -> None:
     config = {"width": 0.5, "stem_stride": 2, "prelu": True, "dfc": False, "embedding_size": 512}
     source = ghostfacenet(**config).eval()
     with torch.no_grad():  # make the running statistics differ from a fresh network's
@@ -157,6 +170,12 @@ def test_build_from_trained_card_loads_and_checks_sha256(tmp_path) -> None:
     wrong = dataclasses.replace(card, config={**config, "width": 1.0}, path=tmp_path / "face.json")
     with pytest.raises(WeightsError, match="do not fit"):
         build_from_card(wrong)
+    # The torchvision-style builder goes through the same path when a trained default card ships.
+    monkeypatch.setattr(ghostfacenet_module, "resolve_card", lambda _weights: resolve_card(tmp_path / "face.json"))
+    with torch.inference_mode():
+        assert torch.equal(ghostfacenet(width=0.5, pretrained=True).eval()(x), source(x))
+    with pytest.raises(WeightsError, match="trained with width=0.5"):
+        ghostfacenet(width=1.3, pretrained=True)
     (tmp_path / "bad.json").write_text(json.dumps({**card.to_dict(), "architecture": "resnet"}))
     with pytest.raises(WeightsError, match="unknown architecture"):
         build_from_card(resolve_card(tmp_path / "bad.json"))

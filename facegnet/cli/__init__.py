@@ -18,6 +18,7 @@ from facegnet.errors import FacegnetError
 COMMAND_MODULES: tuple[str, ...] = (
     "facegnet.cli.verify",
     "facegnet.cli.evaluate",
+    "facegnet.cli.gallery",
     "facegnet.cli.train",
 )
 

@@ -58,7 +58,9 @@ HELP: dict[str, str] = {
     "init": "weights to start from (.pt state_dict or checkpoint) for fine-tuning",
     "freeze_stages": "freeze the stem and this many early body stages",
     "device": "auto, cpu or cuda",
-    "max_minutes": "stop with a checkpoint after this many minutes (0: no limit)",
+    "max_minutes": "pause with a checkpoint after this many minutes, to --resume later (0: no limit)",
+    "budget_minutes": "wall-clock budget: the cosine schedule follows time as well as steps and ends the run here",
+    "stop_at": "pause with a checkpoint after this step, to --resume later (0: off)",
 }
 
 

@@ -52,6 +52,26 @@ def choose_kind(count: int) -> str:
     return "ivfpq"
 
 
+def resolve_kind(kind: str, count: int, params: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """The kind and parameters :meth:`GalleryIndex.build` really uses for ``count`` vectors.
+
+    ``auto`` becomes :func:`choose_kind`; IVF kinds fall back to exact ``flat`` search when there are too
+    few vectors to train their k-means (about 39 a cell, and 39 a code word for PQ).
+    """
+    if kind == "auto":
+        kind = choose_kind(count)
+    if kind not in KINDS:
+        raise ValueError(f"unknown index kind {kind!r} (choose from auto, {', '.join(KINDS)})")
+    merged = {**_DEFAULTS[kind], **{k: v for k, v in (params or {}).items() if v is not None}}
+    merged.pop("trained_on", None)
+    if kind in ("ivf", "ivfpq"):
+        merged.setdefault("nlist", nlist_for(count))
+        needed = max(39 * merged["nlist"], MIN_TRAIN if kind == "ivf" else 39 * 256)
+        if count < needed:
+            return "flat", {}
+    return kind, merged
+
+
 def normalise(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length, as contiguous float32 (zero rows stay zero)."""
     x = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
@@ -106,17 +126,7 @@ class GalleryIndex:
         x = np.zeros((0, dim), np.float32) if vectors is None else normalise(vectors).reshape(-1, dim)
         if len(ids) != len(x):
             raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
-        if kind == "auto":
-            kind = choose_kind(len(x))
-        if kind not in KINDS:
-            raise ValueError(f"unknown index kind {kind!r} (choose from auto, {', '.join(KINDS)})")
-        merged = {**_DEFAULTS[kind], **{k: v for k, v in params.items() if v is not None}}
-        if kind in ("ivf", "ivfpq"):
-            merged.setdefault("nlist", nlist_for(len(x)))
-            # k-means wants ~39 points a cell (and PQ 39 per code word): small galleries are exact anyway.
-            needed = max(39 * merged["nlist"], MIN_TRAIN if kind == "ivf" else 39 * 256)
-            if len(x) < needed:
-                kind, merged = "flat", {}
+        kind, merged = resolve_kind(kind, len(x), params)
         index = cls._new_faiss(dim, kind, merged)
         if kind in ("ivf", "ivfpq"):
             # ~40 points a cell is what FAISS asks for; a fixed seed keeps rebuilds reproducible.
@@ -124,6 +134,7 @@ class GalleryIndex:
             n_train = min(len(x), max(40 * merged["nlist"], 40 * 256 if kind == "ivfpq" else 0))
             sample = x if n_train == len(x) else x[np.sort(rng.choice(len(x), n_train, replace=False))]
             index.train(sample)
+            merged["trained_on"] = len(x)  # the gallery retrains once it has grown well past this
         out = cls(dim=dim, kind=kind, params=merged, index=index)
         out._apply_search_params()
         if len(x):

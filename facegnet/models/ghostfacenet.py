@@ -183,7 +183,7 @@ def ghostfacenet(
     if not card.trained:
         raise WeightsError(
             "no trained face weights ship with this version of facegnet; train them with `facegnet train` "
-            "or pass weights=PATH to the API (ghostfacenet(pretrained=False) gives an untrained network)"
+            "and load them with build_from_card(resolve_card(PATH)), or use pretrained=False for an untrained network"
         )
     if card.architecture != "ghostfacenet":
         raise WeightsError(f"the shipped model card describes {card.architecture!r}, not ghostfacenet", card.path)

@@ -83,6 +83,8 @@ class TrainConfig:
     freeze_stages: int = 0  # freeze the stem and this many early body stages
     device: str = "auto"  # auto | cpu | cuda
     max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0: no limit
+    budget_minutes: float = 0.0  # wall-clock schedule: the cosine follows max(step, time) progress and the run
+    # ends at this many minutes of training (exact resume then no longer holds: timing differs)
     stop_at: int = 0  # stop (with a checkpoint) after this step, to be resumed later; 0: run to the end
 
     @classmethod
@@ -192,8 +194,12 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
-    """Linear warm-up to ``lr`` then cosine annealing to ``min_lr`` at ``total`` steps (as a factor of lr)."""
+def lr_lambda(cfg: TrainConfig, total: int, clock: dict[str, float] | None = None) -> Callable[[int], float]:
+    """Linear warm-up to ``lr`` then cosine annealing to ``min_lr`` at ``total`` steps (as a factor of lr).
+
+    With ``cfg.budget_minutes`` the cosine follows whichever is further along: steps, or the training minutes
+    in ``clock["minutes"]`` against the budget.
+    """
     floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
     warm = max(0, min(cfg.warmup_steps, total - 1))
 
@@ -201,6 +207,8 @@ def lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
         if step < warm:
             return (step + 1) / warm
         t = min(1.0, (step - warm) / max(1, total - warm))
+        if cfg.budget_minutes > 0 and clock is not None:
+            t = max(t, min(1.0, clock["minutes"] / cfg.budget_minutes))
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
     return factor
@@ -293,7 +301,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
         opt = torch.optim.AdamW(groups, lr=cfg.lr)
     else:
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=False)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total))
+    clock = {"minutes": 0.0}  # training minutes so far (across resumes), for the wall-clock schedule
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total, clock))
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * rank)
     augment = D.Augment(cfg.flip, cfg.colour, cfg.grayscale, cfg.blur, cfg.lowres)
 
@@ -303,6 +312,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, best = state["step"], state["best"]
+        clock["minutes"] = state.get("minutes", 0.0)
         rng = state["rng"][rank] if isinstance(state["rng"], list) else state["rng"]
         _set_rng_state(rng, gen)
 
@@ -318,18 +328,20 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
         _write(log, {"event": "resume" if state else "start", "step": step, "total": total, "world": world,
                      "faces": len(faces), "classes": faces.num_classes, "frozen": frozen, "time": time.time()})
 
-    def checkpoint(path: Path) -> None:
-        rngs = _gather_rng(gen, world)
+    def checkpoint(path: Path, gather: bool = True) -> None:
+        # The best-so-far copy is written by rank 0 alone (only it evaluates), so it keeps rank 0's RNG only.
+        rngs = _gather_rng(gen, world) if gather else _rng_state(gen)
         if rank == 0:
             _atomic_save({"config": asdict(cfg), "module": module.state_dict(), "model": module.net.state_dict(),
                           "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                          "best": best, "rng": rngs}, path)
+                          "best": best, "minutes": clock["minutes"], "rng": rngs}, path)
 
     images = torch.from_numpy(faces.images)
     labels_all = torch.from_numpy(faces.labels)
     teacher_all = torch.from_numpy(faces.teacher) if (distill is not None and faces.teacher is not None) else None
     eval_every = cfg.eval_every or sampler.steps_per_epoch
     start_time, last_ckpt = time.time(), time.time()
+    minutes_before = clock["minutes"]
     seen, window_t, window_n = 0, time.time(), 0
     bar = None
     if rank == 0 and progress:
@@ -367,6 +379,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
         else:
             opt.step()
         lr = opt.param_groups[0]["lr"]
+        clock["minutes"] = minutes_before + (time.time() - start_time) / 60
+        if cfg.budget_minutes > 0 and world > 1:  # every process must agree on the time-driven lr
+            t = torch.tensor([clock["minutes"]], dtype=torch.float64, device=device)
+            dist.broadcast(t, 0)
+            clock["minutes"] = float(t.item())
         sched.step()
         step += 1
         seen += len(idx) * world
@@ -378,14 +395,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
             ips = window_n / max(1e-9, now - window_t)
             window_t, window_n = now, 0
             rec = {"step": step, "epoch": round(step / sampler.steps_per_epoch, 3), "loss": round(float(loss.detach()), 5),
-                   **{k: round(float(v), 5) for k, v in parts.items()}, "lr": lr, "img_s": round(ips, 1),
+                   **{k: round(float(v.detach()), 5) for k, v in parts.items()}, "lr": lr, "img_s": round(ips, 1),
                    "elapsed_min": round((now - start_time) / 60, 2)}
             _write(log, rec)
             if bar is not None:
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.4f}", img_s=f"{ips:.0f}")
         if bar is not None:
             bar.update(1)
-        if step % eval_every == 0 or step == total:
+        budget_spent = _any(cfg.budget_minutes > 0 and clock["minutes"] >= cfg.budget_minutes, world, device)
+        paused = cfg.max_minutes and (time.time() - start_time) / 60 >= cfg.max_minutes
+        paused = _any(bool(paused), world, device) or step == cfg.stop_at
+        out_of_time = budget_spent or paused
+        if step % eval_every == 0 or step == total or budget_spent:
             if dev is not None:
                 scores = evaluate_pairs(module.net, *dev, device=device)
                 module.train()
@@ -396,10 +417,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
                 _write(log, {"event": "dev", **scores})
                 if scores["accuracy"] > best:
                     best = scores["accuracy"]
-                    checkpoint(best_path)
+                    checkpoint(best_path, gather=False)
             _barrier(world)
-        out_of_time = cfg.max_minutes and (time.time() - start_time) / 60 >= cfg.max_minutes
-        out_of_time = _any(bool(out_of_time), world, device) or step == cfg.stop_at
         due = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or (
             cfg.checkpoint_minutes and time.time() - last_ckpt >= cfg.checkpoint_minutes * 60)
         due = _any(bool(due), world, device)
@@ -407,7 +426,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
             checkpoint(ckpt_path)
             last_ckpt = time.time()
         if out_of_time:
-            stopped_early = True
+            stopped_early = bool(paused)
             break
     if bar is not None:
         bar.close()

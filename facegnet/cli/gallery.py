@@ -1,0 +1,224 @@
+"""``facegnet enroll``, ``facegnet identify`` and ``facegnet gallery list|info|remove|rebuild``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from facegnet.cli.common import print_json, warn
+from facegnet.errors import FacegnetError, GalleryError, NoFaceError
+
+INDEX_CHOICES = ("auto", "flat", "ivf", "hnsw", "ivfpq")
+
+
+def _gallery_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gallery", default="gallery", metavar="DIR",
+                        help="gallery directory (default: ./gallery)")
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--weights", default=None,
+                       help="model card name, card (.json) or weights (.pt); default: the shipped model")
+    group.add_argument("--no-flip", action="store_true", help="skip flip test-time augmentation (faster)")
+    group.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+
+def _recognizer(args: argparse.Namespace, min_face_size: int = 32):
+    from facegnet.recognizer import FaceRecognizer
+
+    return FaceRecognizer(args.weights, threshold=getattr(args, "threshold", None), min_face_size=min_face_size,
+                          flip=not args.no_flip, device=args.device)
+
+
+def _untrained_warning(gallery) -> None:
+    if gallery._recognizer is not None and not gallery.card.trained:
+        warn("no trained weights are installed: using an untrained network, so names are near chance")
+
+
+def register(subparsers) -> None:
+    enroll = subparsers.add_parser(
+        "enroll",
+        help="add people's photos to a gallery",
+        description="Enroll a folder of photos: FOLDER/Name/*.jpg (a sub-folder per person) or FOLDER/Name.jpg. "
+        "Photos already in the gallery are not enrolled again.",
+    )
+    enroll.add_argument("folder", metavar="FOLDER")
+    _gallery_option(enroll)
+    enroll.add_argument("--min-face-size", type=int, default=40, metavar="PX",
+                        help="skip faces whose shorter side is below this (default: 40)")
+    enroll.add_argument("--min-score", type=float, default=0.95,
+                        help="skip faces with a lower detection score (default: 0.95)")
+    enroll.add_argument("--index", choices=INDEX_CHOICES, default=None,
+                        help="index kind (default: auto, by gallery size; kept once chosen)")
+    enroll.add_argument("--quiet", action="store_true", help="no progress bar")
+    _model_options(enroll)
+    enroll.set_defaults(func=run_enroll)
+
+    identify = subparsers.add_parser(
+        "identify",
+        help="name the faces in photos",
+        description="Every face of each photo with its box, the best-matching enrolled person (or 'unknown' "
+        "below the threshold) and the similarity.",
+    )
+    identify.add_argument("images", nargs="+", metavar="IMAGE")
+    _gallery_option(identify)
+    identify.add_argument("--json", action="store_true", help="one JSON object per line per image")
+    identify.add_argument("--annotate", metavar="OUT",
+                          help="write copies with boxes and names drawn: a file for one image, else a folder")
+    identify.add_argument("--threshold", type=float, default=None,
+                          help="similarity below which a face is 'unknown' (default: the model card's)")
+    identify.add_argument("--top-k", type=int, default=1, metavar="K", help="candidates per face (default: 1)")
+    identify.add_argument("--aggregate", choices=("max", "mean"), default="max",
+                          help="score a person by the best (max) or the mean of their templates (default: max)")
+    _model_options(identify)
+    identify.set_defaults(func=run_identify)
+
+    gallery = subparsers.add_parser("gallery", help="list, inspect, remove from or rebuild a gallery",
+                                    description="Manage a gallery.")
+    actions = gallery.add_subparsers(dest="action", metavar="ACTION")
+    listing = actions.add_parser("list", help="enrolled people and their number of templates")
+    listing.add_argument("--json", action="store_true")
+    info = actions.add_parser("info", help="counts, model, index, sizes")
+    info.add_argument("--json", action="store_true")
+    remove = actions.add_parser("remove", help="remove people (or one template with --template ID)")
+    remove.add_argument("names", nargs="*", metavar="NAME")
+    remove.add_argument("--template", type=int, action="append", default=[], metavar="ID",
+                        help="remove this template id (repeatable)")
+    rebuild = actions.add_parser("rebuild", help="re-embed every template from its photo with the current model")
+    rebuild.add_argument("--drop-missing", action="store_true",
+                         help="remove templates whose photo is missing or changed instead of failing")
+    rebuild.add_argument("--index", choices=INDEX_CHOICES, default=None, help="switch the index kind")
+    rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
+    _model_options(rebuild)
+    for sub in (listing, info, remove, rebuild):
+        _gallery_option(sub)
+        sub.set_defaults(func=run_gallery)
+    gallery.set_defaults(func=lambda _args: (gallery.print_help(), 2)[1])
+
+
+# ---------------------------------------------------------------------------------------------------- enroll
+def run_enroll(args: argparse.Namespace) -> int:
+    from facegnet.gallery import Gallery, QualityPolicy, discover
+
+    discover(args.folder)  # a missing or empty folder fails before any model loads
+    quality = QualityPolicy(min_face=args.min_face_size, min_score=args.min_score)
+    recognizer = _recognizer(args)
+    progress = not args.quiet and sys.stderr.isatty()
+
+    def report(result) -> None:
+        from tqdm import tqdm
+
+        if result.status == "skipped":
+            tqdm.write(f"facegnet: skipped {result.source}: {result.reason}", file=sys.stderr)
+        elif result.warning:
+            tqdm.write(f"facegnet: warning: {result.source}: {result.warning}", file=sys.stderr)
+
+    with Gallery(args.gallery, recognizer=recognizer, create=True, index=args.index, quality=quality) as gallery:
+        result = gallery.enroll_folder(args.folder, progress=progress, on_result=report)
+        people, templates = gallery.store.count()
+        _untrained_warning(gallery)
+    print(f"{result.summary()}. Gallery {args.gallery}: {people} people, {templates} templates.")
+    return max((r.exit_code for r in result.skipped), default=0)
+
+
+# ---------------------------------------------------------------------------------------------------- identify
+def run_identify(args: argparse.Namespace) -> int:
+    from facegnet.gallery import Gallery
+    from facegnet.gallery.draw import annotate, annotation_paths
+    from facegnet.io import load_image
+
+    if args.top_k < 1:
+        raise FacegnetError("--top-k must be at least 1")
+    gallery = Gallery(args.gallery, recognizer=_recognizer(args))  # refuses a gallery of other weights
+    if not len(gallery):
+        gallery.close()
+        raise GalleryError("the gallery is empty: enroll people first", args.gallery)
+    out_paths = annotation_paths(args.images, args.annotate) if args.annotate else []
+    status, identified = 0, 0
+    with gallery:
+        for n, image in enumerate(args.images):
+            try:
+                array = load_image(image)
+                matches = gallery.identify(array, top_k=args.top_k, threshold=args.threshold,
+                                           aggregate=args.aggregate)
+            except FacegnetError as exc:
+                if isinstance(exc, GalleryError):
+                    raise
+                print(f"facegnet: error: {image}: {exc.reason}", file=sys.stderr)
+                if args.json:
+                    print_json({"image": image, "faces": [], "error": exc.reason})
+                status = max(status, exc.exit_code)
+                continue
+            if not matches:
+                print(f"facegnet: error: {image}: no face found", file=sys.stderr)
+                status = max(status, NoFaceError.exit_code)
+            identified += bool(matches)
+            if args.json:
+                print_json({"image": image, "faces": [m.to_dict() for m in matches]})
+            else:
+                _print_matches(image, matches, args.top_k)
+            if out_paths:
+                out_paths[n].parent.mkdir(parents=True, exist_ok=True)
+                annotate(array, matches).save(out_paths[n])
+        if identified:  # a bad input alone still gives exactly one line
+            _untrained_warning(gallery)
+    return status
+
+
+def _print_matches(image: str, matches, top_k: int) -> None:
+    print(f"{image}: {len(matches)} face(s)")
+    for match in matches:
+        box = ", ".join(f"{v:.0f}" for v in match.face.box)
+        line = f"  [{box}]  {match.name}  {match.similarity:.4f}"
+        if not match.known and match.candidates:
+            line += f"  (closest: {match.candidates[0].name})"
+        print(line)
+        if top_k > 1:
+            print("    candidates: " + ", ".join(f"{c.name} {c.similarity:.4f}" for c in match.candidates))
+
+
+# ---------------------------------------------------------------------------------------------------- gallery
+def run_gallery(args: argparse.Namespace) -> int:
+    from facegnet.gallery import Gallery
+
+    weights = getattr(args, "weights", None)
+    with Gallery(args.gallery, weights=weights, check_fingerprint=False) as gallery:
+        if args.action == "list":
+            people = gallery.people()
+            if args.json:
+                print_json({"people": [{"name": n, "templates": t} for n, t in people]})
+            else:
+                for name, count in people:
+                    print(f"{name}\t{count}")
+                print(f"{len(people)} people, {sum(c for _, c in people)} templates", file=sys.stderr)
+        elif args.action == "info":
+            info = gallery.info()
+            if args.json:
+                print_json(info)
+            else:
+                for key, value in info.items():
+                    print(f"{key}: {value}")
+                if not info["fingerprint_matches"]:
+                    warn("made with other weights than the current model: run `facegnet gallery rebuild`")
+        elif args.action == "remove":
+            if not args.names and not args.template:
+                raise FacegnetError("give the NAME of a person to remove (or --template ID)")
+            for name in args.names:
+                count = gallery.remove_person(name)
+                print(f"removed {name} ({count} template(s))")
+            for template_id in args.template:
+                name = gallery.remove_template(template_id)
+                print(f"removed template {template_id} of {name}")
+        elif args.action == "rebuild":
+            gallery._recognizer = _recognizer(args)
+            report = gallery.rebuild(drop_missing=args.drop_missing, index=args.index,
+                                     progress=not args.quiet and sys.stderr.isatty())
+            for source, reason in report.dropped:
+                print(f"facegnet: dropped {source}: {reason}", file=sys.stderr)
+            print(f"re-embedded {report.reembedded} template(s) with {gallery.card.name} "
+                  f"({report.fingerprint[:12]}); dropped {len(report.dropped)}; index: {report.index_kind}")
+            _untrained_warning(gallery)
+    return 0
+
+
+__all__ = ["register", "run_enroll", "run_identify", "run_gallery"]

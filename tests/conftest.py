@@ -1,0 +1,31 @@
+"""Shared fixtures: real LFW photos from ../shared, one cached recogniser per test session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+LFW = SHARED / "data" / "lfw"
+LFW_IMAGES = LFW / "images"
+
+
+def lfw_photo(name: str, number: int = 1) -> Path:
+    """Path of an LFW photo, e.g. lfw_photo("Aaron_Peirsol", 2)."""
+    path = LFW_IMAGES / name / f"{name}_{number:04d}.jpg"
+    if not path.is_file():
+        pytest.skip(f"LFW photo {path} not available")
+    return path
+
+
+@pytest.fixture(scope="session")
+def recognizer():
+    from facegnet.recognizer import FaceRecognizer
+
+    return FaceRecognizer()
+
+
+@pytest.fixture(scope="session")
+def detector(recognizer):
+    return recognizer.detector

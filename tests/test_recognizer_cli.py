@@ -1,0 +1,213 @@
+"""The Python API and the CLI end to end: verify, verify --pairs, eval on a benchmark in LFW's layout."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from facegnet.cli import main
+from facegnet.errors import NoFaceError
+from facegnet.recognizer import FaceRecognizer, VerifyResult
+from tests.conftest import ROOT, lfw_photo
+
+A1, A2, B1 = ("Aaron_Peirsol", 1), ("Aaron_Peirsol", 2), ("Aaron_Sorkin", 1)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "facegnet", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+
+
+@pytest.fixture()
+def not_an_image(tmp_path):
+    path = tmp_path / "holiday.jpg"
+    path.write_text("this is a text file with a .jpg name\n")
+    return path
+
+
+@pytest.fixture()
+def no_face(tmp_path):
+    path = tmp_path / "sky.png"
+    gradient = np.tile(np.linspace(40, 220, 320, dtype=np.uint8)[:, None, None], (1, 240, 3))
+    Image.fromarray(gradient).save(path)
+    return path
+
+
+# -- API ---------------------------------------------------------------------------------------------------------
+
+
+def test_verify_accepts_paths_pil_and_arrays(recognizer):
+    path_a, path_b = lfw_photo(*A1), lfw_photo(*A2)
+    result = recognizer.verify(path_a, path_b)
+    assert isinstance(result, VerifyResult)
+    assert -1.0 <= result.similarity <= 1.0
+    assert result.same == (result.similarity >= result.threshold)
+    assert result.threshold == recognizer.threshold == recognizer.card.threshold
+    again = recognizer.verify(Image.open(path_a), np.asarray(Image.open(path_b)))
+    assert abs(again.similarity - result.similarity) < 1e-5
+    stricter = recognizer.verify(path_a, path_b, threshold=result.similarity + 0.01)
+    assert stricter.threshold == pytest.approx(result.similarity + 0.01) and stricter.same is False
+
+
+def test_embeddings_are_unit_vectors_and_flip_invariant(recognizer):
+    faces, embeddings = recognizer.embed(lfw_photo(*B1))
+    assert len(faces) == 1 and embeddings.shape == (1, 512) and embeddings.dtype == np.float32
+    assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    crop = recognizer.align(lfw_photo(*B1), faces)
+    # Flip TTA embeds a crop and its mirror image: mirrored input gives the same vector.
+    assert np.allclose(recognizer.embed_crops(crop), recognizer.embed_crops(crop[:, :, ::-1]), atol=1e-5)
+    assert np.allclose(recognizer.embed_crops(crop), embeddings, atol=1e-5)
+    # Batching changes nothing (eval mode): five different crops together equal them one by one.
+    crops = np.stack([np.roll(crop[0], shift, axis=1) for shift in range(5)])
+    together = recognizer.embed_crops(crops)
+    alone = np.concatenate([recognizer.embed_crops(c[None]) for c in crops])
+    assert np.allclose(together, alone, atol=1e-4)
+    assert not np.allclose(together[0], together[4], atol=1e-3)
+
+
+def test_no_face_and_too_small_face_raise(recognizer, no_face):
+    with pytest.raises(NoFaceError, match="no face found") as info:
+        recognizer.verify(no_face, lfw_photo(*A1))
+    assert str(no_face) in str(info.value)
+    tiny = np.asarray(Image.open(lfw_photo(*A1)).resize((70, 70)))  # a ~26 px face
+    with pytest.raises(NoFaceError, match="face too small"):
+        recognizer.verify(tiny, lfw_photo(*A1))
+
+
+def test_several_faces_use_the_largest_and_say_so(recognizer):
+    big = np.asarray(Image.open(lfw_photo(*A1)))
+    small = np.asarray(Image.open(lfw_photo(*B1)).resize((150, 150)))
+    group = np.zeros((250, 400, 3), dtype=np.uint8)
+    group[:, :250], group[:150, 250:] = big, small
+    result = recognizer.verify(group, lfw_photo(*A1))
+    assert result.faces_in_a == 2 and result.faces_in_b == 1
+    assert result.similarity > 0.98  # the largest face is the very same photo (detected a little differently)
+    assert any("2 faces" in note for note in result.notes)
+
+
+def test_embed_images_reports_bad_images_without_failing(recognizer, not_an_image, no_face):
+    results = recognizer.embed_images([lfw_photo(*A1), not_an_image, no_face, lfw_photo(*B1)])
+    assert [r.ok for r in results] == [True, False, False, True]
+    assert "not an image" in results[1].error and results[2].error == "no face found"
+    fallback = recognizer.embed_images([no_face], fallback_center=True)[0]
+    assert fallback.ok and fallback.fallback
+
+
+# -- CLI ----------------------------------------------------------------------------------------------------------
+
+
+def test_cli_verify_json_same_and_different():
+    same = run_cli("verify", lfw_photo(*A1), lfw_photo(*A2), "--json")
+    different = run_cli("verify", lfw_photo(*A1), lfw_photo(*B1), "--json")
+    for proc in (same, different):
+        assert proc.returncode == 0, proc.stderr
+        payload = json.loads(proc.stdout)
+        assert isinstance(payload["similarity"], float) and isinstance(payload["same"], bool)
+        assert payload["same"] == (payload["similarity"] >= payload["threshold"])
+    assert json.loads(same.stdout)["similarity"] != json.loads(different.stdout)["similarity"]
+
+
+@pytest.mark.parametrize("case", ["text_as_jpg", "missing", "no_face"])
+def test_cli_bad_input_is_one_line_and_nonzero(case, not_an_image, no_face, tmp_path):
+    bad = {"text_as_jpg": not_an_image, "missing": tmp_path / "gone.jpg", "no_face": no_face}[case]
+    proc = run_cli("verify", bad, lfw_photo(*A1))
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert str(bad) in lines[0]
+    assert {"text_as_jpg": "not an image", "missing": "not found", "no_face": "no face"}[case] in lines[0]
+    assert proc.stdout == ""
+
+
+def test_cli_usage_errors(capsys):
+    assert main(["verify", str(lfw_photo(*A1))]) != 0
+    assert "exactly two images" in capsys.readouterr().err
+
+
+def test_cli_pairs_csv_and_app(tmp_path, not_an_image, capsys):
+    pairs = tmp_path / "pairs.csv"
+    a1, a2, b1 = (shutil.copy(lfw_photo(*p), tmp_path / f"{i}.jpg") for i, p in enumerate((A1, A2, B1)))
+    rows = [("a", "b", "label"), ("0.jpg", "1.jpg", "same"), ("0.jpg", "2.jpg", "diff"),
+            ("1.jpg", not_an_image.name, "diff"), ("2.jpg", "1.jpg", "diff")]
+    pairs.write_text("\n".join(",".join(r) for r in rows) + "\n")
+    out = tmp_path / "results.csv"
+    code = main(["verify", "--pairs", str(pairs), "--out", str(out), "--quiet"])
+    assert code != 0  # one pair failed
+    err = capsys.readouterr().err
+    assert f"{not_an_image}: not an image" in err
+    results = list(csv.DictReader(out.open()))
+    assert len(results) == 4 and [r["label"] for r in results] == ["same", "diff", "diff", "diff"]
+    assert results[2]["error"] and not results[2]["similarity"]
+    for row in (results[0], results[1], results[3]):
+        assert row["error"] == "" and -1 <= float(row["similarity"]) <= 1 and row["same"] in ("True", "False")
+    # Symmetric pairs give the same similarity: each image was embedded once and reused.
+    assert results[1]["similarity"] != results[0]["similarity"]
+    # The app runs the same code path.
+    pairs.write_text("0.jpg,1.jpg\n0.jpg,2.jpg\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "apps" / "verify_pairs.py"), str(pairs), "--out",
+                           str(tmp_path / "app.csv"), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    app_rows = list(csv.DictReader((tmp_path / "app.csv").open()))
+    assert [r["similarity"] for r in app_rows] == [results[0]["similarity"], results[1]["similarity"]]
+
+
+def test_each_distinct_image_is_embedded_once(recognizer, monkeypatch):
+    from facegnet.pairs import PairRow, verify_pairs
+
+    seen = []
+    original = recognizer.embed_images
+    monkeypatch.setattr(recognizer, "embed_images", lambda images, **kw: seen.extend(images) or original(images, **kw))
+    a1, a2, b1 = (str(lfw_photo(*p)) for p in (A1, A2, B1))
+    rows = verify_pairs(recognizer, [PairRow(a1, a2, {}), PairRow(a1, b1, {}), PairRow(b1, a2, {})])
+    assert sorted(seen) == sorted({a1, a2, b1}) and len(rows) == 3
+
+
+def _mini_benchmark(root, folds=2, per_fold=2):
+    """A benchmark in LFW's layout made of real LFW photos."""
+    people = ["Aaron_Peirsol", "Aaron_Sorkin", "George_W_Bush", "Colin_Powell", "Serena_Williams", "Tony_Blair"]
+    lines = [f"{folds}\t{per_fold}"]
+    for fold in range(folds):
+        for k in range(per_fold):
+            name = people[(fold * per_fold + k) % len(people)]
+            lines.append(f"{name}\t1\t2")
+        for k in range(per_fold):
+            lines.append(f"{people[k]}\t1\t{people[k + 2 + fold]}\t1")
+    for name in people:
+        (root / "images" / name).mkdir(parents=True, exist_ok=True)
+        for number in (1, 2):
+            shutil.copy(lfw_photo(name, number), root / "images" / name / f"{name}_{number:04d}.jpg")
+    (root / "pairs.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_cli_eval_on_a_benchmark_in_lfw_layout(tmp_path, capsys):
+    data = _mini_benchmark(tmp_path / "bench")
+    report, plot = tmp_path / "report.json", tmp_path / "roc.png"
+    code = main(["eval", "lfw", "--data", str(data), "--json", str(report), "--plot", str(plot), "--quiet"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "accuracy (2-fold)" in out and "images without a detected face: 0 of" in out
+    payload = json.loads(report.read_text())
+    for key in ("accuracy", "accuracy_std", "auc", "tar@far=0.001", "tar@far=0.01", "precision", "recall", "f1",
+                "images_without_face", "no_face_handling"):
+        assert key in payload
+    assert payload["pairs"] == 8 and payload["folds"] == 2 and payload["images"] == 9
+    assert 0.0 <= payload["accuracy"] <= 1.0
+    with Image.open(plot) as png:
+        assert png.format == "PNG" and png.size[0] > 300
+
+
+def test_cli_eval_bad_benchmark(tmp_path):
+    data = _mini_benchmark(tmp_path / "bench")
+    (data / "pairs.txt").write_text("2\t2\nAaron_Peirsol\t1\t2\n")
+    proc = run_cli("eval", "lfw", "--data", data, "--quiet")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "pairs.txt" in proc.stderr
+    proc = run_cli("eval", "lfw", "--data", tmp_path / "nowhere", "--quiet")
+    assert proc.returncode != 0 and "no pairs.txt" in proc.stderr and "Traceback" not in proc.stderr
