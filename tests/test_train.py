@@ -1,0 +1,237 @@
+"""Training: the pack dataset, margin heads, distillation, exact resume, 2-process DDP, fine-tuning, CLI.
+
+Runs are tiny (a ×0.5 network, batches of 8, a few steps over the first faces of the real training pack) so
+the whole file stays fast on two cores.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from facegnet.errors import DataError
+from facegnet.models.heads import ArcFace, CosFace, build_head
+from facegnet.train import data as D
+from facegnet.train.distill import TeacherDistill
+from facegnet.train.evaluate import pair_scores, threshold_at_far
+from facegnet.train.trainer import TrainConfig, train
+
+PACK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train"
+SMALL_MODEL = {"width": 0.5, "stem_stride": 2, "prelu": True, "dfc": False, "embedding_size": 64, "dropout": 0.0}
+
+pytestmark = pytest.mark.skipif(not (PACK / "manifest.csv").exists(), reason="shared training pack not present")
+
+
+@pytest.fixture(scope="module")
+def dev_pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 24-pair slice of the pack's dev pairs (absolute paths), so dev evaluation stays quick."""
+    rows = D.read_pairs(PACK / "dev_pairs.csv")
+    same = [r for r in rows if r[2] == 1][:12]
+    diff = [r for r in rows if r[2] == 0][:12]
+    path = tmp_path_factory.mktemp("dev") / "pairs.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["a", "b", "same"])
+        for a, b, s in same + diff:
+            writer.writerow([PACK / a, PACK / b, s])
+    return path
+
+
+def tiny_config(out: Path, dev: Path | None, **kw) -> TrainConfig:
+    base = dict(data=str(PACK), out=str(out), model=dict(SMALL_MODEL), limit=48, batch_size=8, steps=4,
+                warmup_steps=2, head="arcface", distill="cosine", distill_weight=2.0, colour=0.5, lowres=0.3,
+                blur=0.3, grayscale=0.3, eval_every=2, checkpoint_every=0, log_every=1, threads=1, seed=3,
+                dev_pairs=None if dev is None else str(dev), min_faces=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# ----------------------------------------------------------------------------------------------- data
+def test_pack_dataset_reads_crops_labels_and_teacher_rows() -> None:
+    faces = D.load_pack(PACK, "train", min_faces=2, limit=40)
+    assert faces.images.shape == (40, 112, 112, 3) and faces.images.dtype == np.uint8
+    assert faces.images.std() > 10  # real pixels, not an empty buffer
+    rows = D.read_manifest(PACK)
+    train_rows = [i for i, r in enumerate(rows) if r["split"] == "train"][:40]
+    teacher = np.load(PACK / "teacher_dlib.npy")
+    np.testing.assert_allclose(faces.teacher, teacher[train_rows].astype(np.float32))
+    ids = [rows[i]["identity"] for i in train_rows]
+    for label, ident in zip(faces.labels, ids):
+        if ids.count(ident) >= 2:
+            assert faces.identities[label] == ident
+        else:
+            assert label == -1
+    dev = D.load_pack(PACK, "dev", teacher=None, limit=5)
+    assert all(rows[i]["split"] == "dev" for i, r in enumerate(rows) if r["crop"] in dev.paths)
+
+
+def test_folder_dataset_labels_people_and_loose_faces(tmp_path: Path) -> None:
+    rows = [r for r in D.read_manifest(PACK) if r["split"] == "train"][:12]
+    for r in rows[:6]:
+        dest = tmp_path / f"person_{r['identity']}"
+        dest.mkdir(exist_ok=True)
+        shutil.copy(PACK / r["crop"], dest)
+    shutil.copy(PACK / rows[6]["crop"], tmp_path / "loose.webp")
+    faces = D.load_folder(tmp_path, min_faces=2)
+    assert len(faces) == 7
+    assert faces.labels[faces.paths.index("loose.webp")] == -1
+    with pytest.raises(DataError):
+        D.load_folder(tmp_path / "nothing-here")
+
+
+def test_augment_flip_and_determinism() -> None:
+    x = torch.randn(4, 3, 112, 112)
+    flipped = D.Augment(flip=1.0)(x.clone(), torch.Generator().manual_seed(0))
+    assert torch.equal(flipped, x.flip(-1))
+    aug = D.Augment(flip=0.5, colour=0.5, grayscale=0.5, blur=0.5, lowres=0.5)
+    a = aug(x.clone(), torch.Generator().manual_seed(1))
+    b = aug(x.clone(), torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, x)
+
+
+def test_sampler_splits_one_global_batch_across_ranks() -> None:
+    whole = D.EpochSampler(100, 8, seed=5).batch(3)
+    parts = [D.EpochSampler(100, 8, seed=5, rank=r, world=2).batch(3) for r in range(2)]
+    assert sorted(np.concatenate(parts)) == sorted(whole)
+
+
+# ----------------------------------------------------------------------------------------------- heads
+def _unit(angle: float) -> torch.Tensor:
+    return torch.tensor([[math.cos(angle), math.sin(angle)]])
+
+
+def test_arcface_adds_angular_margin_to_the_target_only() -> None:
+    head = ArcFace(2, 2, s=64.0, m=0.5)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 3.0]]))  # class norms do not matter
+    theta = 0.7
+    logits = head(_unit(theta), torch.tensor([0]))
+    assert logits[0, 0].item() == pytest.approx(64 * math.cos(theta + 0.5), abs=1e-4)
+    assert logits[0, 1].item() == pytest.approx(64 * math.cos(math.pi / 2 - theta), abs=1e-4)
+    # beyond π − m the insightface fallback cos θ − m·sin m keeps the target logit monotonic
+    theta = 2.9
+    logits = head(_unit(theta), torch.tensor([0]))
+    assert logits[0, 0].item() == pytest.approx(64 * (math.cos(theta) - math.sin(math.pi - 0.5) * 0.5), abs=1e-4)
+    # an unlabelled face gets no margin and no loss
+    plain = head(_unit(0.7), torch.tensor([-1]))
+    assert plain[0, 0].item() == pytest.approx(64 * math.cos(0.7), abs=1e-4)
+    assert head.loss(_unit(0.7), torch.tensor([-1])).item() == 0.0
+
+
+def test_cosface_subtracts_cosine_margin() -> None:
+    head = CosFace(2, 2, s=30.0, m=0.35)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(2))
+    logits = head(_unit(0.4), torch.tensor([1]))
+    assert logits[0, 1].item() == pytest.approx(30 * (math.sin(0.4) - 0.35), abs=1e-4)
+    assert logits[0, 0].item() == pytest.approx(30 * math.cos(0.4), abs=1e-4)
+    assert build_head("cosface", 2, 2).m == 0.35 and build_head("arcface", 2, 2).m == 0.5
+    with pytest.raises(ValueError):
+        build_head("sphereface", 2, 2)
+
+
+def test_distillation_centres_the_teacher_and_skips_missing_rows() -> None:
+    mean = np.array([5.0, 5.0, 5.0])
+    distill = TeacherDistill(4, 3, "cosine", mean)
+    emb = torch.randn(3, 4)
+    teacher = torch.tensor([[6.0, 5.0, 5.0], [5.0, 7.0, 5.0], [float("nan")] * 3])
+    pred = distill.proj(torch.nn.functional.normalize(emb[:2], dim=1))
+    expected = (1 - torch.nn.functional.cosine_similarity(pred, teacher[:2] - torch.tensor(mean).float())).mean()
+    assert distill(emb, teacher).item() == pytest.approx(expected.item(), abs=1e-6)
+    mse = TeacherDistill(4, 3, "mse", mean)
+    pred = mse.proj(torch.nn.functional.normalize(emb[:2], dim=1))
+    assert mse(emb, teacher).item() == pytest.approx((pred - teacher[:2]).pow(2).sum(1).mean().item(), rel=1e-5)
+
+
+def test_pair_scores_and_far_threshold() -> None:
+    sims = np.array([0.9, 0.8, 0.7, 0.2, 0.75, 0.1, 0.0, -0.1])
+    same = np.array([1, 1, 1, 1, 0, 0, 0, 0], dtype=bool)
+    th = threshold_at_far(sims, same, 0.0)
+    assert 0.75 < th < 0.7500001  # no negative accepted
+    scores = pair_scores(sims, same)
+    assert scores["tar@far1e-2"] == pytest.approx(0.5)
+    assert scores["accuracy"] == pytest.approx(7 / 8)
+
+
+# ----------------------------------------------------------------------------------------------- trainer
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resumed_run_matches_uninterrupted_run(tmp_path: Path, dev_pairs: Path) -> None:
+    straight = train(tiny_config(tmp_path / "straight", dev_pairs), progress=False)
+    assert straight["step"] == 4 and straight["dev"] is not None
+    paused = train(tiny_config(tmp_path / "split", dev_pairs, stop_at=2), progress=False)
+    assert paused["step"] == 2 and paused["stopped_early"]
+    resumed = train(tiny_config(tmp_path / "split", dev_pairs), resume=True, progress=False)
+    assert resumed["step"] == 4
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
+    assert _states_equal(a["module"], b["module"])
+    assert _states_equal(a["optimizer"]["state"][0], b["optimizer"]["state"][0])
+    assert a["scheduler"] == b["scheduler"]
+    assert (tmp_path / "straight" / "best.pt").exists()
+    log = (tmp_path / "split" / "log.jsonl").read_text()
+    assert '"event": "resume"' in log and '"event": "dev"' in log
+
+
+def test_finetune_from_weights_with_frozen_stages(tmp_path: Path) -> None:
+    first = train(tiny_config(tmp_path / "base", None, steps=2), progress=False)
+    weights = tmp_path / "base.pt"
+    torch.save(torch.load(tmp_path / "base" / "last.pt", weights_only=False)["model"], weights)
+    cfg = tiny_config(tmp_path / "ft", None, steps=2, init=str(weights), freeze_stages=2, head="cosface",
+                      distill="none", lr=0.05)
+    result = train(cfg, progress=False, return_module=True)
+    assert first["step"] == 2 and result["step"] == 2
+    start = torch.load(weights)
+    net = result["module"].net.state_dict()
+    assert torch.equal(net["stem.0.weight"], start["stem.0.weight"])  # frozen, BN statistics too
+    assert torch.equal(net["stem.1.running_mean"], start["stem.1.running_mean"])
+    assert not torch.equal(net["conv_last.0.weight"], start["conv_last.0.weight"])  # trained
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, port: int, out: str, results: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    cfg = tiny_config(Path(out), None, steps=3, device="cpu")
+    summary = train(cfg, progress=False, return_module=True)
+    torch.save(summary["module"].state_dict(), Path(results) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_two_process_gloo_ddp_keeps_replicas_identical(tmp_path: Path) -> None:
+    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path / "run"), str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt")
+    r1 = torch.load(tmp_path / "rank1.pt")
+    assert _states_equal(r0, r1)
+    init = train(tiny_config(tmp_path / "zero", None, steps=1, stop_at=0, lr=0.0, warmup_steps=0),
+                 progress=False, return_module=True)["module"].state_dict()
+    assert not torch.equal(init["net.conv_last.0.weight"], r0["net.conv_last.0.weight"])  # it did train
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert ckpt["step"] == 3 and len(ckpt["rng"]) == 2
+
+
+def test_cli_train_parses_options_and_rejects_bad_values(tmp_path: Path) -> None:
+    from facegnet.cli import main
+
+    assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--distill", "none",
+                 "--no-progress"]) == DataError.exit_code
+    assert main(["train", "--head", "sphereface", "--out", str(tmp_path / "o")]) == DataError.exit_code
+    assert main(["train", "--out", str(tmp_path / "none"), "--resume"]) == DataError.exit_code
