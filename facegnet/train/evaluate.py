@@ -59,6 +59,8 @@ def pair_scores(sims: np.ndarray, same: np.ndarray) -> dict[str, Any]:
     folds = np.array_split(np.random.default_rng(0).permutation(len(sims)), 10)
     fold_accs = []
     for k in range(10):
+        if len(folds[k]) == 0:  # fewer than 10 pairs
+            continue
         train_idx = np.concatenate([folds[j] for j in range(10) if j != k])
         th = cands[np.argmax([acc(t, train_idx) for t in cands])]
         fold_accs.append(acc(th, folds[k]))
