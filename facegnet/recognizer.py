@@ -23,6 +23,9 @@ from facegnet.embed import Embedder
 from facegnet.errors import FacegnetError, NoFaceError
 from facegnet.io import ImageLike, describe, load_image
 
+#: Embedding engines of FaceRecognizer(backend=...).
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
 
 @dataclass
 class ImageEmbedding:
@@ -80,6 +83,11 @@ class FaceRecognizer:
         flip: flip test-time augmentation in the embedder.
         batch_size: crops per embedding forward pass.
         device: torch device ("cpu", "cuda").
+        threads: CPU threads for torch (process-wide; default: torch's choice, one per core). On a
+            shared machine 1 thread per process avoids the spin-waiting of oversubscribed OpenMP threads.
+        backend: the embedding engine: "torch" (PyTorch), "onnx" (ONNX Runtime, fp32) or "onnx-int8" (ONNX
+            Runtime, int8); the ONNX exports of the weights are made and cached on first use
+            (see facegnet.export.cached_onnx).
     """
 
     def __init__(
@@ -94,7 +102,14 @@ class FaceRecognizer:
         flip: bool = True,
         batch_size: int = 64,
         device: str | torch.device = "cpu",
+        threads: int | None = None,
+        backend: str = "torch",
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        self.backend = backend
+        if threads is not None:
+            torch.set_num_threads(max(1, int(threads)))
         self.card: ModelCard = resolve_card(weights)
         self.threshold = float(self.card.threshold if threshold is None else threshold)
         self.min_face_size = int(min_face_size)
@@ -111,6 +126,10 @@ class FaceRecognizer:
     @property
     def embedder(self) -> Embedder:
         """The embedding network, built on first use and kept."""
+        if self._embedder is None and self.backend != "torch":
+            from facegnet.onnx_backend import OnnxEmbedder  # onnxruntime is loaded only when asked for
+
+            self._embedder = OnnxEmbedder(self.card, int8=self.backend == "onnx-int8", **self._embedder_options)
         if self._embedder is None:
             self._embedder = Embedder(self.card, **self._embedder_options)
         return self._embedder

@@ -93,7 +93,7 @@ def test_index_hnsw_tombstones_compact() -> None:
 
 
 def test_index_kind_choice_and_fallbacks(tmp_path: Path) -> None:
-    assert choose_kind(10) == "flat" and choose_kind(1_000_000) == "ivf"
+    assert choose_kind(10) == "flat" and choose_kind(1_000_000) == "hnsw" and choose_kind(10**7) == "ivfpq"
     assert resolve_kind("ivf", 50)[0] == "flat"  # too few vectors to train k-means: exact search
     assert resolve_kind("hnsw", 5)[0] == "hnsw"
     assert nlist_for(1_000_000) == 2048 and nlist_for(2_000) == 32
@@ -181,11 +181,18 @@ def test_gallery_auto_index_switches_with_size(tmp_path: Path, monkeypatch: pyte
         assert gallery.index.kind == "flat"
         for vector, label in zip(x[1000:], labels[1000:]):
             gallery.add_embedding(f"p{label}", vector)
-        assert gallery.index.kind == "ivf" and len(gallery.index) == 2000
+        assert gallery.index.kind == "hnsw" and len(gallery.index) == 2000
         assert gallery.search(x[:1], threshold=0.0)[0].name == "p0"
-    with Gallery(tmp_path / "h", create=True, index="hnsw") as gallery:
-        gallery.add_embedding("a", x[0])
-        assert gallery.index.kind == "hnsw" and gallery.info()["index_kind"] == "hnsw"
+        for label in range(140, 200):
+            gallery.remove_person(f"p{label}")
+        # 1,400 is below the limit but above half of it: no flip-flopping between kinds at the limit.
+        assert gallery.index.kind == "hnsw" and len(gallery.index) == 1400
+        assert gallery.verify_consistency()["consistent"]
+    with Gallery(tmp_path / "h", create=True, index="ivf") as gallery:
+        for vector, label in zip(x[:1200], labels[:1200]):
+            gallery.add_embedding(f"p{label}", vector)
+        assert gallery.index.kind == "ivf" and gallery.info()["index_kind"] == "ivf"
+        assert gallery.search(x[:1], threshold=0.0)[0].name == "p0"
 
 
 def test_gallery_fingerprint_refusal_and_writer_lock(tmp_path: Path) -> None:

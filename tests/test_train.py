@@ -48,7 +48,7 @@ def tiny_config(out: Path, dev: Path | None, **kw) -> TrainConfig:
     base = dict(data=str(PACK), out=str(out), model=dict(SMALL_MODEL), limit=48, batch_size=8, steps=4,
                 warmup_steps=2, head="arcface", distill="cosine", distill_weight=2.0, colour=0.5, lowres=0.3,
                 blur=0.3, grayscale=0.3, eval_every=2, checkpoint_every=0, log_every=1, threads=1, seed=3,
-                dev_pairs=None if dev is None else str(dev), min_faces=1)
+                dev_pairs="none" if dev is None else str(dev), min_faces=1)
     base.update(kw)
     return TrainConfig(**base)
 

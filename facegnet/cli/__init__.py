@@ -19,7 +19,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "facegnet.cli.verify",
     "facegnet.cli.evaluate",
     "facegnet.cli.gallery",
+    "facegnet.cli.prepare",
     "facegnet.cli.train",
+    "facegnet.cli.export",
 )
 
 

@@ -18,6 +18,11 @@ def add_model_options(parser: argparse.ArgumentParser, threshold: bool = True) -
                        help="smallest usable face side in pixels (default: 32)")
     group.add_argument("--no-flip", action="store_true", help="skip flip test-time augmentation (faster)")
     group.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    group.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="CPU threads for torch (default: one per core)")
+    group.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                       help="embedding engine: PyTorch, or ONNX Runtime fp32 / int8 (exported and cached on "
+                       "first use; default: torch)")
 
 
 def make_recognizer(args: argparse.Namespace):
@@ -30,6 +35,8 @@ def make_recognizer(args: argparse.Namespace):
         min_face_size=args.min_face_size,
         flip=not args.no_flip,
         device=args.device,
+        threads=args.threads,
+        backend=getattr(args, "backend", "torch"),
     )
 
 

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from facegnet.cli.common import print_json, warn
+from facegnet.cli.live import add_live_options, live_requested, run_live_cli
 from facegnet.errors import FacegnetError, GalleryError, NoFaceError
 
 INDEX_CHOICES = ("auto", "flat", "ivf", "hnsw", "ivfpq")
@@ -60,7 +61,7 @@ def register(subparsers) -> None:
         description="Every face of each photo with its box, the best-matching enrolled person (or 'unknown' "
         "below the threshold) and the similarity.",
     )
-    identify.add_argument("images", nargs="+", metavar="IMAGE")
+    identify.add_argument("images", nargs="*", metavar="IMAGE")
     _gallery_option(identify)
     identify.add_argument("--json", action="store_true", help="one JSON object per line per image")
     identify.add_argument("--annotate", metavar="OUT",
@@ -71,6 +72,7 @@ def register(subparsers) -> None:
     identify.add_argument("--aggregate", choices=("max", "mean"), default="max",
                           help="score a person by the best (max) or the mean of their templates (default: max)")
     _model_options(identify)
+    add_live_options(identify)  # --camera/--video/--stream and their options (facegnet.cli.live)
     identify.set_defaults(func=run_identify)
 
     gallery = subparsers.add_parser("gallery", help="list, inspect, remove from or rebuild a gallery",
@@ -127,6 +129,10 @@ def run_identify(args: argparse.Namespace) -> int:
     from facegnet.gallery.draw import annotate, annotation_paths
     from facegnet.io import load_image
 
+    if live_requested(args):
+        return run_live_cli(args)
+    if not args.images:
+        raise FacegnetError("give IMAGE files to identify, or --camera N, --video PATH or --stream URL")
     if args.top_k < 1:
         raise FacegnetError("--top-k must be at least 1")
     gallery = Gallery(args.gallery, recognizer=_recognizer(args))  # refuses a gallery of other weights

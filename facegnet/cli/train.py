@@ -49,7 +49,7 @@ HELP: dict[str, str] = {
     "checkpoint_every": "checkpoint every N steps (0: only at the end)",
     "checkpoint_minutes": "also checkpoint every N minutes (0: off)",
     "eval_every": "dev evaluation every N steps (0: every epoch)",
-    "dev_pairs": "dev pairs CSV (default: <data>/dev_pairs.csv); never LFW",
+    "dev_pairs": "dev pairs CSV (default: <data>/dev_pairs.csv; none: no dev evaluation); never LFW",
     "log_every": "JSON-lines log record every N steps",
     "seed": "random seed",
     "threads": "torch CPU threads (0: default)",

@@ -34,7 +34,8 @@ import numpy as np
 
 from facegnet.card import ModelCard, resolve_card, sha256_file
 from facegnet.errors import DataError, FacegnetError, GalleryError, ImageError, NoFaceError
-from facegnet.gallery.index import KINDS, GalleryIndex, choose_kind, resolve_kind
+from facegnet.gallery import index as index_module
+from facegnet.gallery.index import KINDS, GalleryIndex, resolve_kind
 from facegnet.gallery.store import SCHEMA_VERSION, Store, create_private
 
 if TYPE_CHECKING:  # the recogniser pulls in torch: import it only when a model is really needed
@@ -353,8 +354,11 @@ class Gallery:
         """The gallery outgrew (or shrank out of) its index kind, or an IVF index its training."""
         assert self._index is not None
         count = len(self._index)
-        if self._wanted_kind(count) != self._index.kind:
-            return True
+        wanted = self._wanted_kind(count)
+        if wanted != self._index.kind:
+            # Hysteresis for ``auto``: a gallery hovering at the size limit does not flip kinds each time.
+            auto = (self.store.get_meta("index_kind", "auto") or "auto") == "auto"
+            return not (auto and wanted == "flat" and count >= index_module.AUTO_EXACT_MAX // 2)
         trained_on = int(self._index.params.get("trained_on", 0) or 0)
         return self._index.kind in ("ivf", "ivfpq") and count > 4 * trained_on
 
@@ -651,7 +655,7 @@ class Gallery:
             "current_model": self.card.name,
             "embedding_size": int(meta.get("embedding_size", 512)),
             "index_kind": kind,
-            "index_in_use": choose_kind(templates) if kind == "auto" else kind,
+            "index_in_use": resolve_kind(kind, templates)[0],
             "threshold": self.threshold,
             "created": float(meta.get("created", 0)),
             "bytes": {name: p.stat().st_size for name, p in files.items() if p.exists()},

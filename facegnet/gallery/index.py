@@ -3,9 +3,11 @@
 Embeddings are L2-normalised, so the inner product is the cosine similarity. Four index kinds:
 
 - ``flat``: exact search (``IndexFlatIP`` in an ``IndexIDMap2``); the default for small galleries.
-- ``ivf``: inverted lists over spherical k-means cells (``IndexIVFFlat``, ids stored natively); fast at 1M.
-- ``hnsw``: a graph (``IndexHNSWFlat`` in an ``IndexIDMap2``); HNSW cannot delete, so removed ids become
-  tombstones filtered out at search time and the graph is rebuilt once they exceed a fifth of it.
+- ``hnsw``: a graph (``IndexHNSWFlat`` in an ``IndexIDMap2``); the default for large galleries. HNSW cannot
+  delete, so removed ids become tombstones filtered out at search time, and the graph is rebuilt once they
+  exceed a fifth of it.
+- ``ivf``: inverted lists over spherical k-means cells (``IndexIVFFlat``, ids stored natively); quick to
+  build, but needs to scan a large share of the cells for high recall on high-dimensional embeddings.
 - ``ivfpq``: IVF with product-quantised codes (64 bytes a vector instead of 2 KiB) for very large galleries.
 
 ``auto`` picks one from the gallery's size (:func:`choose_kind`). The index is only a cache of the SQLite
@@ -18,6 +20,8 @@ import json
 import math
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,20 +30,24 @@ import faiss
 import numpy as np
 
 KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw", "ivfpq")
-#: Below this many templates ``auto`` keeps exact search (about a millisecond a query on two cores).
-AUTO_EXACT_MAX = 20_000
-#: At or above this many templates ``auto`` switches to IVF-PQ to keep memory down.
-AUTO_PQ_MIN = 20_000_000
+#: Below this many templates ``auto`` keeps exact search (a few milliseconds a query on two cores);
+#: from here on it uses HNSW, the kind that keeps recall@1 >= 0.99 at ~1 ms (benchmarks/gallery_index.py).
+AUTO_EXACT_MAX = 10_000
+#: At or above this many templates ``auto`` uses IVF-PQ: HNSW would need ~2.3 GB of memory per million.
+AUTO_PQ_MIN = 4_000_000
 #: IVF kinds need this many vectors to train; fewer fall back to exact search.
 MIN_TRAIN = 1_000
+#: Searches of fewer queries than this run on one thread: waking OpenMP threads for one query costs
+#: more than it saves, and much more on a busy machine.
+SINGLE_THREAD_BELOW = 16
 
 _MAGIC = b"FGIDX001"
 # Defaults that the benchmark (benchmarks/gallery_index.py) found to give recall@1 >= 0.99.
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "flat": {},
-    "ivf": {"nprobe": 32},
-    "hnsw": {"M": 32, "ef_construction": 80, "ef_search": 64},
-    "ivfpq": {"nprobe": 32, "pq_m": 64},
+    "ivf": {"nprobe": 64},
+    "hnsw": {"M": 32, "ef_construction": 80, "ef_search": 128},
+    "ivfpq": {"nprobe": 64, "pq_m": 64},
 }
 
 
@@ -48,7 +56,7 @@ def choose_kind(count: int) -> str:
     if count < AUTO_EXACT_MAX:
         return "flat"
     if count < AUTO_PQ_MIN:
-        return "ivf"
+        return "hnsw"
     return "ivfpq"
 
 
@@ -234,14 +242,15 @@ class GalleryIndex:
         k = max(1, int(k))
         if len(self) == 0:
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
-        if self.dead:
-            selector = faiss.IDSelectorNot(
-                faiss.IDSelectorBatch(np.fromiter(self.dead, np.int64, len(self.dead)))
-            )
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(self.params["ef_search"]))
-            sims, ids = self.index.search(q, k, params=params)
-        else:
-            sims, ids = self.index.search(q, k)
+        with _threads(1 if len(q) < SINGLE_THREAD_BELOW else None):
+            if self.dead:
+                selector = faiss.IDSelectorNot(
+                    faiss.IDSelectorBatch(np.fromiter(self.dead, np.int64, len(self.dead)))
+                )
+                params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(self.params["ef_search"]))
+                sims, ids = self.index.search(q, k, params=params)
+            else:
+                sims, ids = self.index.search(q, k)
         sims = np.where(ids < 0, -np.inf, sims).astype(np.float32)
         return sims, ids.astype(np.int64)
 
@@ -303,6 +312,20 @@ class GalleryIndex:
             raise ValueError("index size does not match its header")
         out._apply_search_params()
         return out, meta
+
+
+@contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """Run FAISS on ``count`` OpenMP threads for a while (None: leave as is)."""
+    if count is None:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _held_ids(index: Any, kind: str) -> np.ndarray:

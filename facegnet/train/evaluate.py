@@ -26,8 +26,8 @@ def embed_crops(net: nn.Module, images: np.ndarray, device: torch.device | str =
     for i in range(0, len(images), batch):
         x = to_input(torch.from_numpy(images[i : i + batch])).to(device)
         e = net(x).float()
-        if flip:
-            e = F.normalize(e, dim=1) + F.normalize(net(x.flip(-1)).float(), dim=1)
+        if flip:  # as facegnet.embed.Embedder does: sum the raw embeddings, then normalise
+            e = e + net(x.flip(-1)).float()
         out.append(F.normalize(e, dim=1).cpu())
     net.train(was_training)
     return torch.cat(out).numpy()

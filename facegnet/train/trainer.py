@@ -72,7 +72,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps; 0: only at the end
     checkpoint_minutes: float = 0.0  # also checkpoint after this many minutes (0: off)
     eval_every: int = 0  # steps between dev evaluations; 0: once per epoch
-    dev_pairs: str | None = None  # default: <data>/dev_pairs.csv when it exists
+    dev_pairs: str | None = None  # default: <data>/dev_pairs.csv when it exists; "none": no dev evaluation
     log_every: int = 10
     seed: int = 0
     threads: int = 0  # torch threads; 0 leaves the default
@@ -181,7 +181,8 @@ def freeze_early(net: nn.Module, stages: int) -> list[str]:
         for p in module.parameters():
             p.requires_grad_(False)
         module.eval()
-        module.train = lambda mode=True, _m=module: _m  # keep BN statistics fixed when the net goes to train()
+        # Keep BatchNorm statistics fixed whenever the network is switched back to train().
+        module.train = lambda mode=True, _m=module: _m  # type: ignore[method-assign]
     return names
 
 
@@ -273,8 +274,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
     random.seed(cfg.seed)
 
     faces = load_data(cfg)
-    pairs_path = Path(cfg.dev_pairs) if cfg.dev_pairs else Path(cfg.data) / "dev_pairs.csv"
-    dev = _load_dev(cfg, pairs_path) if rank == 0 and pairs_path.exists() else None
+    dev = None
+    if cfg.dev_pairs != "none":
+        pairs_path = Path(cfg.dev_pairs) if cfg.dev_pairs else Path(cfg.data) / "dev_pairs.csv"
+        if cfg.dev_pairs and not pairs_path.exists():
+            raise DataError("dev pairs file not found", pairs_path)
+        dev = _load_dev(cfg, pairs_path) if rank == 0 and pairs_path.exists() else None
 
     net = build_net(cfg.model)
     if cfg.init and state is None:
@@ -329,6 +334,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
                      "faces": len(faces), "classes": faces.num_classes, "frozen": frozen, "time": time.time()})
 
     def checkpoint(path: Path, gather: bool = True) -> None:
+        if gather:
+            _sync_buffers(module, world)
         # The best-so-far copy is written by rank 0 alone (only it evaluates), so it keeps rank 0's RNG only.
         rngs = _gather_rng(gen, world) if gather else _rng_state(gen)
         if rank == 0:
@@ -350,9 +357,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
         bar = tqdm(total=total, initial=step, unit="step", dynamic_ncols=True)
     amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
     scaler = torch.amp.GradScaler("cuda") if (cfg.bf16 and device.type == "cuda") else None
-    module.train()
-    for m in frozen_modules(net, frozen):
-        m.eval()
+    module.train()  # frozen stages stay in eval mode (see freeze_early)
     stopped_early = False
     while step < total:
         idx = torch.from_numpy(sampler.batch(step))
@@ -410,8 +415,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
             if dev is not None:
                 scores = evaluate_pairs(module.net, *dev, device=device)
                 module.train()
-                for m in frozen_modules(net, frozen):
-                    m.eval()
                 scores = {"step": step, "epoch": round(step / sampler.steps_per_epoch, 3), **scores}
                 history.append(scores)
                 _write(log, {"event": "dev", **scores})
@@ -430,6 +433,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
             break
     if bar is not None:
         bar.close()
+    _sync_buffers(module, world)
     summary = {"event": "end", "step": step, "total": total, "stopped_early": stopped_early, "best_accuracy": best,
                "wall_min": round((time.time() - start_time) / 60, 2), "dev": history[-1] if history else None}
     if rank == 0:
@@ -439,18 +443,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
     if return_module:
         summary["module"] = module
     return summary
-
-
-def frozen_modules(net: nn.Module, names: list[str]) -> list[nn.Module]:
-    """The modules :func:`freeze_early` froze (kept in eval mode)."""
-    mods = []
-    body = next((getattr(net, n) for n in ("blocks", "body", "stages") if hasattr(net, n)), None)
-    for name in names:
-        if name.startswith("stage") and body is not None:
-            mods.append(list(body.children())[int(name[5:])])
-        elif hasattr(net, name):
-            mods.append(getattr(net, name))
-    return mods
 
 
 def _load_dev(cfg: TrainConfig, pairs_path: Path):
@@ -473,6 +465,13 @@ def _gather_rng(gen: torch.Generator, world: int) -> Any:
     gathered: list[Any] = [None] * world
     dist.all_gather_object(gathered, state)
     return gathered
+
+
+def _sync_buffers(module: nn.Module, world: int) -> None:
+    """Give every replica rank 0's BatchNorm statistics (DDP syncs them before each forward, not after the last)."""
+    if world > 1:
+        for buf in module.buffers():
+            dist.broadcast(buf, 0)
 
 
 def _any(flag: bool, world: int, device: torch.device) -> bool:

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Identification on LFW as a user meets it; writes benchmarks/results/lfw_identification.{json,md}.
+
+- Enrolment: one photo of every LFW person with at least two photos (the first whose largest face passes
+  the gallery's enrolment quality rule: shorter side >= 40 px, detection score >= 0.95), into a fresh
+  gallery with the default index (``auto``).
+- Genuine probes: every other photo of those people (the face nearest the image centre: LFW labels the
+  central person). Closed-set identification: rank-1 and rank-5 accuracy.
+- Impostor probes: the people with a single photo, who are not enrolled. Open-set identification: the
+  detection-and-identification rate (DIR: rank-1 correct and similarity >= t) at the threshold t where 1%
+  of impostors are accepted (FAR 1%), and both rates at the model card's threshold.
+
+    python benchmarks/lfw_identification.py [--weights W] [--data ../shared/data/lfw] [--limit N]
+
+``--limit N`` keeps the first N people of each group (a quick check). LFW is used for evaluation only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from facegnet.gallery import Gallery, QualityPolicy
+from facegnet.recognizer import FaceRecognizer
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "lfw"
+
+
+def people_photos(images: Path) -> dict[str, list[Path]]:
+    """Every person's photos, sorted, from LFW's ``images/<Name>/<Name>_NNNN.jpg`` layout."""
+    out = {}
+    for folder in sorted(p for p in images.iterdir() if p.is_dir()):
+        photos = sorted(folder.glob("*.jpg"))
+        if photos:
+            out[folder.name] = photos
+    return out
+
+
+def far_threshold(impostor_scores: np.ndarray, far: float) -> float:
+    """Smallest threshold accepting at most ``far`` of the impostors (score >= t accepts)."""
+    scores = np.sort(impostor_scores)[::-1]
+    allowed = int(np.floor(far * len(scores)))
+    if allowed >= len(scores):
+        return float(scores[-1])
+    return float(np.nextafter(scores[allowed], np.float32(np.inf)))  # just above the first rejected score
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default=None, help="model card or weights (default: the shipped model)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="LFW directory (with images/)")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N people of each group")
+    parser.add_argument("--far", type=float, default=0.01, help="false-accept rate for the open-set DIR")
+    parser.add_argument("--chunk", type=int, default=64, help="images embedded together")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "lfw_identification")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+
+    started = time.time()
+    rec = FaceRecognizer(args.weights)
+    quality = QualityPolicy()
+    people = people_photos(args.data / "images")
+    multi = [name for name, photos in people.items() if len(photos) >= 2]
+    single = [name for name, photos in people.items() if len(photos) == 1]
+    if args.limit:
+        multi, single = multi[: args.limit], single[: args.limit]
+    progress = not args.quiet
+
+    # Enrolment: each person's first photo whose largest face passes the quality rule, keeping one probe.
+    enrol_photo: dict[str, Path] = {}
+    enrol_skips: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        gallery = Gallery(Path(tmp) / "gallery", recognizer=rec, create=True)
+        attempt = 0
+        pending = list(multi)
+        while pending:
+            batch = [(n, people[n][attempt]) for n in pending if attempt < len(people[n]) - 1]
+            if not batch:
+                break
+            results = rec.embed_images([p for _, p in batch], select="largest", chunk=args.chunk,
+                                       progress=f"enrolment round {attempt + 1}" if progress else False)
+            pending = []
+            for (name, photo), result in zip(batch, results):
+                why = result.error or (quality.check(result.face) if result.face is not None else "no face")
+                if why:
+                    enrol_skips.append({"photo": str(photo), "reason": why})
+                    pending.append(name)
+                    continue
+                gallery.add_embedding(name, result.embedding, source=str(photo))
+                enrol_photo[name] = photo
+            attempt += 1
+        not_enrolled = [n for n in multi if n not in enrol_photo]
+
+        # Probes: the central face of every other photo of enrolled people, and of the one-photo people.
+        genuine = [(n, p) for n in multi if n in enrol_photo for p in people[n] if p != enrol_photo[n]]
+        impostor = [(n, people[n][0]) for n in single]
+        probes = genuine + impostor
+        results = rec.embed_images([p for _, p in probes], select="center", chunk=args.chunk,
+                                   progress="probes" if progress else False)
+        ok = [i for i, r in enumerate(results) if r.ok]
+        matches = gallery.search(np.stack([results[i].embedding for i in ok]), top_k=5, threshold=-2.0) if ok else []
+        by_probe = dict(zip(ok, matches))
+        gallery.close()
+
+    n_genuine = len(genuine)
+    top1 = np.full(len(probes), "", dtype=object)
+    top5: list[list[str]] = [[] for _ in probes]
+    score = np.full(len(probes), -np.inf)
+    for i, match in by_probe.items():
+        top1[i] = match.candidates[0].name
+        top5[i] = [c.name for c in match.candidates]
+        score[i] = match.similarity
+    truth = np.array([n for n, _ in probes], dtype=object)
+    correct1 = top1[:n_genuine] == truth[:n_genuine]  # a probe without a face counts as a miss
+    correct5 = np.array([truth[i] in top5[i] for i in range(n_genuine)], dtype=bool)
+    gen_scores, imp_scores = score[:n_genuine], score[n_genuine:]
+    no_face = {"genuine": int(sum(not results[i].ok for i in range(n_genuine))),
+               "impostor": int(sum(not results[i].ok for i in range(n_genuine, len(probes))))}
+
+    report: dict = {
+        "command": "python benchmarks/lfw_identification.py" + (f" --limit {args.limit}" if args.limit else "")
+        + (f" --weights {args.weights}" if args.weights else ""),
+        "model": rec.card.name,
+        "fingerprint": rec.fingerprint,
+        "trained": rec.card.trained,
+        "data": str(args.data),
+        "protocol": "enroll one photo of each LFW person with >= 2 photos; probe with their other photos "
+                    "(closed set); the people with one photo are impostors (open set)",
+        "enrolled_people": len(enrol_photo),
+        "not_enrolled": {"people": len(not_enrolled), "names": not_enrolled[:50]},
+        "enrolment_skips": len(enrol_skips),
+        "genuine_probes": n_genuine,
+        "impostor_probes": len(impostor),
+        "probes_without_face": no_face,
+        "closed_set": {
+            "rank1": float(correct1.mean()) if n_genuine else None,
+            "rank5": float(correct5.mean()) if n_genuine else None,
+        },
+        "seconds": round(time.time() - started, 1),
+    }
+    if len(imp_scores) and n_genuine:
+        t_far = far_threshold(imp_scores, args.far)
+        t_card = float(rec.threshold)
+        report["open_set"] = {
+            "far_target": args.far,
+            "threshold_at_far": t_far,
+            "far_at_threshold": float((imp_scores >= t_far).mean()),
+            "dir_at_far": float((correct1 & (gen_scores >= t_far)).mean()),
+            "card_threshold": t_card,
+            "dir_at_card_threshold": float((correct1 & (gen_scores >= t_card)).mean()),
+            "far_at_card_threshold": float((imp_scores >= t_card).mean()),
+        }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+
+
+def markdown(r: dict) -> str:
+    lines = [
+        "# LFW identification",
+        "",
+        f"Command: `{r['command']}`; model {r['model']} ({r['fingerprint'][:12]}"
+        + ("" if r["trained"] else ", untrained: near chance") + f"); {r['seconds']} s.",
+        "",
+        f"Protocol: {r['protocol']}.",
+        "",
+        f"- enrolled people: {r['enrolled_people']} (not enrolled, no usable photo: {r['not_enrolled']['people']})",
+        f"- genuine probes: {r['genuine_probes']}, impostor probes: {r['impostor_probes']} "
+        f"(no face found: {r['probes_without_face']['genuine']} genuine, {r['probes_without_face']['impostor']} "
+        "impostor; counted as misses / rejections)",
+        f"- closed-set rank-1: {fmt(r['closed_set']['rank1'])}, rank-5: {fmt(r['closed_set']['rank5'])}",
+    ]
+    if "open_set" in r:
+        o = r["open_set"]
+        lines += [
+            f"- open-set DIR at FAR {o['far_target']:.0%}: {fmt(o['dir_at_far'])} (threshold {o['threshold_at_far']:.4f}, "
+            f"measured FAR {fmt(o['far_at_threshold'])})",
+            f"- at the model card's threshold {o['card_threshold']:.4f}: DIR {fmt(o['dir_at_card_threshold'])}, "
+            f"FAR {fmt(o['far_at_card_threshold'])}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+if __name__ == "__main__":
+    main()

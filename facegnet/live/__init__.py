@@ -1,0 +1,41 @@
+"""Live identification from a webcam, a video file or a stream.
+
+- :mod:`~facegnet.live.capture`: frames read on their own thread, newest first (no growing lag);
+- :mod:`~facegnet.live.tracker`: IoU tracking between detections;
+- :mod:`~facegnet.live.events`: steady names by voting, JSON events, drawing, the summary;
+- :mod:`~facegnet.live.session`: the loop that ties them to a recogniser and a gallery.
+
+    >>> from facegnet import FaceRecognizer, Gallery
+    >>> from facegnet.live import FrameCapture, LiveIdentifier, Source, run_live, EventWriter
+    >>> rec = FaceRecognizer(threads=1)
+    >>> with Gallery("gallery", recognizer=rec) as gallery:
+    ...     identifier = LiveIdentifier(rec, gallery, emit=EventWriter())
+    ...     summary = run_live(FrameCapture(Source.parse(camera=0)), identifier, window=True)
+"""
+from facegnet.live.capture import CaptureError, Frame, FrameCapture, Source, open_video_capture
+from facegnet.live.events import EventWriter, NameVoter, Observation, Summary, draw, face_event
+from facegnet.live.session import LiveConfig, LiveIdentifier, Recorder, Window, run_live
+from facegnet.live.tracker import Track, Tracker, TrackUpdate, iou_matrix
+
+__all__ = [
+    "CaptureError",
+    "EventWriter",
+    "Frame",
+    "FrameCapture",
+    "LiveConfig",
+    "LiveIdentifier",
+    "NameVoter",
+    "Observation",
+    "Recorder",
+    "Source",
+    "Summary",
+    "Track",
+    "TrackUpdate",
+    "Tracker",
+    "Window",
+    "draw",
+    "face_event",
+    "iou_matrix",
+    "open_video_capture",
+    "run_live",
+]

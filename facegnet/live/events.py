@@ -1,0 +1,230 @@
+"""What the live pipeline tells the world: steady names, events as JSON lines, drawings and a summary.
+
+- :class:`NameVoter` holds a track's name steady: the name shown is the most frequent of its recent
+  identifications, so one poor frame does not make it flicker.
+- Events are JSON objects, one per line: ``appeared`` when a face has been seen long enough to be a face,
+  ``renamed`` when its voted name changes afterwards, ``left`` when it is gone, and one ``summary`` at the
+  end. Each face event holds ``event``, ``time`` (ISO 8601, UTC), ``track`` (id), ``name`` (or
+  ``unknown``), ``similarity`` and ``box`` ([x1, y1, x2, y2] in pixels), plus ``frame`` and ``offset``
+  (seconds into the source).
+- :func:`draw` puts boxes, names, similarities and the frame rate on a frame.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import IO, Any
+
+import cv2
+import numpy as np
+
+from facegnet.gallery import UNKNOWN
+
+KNOWN_BGR = (60, 200, 40)  # green
+UNKNOWN_BGR = (40, 50, 230)  # red
+PENDING_BGR = (200, 200, 200)  # grey: not identified yet
+
+
+class NameVoter:
+    """Majority vote over a track's recent identifications.
+
+    Args:
+        window: how many recent identifications vote.
+    """
+
+    def __init__(self, window: int = 7) -> None:
+        self.votes: deque[tuple[str, float]] = deque(maxlen=max(1, int(window)))
+        self._name: str | None = None
+
+    def add(self, name: str, similarity: float) -> None:
+        """Record one identification; the held name changes only when another name out-votes it."""
+        self.votes.append((name, float(similarity)))
+        counts = Counter(n for n, _ in self.votes)
+        best = max(counts.values())
+        leaders = [n for n, c in counts.items() if c == best]
+        if self._name not in leaders:  # ties keep the current name; otherwise the best-scoring leader
+            self._name = max(leaders, key=self._mean)
+
+    def _mean(self, name: str) -> float:
+        sims = [s for n, s in self.votes if n == name]
+        return float(np.mean(sims)) if sims else float("nan")
+
+    @property
+    def name(self) -> str | None:
+        """The held name (None before the first identification)."""
+        return self._name
+
+    @property
+    def similarity(self) -> float:
+        """Mean similarity of the recent identifications that named the held name."""
+        return self._mean(self._name) if self._name is not None else float("nan")
+
+    def __len__(self) -> int:
+        return len(self.votes)
+
+
+@dataclass
+class Observation:
+    """A tracked face as shown on one frame."""
+
+    track: int
+    box: np.ndarray  # (4,) x1, y1, x2, y2
+    name: str | None  # None until identified
+    similarity: float
+    detected: bool  # the box comes from this frame's detection (else it is predicted)
+
+    @property
+    def known(self) -> bool:
+        return self.name not in (None, UNKNOWN)
+
+
+def _box(box: np.ndarray) -> list[float]:
+    return [round(float(v), 1) for v in box]
+
+
+def _similarity(value: float) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), 4)
+
+
+def iso_time(wall_time: float) -> str:
+    """ISO 8601 UTC with milliseconds: 2026-11-28T05:15:14.123Z."""
+    stamp = datetime.fromtimestamp(wall_time, tz=timezone.utc)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def face_event(kind: str, *, track: int, name: str | None, similarity: float, box: np.ndarray,
+               wall_time: float, frame: int, offset: float, **extra: Any) -> dict[str, Any]:
+    """One face event as a JSON-ready dict (keys in a fixed, readable order)."""
+    event = {
+        "event": kind,
+        "time": iso_time(wall_time),
+        "track": int(track),
+        "name": name or UNKNOWN,
+        "similarity": _similarity(similarity),
+        "box": _box(box),
+        "frame": int(frame),
+        "offset": round(float(offset), 3),
+    }
+    event.update(extra)
+    return event
+
+
+class EventWriter:
+    """Writes events as JSON lines (flushed at once, so a pipe reader sees them live)."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+        self.count = 0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(event, ensure_ascii=False) + "\n")
+        self.stream.flush()
+        self.count += 1
+
+
+@dataclass
+class Summary:
+    """Counts for the end of a run."""
+
+    source: str
+    frames_read: int = 0
+    frames_processed: int = 0
+    frames_dropped: int = 0
+    reconnects: int = 0
+    seconds: float = 0.0
+    detections: int = 0  # detector runs
+    embeddings: int = 0  # faces embedded
+    tracks: int = 0  # faces that appeared
+    people: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> appearances, seconds
+    latency_ms: list[float] = field(default_factory=list, repr=False)  # capture -> names shown, per frame
+    ended: str = "end of source"
+    error: Exception | None = field(default=None, repr=False)  # why the source failed for good, if it did
+
+    @property
+    def fps(self) -> float:
+        return self.frames_processed / self.seconds if self.seconds > 0 else 0.0
+
+    def add_visit(self, name: str, seconds: float) -> None:
+        entry = self.people.setdefault(name, {"appearances": 0, "seconds": 0.0})
+        entry["appearances"] += 1
+        entry["seconds"] += max(0.0, seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        lat = np.asarray(self.latency_ms, np.float64)
+        return {
+            "event": "summary",
+            "source": self.source,
+            "ended": self.ended,
+            "frames_read": self.frames_read,
+            "frames_processed": self.frames_processed,
+            "frames_dropped": self.frames_dropped,
+            "reconnects": self.reconnects,
+            "seconds": round(self.seconds, 3),
+            "fps": round(self.fps, 2),
+            "latency_ms_p50": round(float(np.percentile(lat, 50)), 1) if lat.size else None,
+            "latency_ms_p95": round(float(np.percentile(lat, 95)), 1) if lat.size else None,
+            "detections": self.detections,
+            "embeddings": self.embeddings,
+            "tracks": self.tracks,
+            "people": {n: {"appearances": int(v["appearances"]), "seconds": round(v["seconds"], 2)}
+                       for n, v in sorted(self.people.items())},
+        }
+
+    def text(self) -> str:
+        """A few human lines (for stderr)."""
+        d = self.to_dict()
+        lines = [
+            f"{self.source}: {d['ended']}; {d['frames_processed']} frames processed in {d['seconds']:.1f} s "
+            f"({d['fps']:.1f} frames/s), {d['frames_dropped']} stale frames skipped"
+            + (f", {d['reconnects']} reconnections" if d["reconnects"] else ""),
+            f"{d['detections']} detections, {d['embeddings']} faces embedded, {d['tracks']} faces appeared",
+        ]
+        if d["latency_ms_p50"] is not None:
+            lines.append(f"capture-to-name latency: p50 {d['latency_ms_p50']:.0f} ms, "
+                         f"p95 {d['latency_ms_p95']:.0f} ms")
+        for name, v in d["people"].items():
+            lines.append(f"  {name}: {v['appearances']} appearance(s), {v['seconds']:.1f} s")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ drawing
+def _ascii(text: str) -> str:
+    # OpenCV's Hershey fonts draw ASCII only; other letters would come out as '?'.
+    import unicodedata
+
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii") or "?"
+
+
+def draw(image: np.ndarray, observations: Sequence[Observation], fps: float | None = None) -> np.ndarray:
+    """Draw each face's box, name and similarity (and the frame rate) onto ``image`` (BGR) in place."""
+    height, width = image.shape[:2]
+    scale = max(0.4, min(width, height) / 800.0)
+    thick = max(1, int(round(scale * 2)))
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for obs in observations:
+        colour = PENDING_BGR if obs.name is None else KNOWN_BGR if obs.known else UNKNOWN_BGR
+        x1, y1, x2, y2 = (int(round(float(v))) for v in obs.box)
+        cv2.rectangle(image, (x1, y1), (x2, y2), colour, thick)
+        label = "..." if obs.name is None else _ascii(obs.name)
+        if obs.name is not None and np.isfinite(obs.similarity):
+            label += f" {obs.similarity:.2f}"
+        (tw, th), base = cv2.getTextSize(label, font, scale, thick)
+        top = y1 - th - base - 2 * thick
+        if top < 0:  # no room above the box: write inside its top edge
+            top = y1
+        cv2.rectangle(image, (x1, top), (x1 + tw + 2 * thick, top + th + base + 2 * thick), colour, cv2.FILLED)
+        cv2.putText(image, label, (x1 + thick, top + th + thick), font, scale, (255, 255, 255), thick,
+                    cv2.LINE_AA)
+    if fps is not None:
+        text = f"{fps:.1f} FPS"
+        (tw, th), base = cv2.getTextSize(text, font, scale, thick)
+        cv2.putText(image, text, (width - tw - 8, th + 8), font, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
+        cv2.putText(image, text, (width - tw - 8, th + 8), font, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    return image
+
+
+__all__ = ["UNKNOWN", "NameVoter", "Observation", "EventWriter", "Summary", "face_event", "iso_time", "draw"]

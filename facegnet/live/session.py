@@ -1,0 +1,357 @@
+"""The live identification loop: frames in, tracked and named faces, events, a window or a recording out.
+
+:class:`LiveIdentifier` does the per-frame work and nothing else (no I/O besides the events it emits):
+
+- detection runs every ``detect_every`` processed frames, and at once when there are no tracks, when a
+  new track awaits confirmation or when a track was just missed (so arrivals and departures are seen
+  quickly while a steady scene costs little);
+- between detections the tracker moves the boxes (:mod:`facegnet.live.tracker`);
+- a face is embedded when its track is new, at each detection until it has ``min_votes`` identifications,
+  and then every ``embed_every`` frames; each identification votes for the track's name
+  (:class:`~facegnet.live.events.NameVoter`).
+
+:func:`run_live` drives it from a :class:`~facegnet.live.capture.FrameCapture`, drawing into a window and/or
+a video file, and returns a :class:`~facegnet.live.events.Summary`.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from facegnet.errors import FacegnetError
+from facegnet.live.capture import CaptureError, Frame, FrameCapture
+from facegnet.live.events import NameVoter, Observation, Summary, draw, face_event
+from facegnet.live.tracker import Track, Tracker
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class LiveConfig:
+    """Knobs of the live pipeline (defaults suit a 640×480 webcam on a laptop CPU)."""
+
+    detect_every: int = 5  # processed frames between detections when nothing changes
+    embed_every: int = 10  # frames between re-identifications of a known track
+    min_votes: int = 3  # a new track is identified at each detection until it has this many votes
+    vote_window: int = 7  # recent identifications that vote for a track's name
+    iou_threshold: float = 0.3  # least box overlap to continue a track
+    max_misses: int = 3  # detections in a row without a face before it has left
+    min_hits: int = 2  # detections before a face counts (suppresses one-off false detections)
+    threshold: float | None = None  # open-set threshold (default: the model card's)
+    aggregate: str = "max"  # score a person by the best ("max") or "mean" of their templates
+
+    def __post_init__(self) -> None:
+        if self.detect_every < 1 or self.embed_every < 1:
+            raise FacegnetError("--detect-every and --embed-every must be at least 1")
+
+
+@dataclass
+class _TrackInfo:
+    """What the identifier knows about one track beyond its geometry."""
+
+    voter: NameVoter
+    first_offset: float
+    last_embedded: int = -(10**9)  # processed-frame number of the latest embedding
+    announced: str | None = None  # name given in the latest appeared/renamed event (None: not announced)
+    named_at: float | None = None  # perf_counter when it first had a name
+
+
+class LiveIdentifier:
+    """Tracks and names the faces of successive frames.
+
+    Args:
+        recognizer: the :class:`~facegnet.recognizer.FaceRecognizer` (detector and embedder).
+        gallery: the :class:`~facegnet.gallery.Gallery` to identify against.
+        config: the pipeline's knobs.
+        emit: called with each event dict (``appeared``, ``renamed``, ``left``).
+    """
+
+    def __init__(self, recognizer: Any, gallery: Any, config: LiveConfig | None = None,
+                 emit: Emit | None = None) -> None:
+        self.recognizer = recognizer
+        self.gallery = gallery
+        self.config = config or LiveConfig()
+        self.emit = emit or (lambda event: None)
+        c = self.config
+        self.tracker = Tracker(c.iou_threshold, c.max_misses, c.min_hits, max_predict=3 * c.detect_every)
+        self._info: dict[int, _TrackInfo] = {}
+        self._processed = 0
+        self._last_detection = -(10**9)
+        self._last_frame: Frame | None = None
+        self.detections = 0
+        self.embeddings = 0
+        self.appearances = 0
+        self.visits: list[tuple[str, float]] = []  # (name, seconds) of every face that left
+        # (track id, frame index that started it, perf_counter when it was first named), for latency figures
+        self.namings: list[tuple[int, int, float]] = []
+
+    # ------------------------------------------------------------------------------------------- frames
+    def process(self, frame: Frame) -> list[Observation]:
+        """Detect (when due), track, identify and emit events for one frame; returns the faces to show."""
+        self._last_frame = frame
+        due = (self._processed - self._last_detection >= self.config.detect_every
+               or self.tracker.needs_detection)
+        if due:
+            rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
+            faces = self.recognizer.detect(rgb)
+            self.detections += 1
+            self._last_detection = self._processed
+            update = self.tracker.update(faces, frame.index)
+            for track in update.ended:
+                self._left(track, frame, "gone")
+            for track in update.created:
+                self._info[track.id] = _TrackInfo(NameVoter(self.config.vote_window), frame.offset)
+            self._identify(rgb, update.created + update.matched)
+            self._announce(frame)
+        else:
+            self.tracker.predict(frame.index)
+        self._processed += 1
+        return self.observations()
+
+    def observations(self) -> list[Observation]:
+        """The confirmed tracks as they should be drawn now."""
+        out = []
+        for track in self.tracker.tracks:
+            if not self.tracker.confirmed(track):
+                continue
+            voter = self._info[track.id].voter
+            detected = self._last_frame is not None and track.last_frame == self._last_frame.index
+            out.append(Observation(track.id, track.box.copy(), voter.name, voter.similarity, detected))
+        return out
+
+    def finish(self) -> None:
+        """The source ended: every face still present leaves."""
+        frame = self._last_frame
+        for track in self.tracker.clear():
+            if frame is not None:
+                self._left(track, frame, "end")
+
+    # ------------------------------------------------------------------------------------------- helpers
+    def _identify(self, rgb: np.ndarray, tracks: list[Track]) -> None:
+        due = []
+        for track in tracks:
+            info = self._info[track.id]
+            if len(info.voter) < self.config.min_votes or \
+                    self._processed - info.last_embedded >= self.config.embed_every:
+                due.append(track)
+        if not due:
+            return
+        embeddings = self.recognizer.embed_faces(rgb, [t.face for t in due])
+        self.embeddings += len(due)
+        matches = self.gallery.search(embeddings, threshold=self.config.threshold,
+                                      aggregate=self.config.aggregate)
+        now = time.perf_counter()
+        for track, match in zip(due, matches):
+            info = self._info[track.id]
+            info.voter.add(match.name, match.similarity)
+            info.last_embedded = self._processed
+            if info.named_at is None:
+                info.named_at = now
+                self.namings.append((track.id, track.first_frame, now))
+
+    def _announce(self, frame: Frame) -> None:
+        for track in self.tracker.tracks:
+            info = self._info[track.id]
+            name = info.voter.name
+            if name is None or not self.tracker.confirmed(track) or name == info.announced:
+                continue
+            extra = {} if info.announced is None else {"previous": info.announced}
+            kind = "appeared" if info.announced is None else "renamed"
+            if kind == "appeared":
+                self.appearances += 1
+            info.announced = name
+            self.emit(face_event(kind, track=track.id, name=name, similarity=info.voter.similarity,
+                                 box=track.face.box, wall_time=frame.wall_time, frame=frame.index,
+                                 offset=frame.offset, **extra))
+
+    def _left(self, track: Track, frame: Frame, reason: str) -> None:
+        info = self._info.pop(track.id, None)
+        if info is None or info.announced is None:
+            return  # never appeared (an unconfirmed, one-off detection)
+        seconds = max(0.0, frame.offset - info.first_offset)
+        self.visits.append((info.voter.name or info.announced, seconds))
+        self.emit(face_event("left", track=track.id, name=info.voter.name, similarity=info.voter.similarity,
+                             box=track.face.box, wall_time=frame.wall_time, frame=frame.index,
+                             offset=frame.offset, reason=reason, seconds=round(seconds, 3)))
+
+
+# ---------------------------------------------------------------------------------------------- window / file
+_NO_GUI = ("cannot open a window: this OpenCV has no GUI support (opencv-python-headless is installed); run "
+           "with --headless (and --record OUT.mp4 to keep the drawings), or install opencv-python in its place")
+
+
+def check_window_support() -> None:
+    """Raise FacegnetError (suggesting --headless) when no window can be shown here."""
+    build = cv2.getBuildInformation()
+    gui = next((line.split(":", 1)[1].strip() for line in build.splitlines() if line.strip().startswith("GUI:")),
+               "")
+    if gui.upper().startswith("NONE"):
+        raise FacegnetError(_NO_GUI)
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise FacegnetError("cannot open a window: no display (DISPLAY is not set); run with --headless "
+                            "(and --record OUT.mp4 to keep the drawings)")
+
+
+class Window:
+    """An OpenCV window; ``q`` or Esc (or closing it) quits."""
+
+    def __init__(self, title: str = "facegnet") -> None:
+        self.title = title
+        check_window_support()
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        except cv2.error:
+            raise FacegnetError(_NO_GUI) from None
+        self._shown = False
+
+    def show(self, image: np.ndarray) -> bool:
+        """Show a frame; False when the user asked to quit."""
+        cv2.imshow(self.title, image)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), ord("Q"), 27):
+            return False
+        if self._shown and cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+            return False  # the window was closed
+        self._shown = True
+        return True
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
+        except cv2.error:
+            pass
+
+
+class Recorder:
+    """Writes the drawn frames to a video file (opened at the first frame, with its size)."""
+
+    FOURCC = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
+
+    def __init__(self, path: str | Path, fps: float | None) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() not in self.FOURCC:
+            raise FacegnetError(f"cannot record to this file type (use one of {', '.join(self.FOURCC)})",
+                                self.path)
+        if not self.path.parent.is_dir():
+            raise FacegnetError("cannot record here: the folder does not exist", self.path)
+        self.fps = fps if fps else 25.0
+        self._writer: Any = None
+        self.frames = 0
+
+    def write(self, image: np.ndarray) -> None:
+        if self._writer is None:
+            fourcc = cv2.VideoWriter_fourcc(*self.FOURCC[self.path.suffix.lower()])
+            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (image.shape[1], image.shape[0]))
+            if not self._writer.isOpened():
+                raise FacegnetError("cannot write a video here", self.path)
+        self._writer.write(image)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+def run_live(
+    capture: FrameCapture,
+    identifier: LiveIdentifier,
+    *,
+    window: bool = False,
+    record: str | Path | None = None,
+    max_frames: int | None = None,
+    on_frame: Callable[[Frame, list[Observation]], None] | None = None,
+) -> Summary:
+    """Identify faces in every frame the capture hands out until it ends, the user quits or Ctrl-C.
+
+    Returns the run's :class:`Summary`; a capture that failed for good (a stream that could not be reopened)
+    is recorded in ``summary.error`` after every face still present has been reported as ``left``.
+    """
+    summary = Summary(capture.source.describe())
+    display = Window() if window else None  # fails before the camera opens
+    recorder = Recorder(record, None) if record else None
+    restore = _sigterm_as_interrupt()
+    start = time.perf_counter()
+    fps: float | None = None
+    previous: float | None = None
+    interval: float | None = None
+    try:
+        capture.start()
+        if recorder is not None:
+            recorder.fps = capture.fps or 25.0
+        while max_frames is None or summary.frames_processed < max_frames:
+            try:
+                frame = capture.read()
+            except CaptureError as exc:
+                summary.error = exc
+                summary.ended = f"stopped: {exc.reason}"
+                break
+            if frame is None:
+                summary.ended = "end of file" if capture.ended_by_eof else "end of source"
+                break
+            observations = identifier.process(frame)
+            now = time.perf_counter()
+            summary.latency_ms.append((now - frame.captured) * 1000.0)
+            summary.frames_processed += 1
+            if previous is not None:  # frame rate as the viewer sees it: smoothed frame interval
+                interval = now - previous if interval is None else 0.9 * interval + 0.1 * (now - previous)
+                fps = 1.0 / max(interval, 1e-6)
+            previous = now
+            if display is not None or recorder is not None:
+                draw(frame.image, observations, fps)
+            if recorder is not None:
+                recorder.write(frame.image)
+            if on_frame is not None:
+                on_frame(frame, observations)
+            if display is not None and not display.show(frame.image):
+                summary.ended = "closed by the user"
+                break
+        else:
+            summary.ended = f"stopped after {max_frames} frames"
+    except KeyboardInterrupt:
+        summary.ended = "interrupted"
+    finally:
+        capture.stop()
+        identifier.finish()
+        if recorder is not None:
+            recorder.close()
+        if display is not None:
+            display.close()
+        restore()
+    summary.seconds = time.perf_counter() - start
+    summary.frames_read = capture.frames_read
+    summary.frames_dropped = capture.frames_dropped
+    summary.reconnects = capture.reconnects
+    summary.detections = identifier.detections
+    summary.embeddings = identifier.embeddings
+    summary.tracks = identifier.appearances
+    for name, seconds in identifier.visits:
+        summary.add_visit(name, seconds)
+    return summary
+
+
+def _sigterm_as_interrupt() -> Callable[[], None]:
+    """Let SIGTERM (a service manager stopping us) end the loop like Ctrl-C; returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, old)
+
+
+__all__ = ["LiveConfig", "LiveIdentifier", "Recorder", "Window", "check_window_support", "run_live"]

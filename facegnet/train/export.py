@@ -1,0 +1,104 @@
+"""Export a training checkpoint as shippable weights: a plain state_dict plus its model card.
+
+The threshold is calibrated on the dev pairs (never LFW) at a chosen false-accept rate, with the embedder's own
+procedure (flip test-time augmentation), so the card's threshold means what the API computes.
+
+    python -m facegnet.train.export runs/main/best.pt --name facegnet-default --far 1e-3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facegnet.card import WEIGHTS_DIR, ModelCard, sha256_file
+from facegnet.errors import WeightsError
+from facegnet.train.evaluate import pair_scores, threshold_at_far
+from facegnet.train.trainer import TrainConfig, _load_dev, build_net
+
+LICENCE = "CelebA: non-commercial research only; the weights inherit that restriction"
+
+
+def dev_similarities(net: torch.nn.Module, cfg: TrainConfig, pairs: str | Path | None = None):
+    """Cosine similarities of the dev pairs as :class:`facegnet.embed.Embedder` computes them, and the truth."""
+    from facegnet.card import ModelCard as _Card
+    from facegnet.embed import Embedder
+
+    pairs_path = Path(pairs) if pairs else Path(cfg.data) / "dev_pairs.csv"
+    images, a, b, same = _load_dev(cfg, pairs_path)
+    embedder = Embedder(_Card(name="calibration", config=dict(cfg.model)), model=net, flip=True)
+    emb = embedder(images)
+    return (emb[a] * emb[b]).sum(1), same
+
+
+def export(
+    checkpoint: str | Path,
+    name: str = "facegnet-default",
+    out_dir: str | Path = WEIGHTS_DIR,
+    far: float = 1e-3,
+    training: dict[str, Any] | None = None,
+    half_above_mb: float = 25.0,
+    pairs: str | Path | None = None,
+) -> ModelCard:
+    """Write ``<name>.pt`` (fp32 state_dict, fp16 when larger than ``half_above_mb``) and ``<name>.json``."""
+    ckpt_path = Path(checkpoint)
+    try:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise WeightsError("checkpoint not found", ckpt_path) from None
+    cfg = TrainConfig.from_dict(state["config"])
+    net = build_net(cfg.model)
+    net.load_state_dict(state["model"])
+    net.eval()
+    sims, same = dev_similarities(net, cfg, pairs)
+    scores = pair_scores(sims, same)
+    threshold = threshold_at_far(sims, same, far)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
+    size_mb = sum(v.numel() * v.element_size() for v in weights.values()) / 2**20
+    if size_mb > half_above_mb:
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    pt_path = out_dir / f"{name}.pt"
+    torch.save(weights, pt_path)
+    model_cfg = {k: v for k, v in cfg.model.items() if k != "input_size"}
+    card = ModelCard(
+        name=name,
+        architecture="ghostfacenet",
+        config=model_cfg,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        embedding_size=int(cfg.model.get("embedding_size", 512)),
+        threshold=round(float(threshold), 5),
+        threshold_far=far,
+        weights_file=pt_path.name,
+        sha256=sha256_file(pt_path),
+        training={**(training or {}), "step": state["step"], "dev": scores,
+                  "dev_threshold_far": far, "checkpoint": str(ckpt_path)},
+        licence=LICENCE,
+        lfw={},
+    )
+    card.save(out_dir / f"{name}.json")
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Export a training checkpoint as weights + model card.")
+    parser.add_argument("checkpoint")
+    parser.add_argument("--name", default="facegnet-default")
+    parser.add_argument("--out-dir", default=str(WEIGHTS_DIR))
+    parser.add_argument("--far", type=float, default=1e-3, help="dev false-accept rate the threshold targets")
+    parser.add_argument("--training", default=None, help="JSON object merged into the card's training field")
+    args = parser.parse_args(argv)
+    training = json.loads(args.training) if args.training else None
+    card = export(args.checkpoint, args.name, args.out_dir, args.far, training)
+    print(json.dumps(card.to_dict(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,187 @@
+"""Deployment: ONNX / TorchScript exports, the ONNX Runtime back-end, int8, and `facegnet export`.
+
+The exports are of the active weights (the trained model when installed, else the untrained network); the
+faces are real LFW photos, detected and aligned by the FaceRecognizer. int8 is calibrated on training-pack crops.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from facegnet.cli import main
+from facegnet.export import (
+    ExportError,
+    cached_onnx,
+    cached_onnx_path,
+    calibration_crops,
+    default_calibration_dir,
+    export_onnx,
+    export_torchscript,
+)
+from facegnet.onnx_backend import OnnxEmbedder, make_session
+from facegnet.recognizer import FaceRecognizer
+from tests.conftest import LFW_IMAGES
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory):
+    """Every cached export of this module goes to a fresh folder, never the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FACEGNET_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def lfw_crops(recognizer) -> np.ndarray:
+    """Aligned crops of the largest face of 20 LFW photos of different people."""
+    people = sorted(p for p in LFW_IMAGES.iterdir() if p.is_dir())[::200] if LFW_IMAGES.is_dir() else []
+    photos = [next(iter(sorted(p.glob("*.jpg")))) for p in people][:20]
+    if len(photos) < 20:
+        pytest.skip("LFW photos not available")
+    crops = []
+    for photo, faces in zip(photos, recognizer.detect_batch(photos)):
+        if faces:
+            crops.append(recognizer.align(photo, faces[:1])[0])
+    assert len(crops) >= 18
+    return np.stack(crops)
+
+
+@pytest.fixture(scope="module")
+def torch_embeddings(recognizer, lfw_crops) -> np.ndarray:
+    return recognizer.embed_crops(lfw_crops)
+
+
+@pytest.fixture(scope="module")
+def onnx_path():
+    return cached_onnx()  # the active card's weights, exported into the private cache
+
+
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_onnx_export_is_checked_has_a_dynamic_batch_and_a_card(onnx_path, recognizer, lfw_crops):
+    onnx.checker.check_model(str(onnx_path), full_check=True)
+    graph = onnx.load(str(onnx_path)).graph
+    assert not graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value")  # symbolic batch axis
+    session = make_session(onnx_path, threads=1)
+    from facegnet.export import preprocess
+
+    batch = preprocess(np.concatenate([lfw_crops, lfw_crops])[:7], recognizer.card)
+    for n in (1, 7):
+        out = session.run(None, {"input": batch[:n]})[0]
+        assert out.shape == (n, 512) and out.dtype == np.float32
+    seven = session.run(None, {"input": batch})[0]
+    one = session.run(None, {"input": batch[3:4]})[0]
+    assert np.allclose(seven[3], one[0], atol=1e-4)  # batching changes nothing
+    card = json.loads(onnx_path.with_suffix(".json").read_text())
+    assert card["format"] == "onnx" and card["opset"] == 17 and card["int8"] is False
+    from facegnet.card import sha256_file
+
+    assert card["file_sha256"] == sha256_file(onnx_path)
+    assert card["source_sha256"] == card["sha256"] == recognizer.card.fingerprint
+    assert card["mean"] == list(recognizer.card.mean) and card["threshold"] == recognizer.card.threshold
+
+
+def test_onnx_backend_agrees_with_pytorch_on_lfw_faces(onnx_path, recognizer, lfw_crops, torch_embeddings):
+    onnx_embedder = OnnxEmbedder(recognizer.card, model=onnx_path, threads=1)
+    got = onnx_embedder(lfw_crops)
+    assert got.shape == torch_embeddings.shape and got.dtype == np.float32
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert cosines(got, torch_embeddings).min() >= 0.9999
+    # Same contract as Embedder: one crop (H, W, 3) works, flip TTA is mirror-invariant, wrong shapes refused.
+    assert np.allclose(onnx_embedder(lfw_crops[0]), got[:1], atol=1e-5)
+    assert np.allclose(onnx_embedder(lfw_crops[:3, :, ::-1]), got[:3], atol=1e-5)
+    no_flip = OnnxEmbedder(recognizer.card, model=onnx_path, flip=False, batch_size=4, threads=1)(lfw_crops)
+    assert cosines(no_flip, got).min() < 0.99999  # the flip really is part of the result
+    with pytest.raises(ValueError, match="112, 112, 3"):
+        onnx_embedder(lfw_crops[:, :100])
+
+
+def test_recognizer_onnx_backend_uses_the_cached_export(onnx_path, lfw_crops, torch_embeddings):
+    onnx_rec = FaceRecognizer(backend="onnx")
+    assert isinstance(onnx_rec.embedder, OnnxEmbedder) and onnx_rec.embedder.path == onnx_path
+    mtime = onnx_path.stat().st_mtime_ns
+    assert cosines(onnx_rec.embed_crops(lfw_crops), torch_embeddings).min() >= 0.9999
+    assert FaceRecognizer(backend="onnx").embedder.path == onnx_path
+    assert onnx_path.stat().st_mtime_ns == mtime  # reused, not exported again
+    onnx_path.write_bytes(onnx_path.read_bytes()[:1000])  # a truncated cache file is noticed and remade
+    assert cached_onnx() == onnx_path and onnx_path.stat().st_size > 1_000_000
+    with pytest.raises(ValueError, match="backend"):
+        FaceRecognizer(backend="tensorrt")
+
+
+def test_torchscript_equals_eager(tmp_path, recognizer, lfw_crops):
+    from facegnet.export import preprocess
+
+    path = export_torchscript(None, tmp_path / "net.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream, still supported
+        loaded = torch.jit.load(str(path))
+    eager = recognizer.embedder.model  # the same weights, in eval mode
+    for n in (1, 7):
+        batch = torch.from_numpy(preprocess(np.concatenate([lfw_crops, lfw_crops])[:n], recognizer.card))
+        with torch.inference_mode():
+            assert torch.allclose(loaded(batch), eager(batch), atol=1e-5, rtol=1e-5)
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["format"] == "torchscript" and card["int8"] is False
+
+
+def test_int8_export_runs_and_stays_close(tmp_path, recognizer, lfw_crops, torch_embeddings):
+    pack = default_calibration_dir()
+    if pack is None or not pack.is_dir():
+        pytest.skip("training pack not available for calibration")
+    crops = calibration_crops(pack, count=64)
+    path = export_onnx(None, tmp_path / "net-int8.onnx", int8=True, calibration=crops)
+    onnx.checker.check_model(str(path), full_check=True)
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["int8"] is True and "training pack" in card["export"]["quantization"]["calibration"]
+    assert path.stat().st_size < 0.4 * cached_onnx_path(recognizer.card).stat().st_size
+    got = OnnxEmbedder(recognizer.card, model=path, threads=1)(lfw_crops)
+    cos = cosines(got, torch_embeddings)
+    print(f"\nint8 vs PyTorch fp32 on {len(cos)} LFW faces: cosine mean {cos.mean():.4f}, min {cos.min():.4f}")
+    assert cos.mean() >= 0.97 and cos.min() >= 0.9
+
+
+def test_calibration_refuses_lfw():
+    if not LFW_IMAGES.is_dir():
+        pytest.skip("LFW not available")
+    from facegnet.errors import DataError
+
+    with pytest.raises(DataError, match="LFW is for evaluation only"):
+        calibration_crops(LFW_IMAGES.parent, count=4)
+
+
+def test_cli_export_writes_the_model_and_its_card(tmp_path, capsys, recognizer):
+    out = tmp_path / "deploy" / "face.onnx"  # the folder is created
+    assert main(["export", "--format", "onnx", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    card = json.loads((tmp_path / "deploy" / "face.json").read_text())
+    assert card["format"] == "onnx" and card["source_sha256"] == recognizer.card.fingerprint
+    assert make_session(out, threads=1).get_inputs()[0].shape[0] == "batch"
+
+
+def test_cli_bad_out_path_gives_one_clear_line(tmp_path, capsys):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder\n")
+    (tmp_path / "mine.json").write_text('{"name": "my-weights"}\n')  # a source card: never overwritten
+    cases = [
+        (["export", str(blocker / "face.onnx")], "is a file, not a folder"),
+        (["export", str(tmp_path)], "is a folder"),
+        (["export", str(tmp_path / "face.json")], "must end in .onnx"),
+        (["export", "--format", "torchscript", "--int8", str(tmp_path / "face.pt")], "only apply to --format onnx"),
+        (["export", "--format", "torchscript", str(tmp_path / "mine.pt")], "mine.json beside it is not the card"),
+    ]
+    for argv, reason in cases:
+        assert main(argv) == ExportError.exit_code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and reason in err[0] and err[0].startswith("facegnet: error: ")
+    assert sorted(os.listdir(tmp_path)) == ["mine.json", "notes.txt"]  # nothing written, nothing half-written

@@ -1,0 +1,370 @@
+"""Live identification: the capture thread (newest frame, end of file, reconnection, a real HTTP stream), the
+IoU tracker, name voting, and ``facegnet identify --video … --headless`` on a video made of LFW photos.
+
+The default network is untrained until weights ship, so the names test enrolls the very photos the video
+shows (the same photo gives a similarity near 1.0 even untrained) and uses an explicit high threshold for
+the stranger.
+"""
+from __future__ import annotations
+
+import http.server
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facegnet.cli import main
+from facegnet.detect import Face
+from facegnet.errors import FacegnetError
+from facegnet.live import (
+    CaptureError,
+    EventWriter,
+    FrameCapture,
+    NameVoter,
+    Source,
+    Tracker,
+    face_event,
+    iou_matrix,
+)
+from facegnet.live.session import check_window_support
+
+REPO = Path(__file__).resolve().parents[1]
+LFW = REPO.parent / "shared" / "data" / "lfw" / "images"
+
+# The untrained network still separates these four photos well (same photo ≥ 0.95, other people ≤ 0.85).
+ENROLLED = ["Serena_Williams", "Aaron_Peirsol", "Gerhard_Schroeder"]
+STRANGER = "Colin_Powell"
+THRESHOLD = "0.9"
+WIDTH, HEIGHT, PHOTO = 540, 256, 250
+SEGMENT, GAP = 6, 5  # frames with faces, then empty frames
+# Each segment: the people shown and the left edge of each photo.
+SEGMENTS = [
+    [("Serena_Williams", 145)],
+    [("Aaron_Peirsol", 145)],
+    [(STRANGER, 145)],
+    [("Gerhard_Schroeder", 10), ("Serena_Williams", 280)],
+]
+
+
+def lfw(name: str) -> Path:
+    path = LFW / name / f"{name}_0001.jpg"
+    if not path.is_file():
+        pytest.skip(f"LFW photo {path} not available")
+    return path
+
+
+# ============================================================================================ fakes
+class FakeVideoCapture:
+    """A cv2.VideoCapture stand-in: ``frames`` frames (the frame number written into the pixels), then fails."""
+
+    def __init__(self, frames: int, delay: float = 0.0, first: int = 0) -> None:
+        self.frames, self.delay, self.next = frames, delay, first
+        self.end = first + frames
+        self.released = False
+
+    def read(self):
+        if self.next >= self.end or self.released:
+            return False, None
+        time.sleep(self.delay)
+        image = np.zeros((2, 2, 3), np.uint8)
+        image.reshape(-1)[:2] = divmod(self.next, 256)
+        self.next += 1
+        return True, image
+
+    def get(self, prop: int) -> float:
+        return 0.0
+
+    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+        return True
+
+    def release(self) -> None:
+        self.released = True
+
+
+def number(frame) -> int:
+    high, low = frame.image.reshape(-1)[:2]
+    return int(high) * 256 + int(low)
+
+
+# ============================================================================================ capture
+def test_newest_frame_capture_drops_stale_frames_for_a_slow_consumer() -> None:
+    fake = FakeVideoCapture(150, delay=0.001)
+    capture = FrameCapture(Source("video", "fake.avi"), drop_stale=True, opener=lambda s: fake)
+    seen, behind = [], []
+    with capture:
+        while (frame := capture.read(timeout=5)) is not None:
+            seen.append(number(frame))
+            behind.append(fake.next - 1 - frame.index)  # frames read since this one: its staleness
+            time.sleep(0.02)  # the slow consumer
+    assert seen == sorted(set(seen)) and seen == [i for i in seen if 0 <= i < 150]
+    assert seen[-1] == 149  # the newest frame is never lost
+    assert capture.frames_dropped > 50 and len(seen) < 100
+    assert capture.frames_delivered + capture.frames_dropped == capture.frames_read == 150
+    # No growing lag: each frame handed out was (nearly) the newest when it was taken.
+    assert max(behind) <= 3, behind
+    assert capture.ended_by_eof and fake.released
+
+
+def test_video_file_capture_reads_every_frame_and_ends_cleanly() -> None:
+    fake = FakeVideoCapture(40, delay=0.0)
+    capture = FrameCapture(Source("video", "fake.avi"), opener=lambda s: fake)  # files: nothing dropped
+    seen = []
+    with capture:
+        while (frame := capture.read(timeout=5)) is not None:
+            seen.append(number(frame))
+            if len(seen) < 5:
+                time.sleep(0.02)
+    assert seen == list(range(40))
+    assert capture.frames_dropped == 0 and capture.ended_by_eof and capture.ended
+
+
+def test_dropped_stream_is_reopened_then_gives_up_with_a_clear_error() -> None:
+    opened = iter([FakeVideoCapture(5), CaptureError("refused"), FakeVideoCapture(3, first=5)])
+
+    def opener(source):
+        item = next(opened, CaptureError("refused"))
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    messages: list[str] = []
+    capture = FrameCapture(Source.parse(stream="rtsp://admin:secret@cam.local/live"), drop_stale=False,
+                           retries=2, retry_delay=0.01, opener=opener, log=messages.append)
+    seen = []
+    with capture, pytest.raises(CaptureError) as failure:
+        while (frame := capture.read(timeout=5)) is not None:
+            seen.append(number(frame))
+    assert seen == list(range(8))  # the frames before and after the reconnection
+    assert capture.reconnects == 1
+    assert "could not be reopened" in str(failure.value) and "2 attempts" in str(failure.value)
+    assert "admin:***@cam.local" in str(failure.value) and "secret" not in str(failure.value)
+    assert sum("reopening" in m for m in messages) == 4 and sum(m.endswith("reopened") for m in messages) == 1
+
+
+def test_real_http_mjpeg_stream_reconnects_after_a_drop() -> None:
+    """An IP camera's HTTP MJPEG stream through OpenCV's FFmpeg: it drops once, is reopened, then is gone."""
+    jpegs = [cv2.imencode(".jpg", np.full((96, 128, 3), 8 * i, np.uint8))[1].tobytes() for i in range(16)]
+    connections = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            part = len(connections)
+            connections.append(part)
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            for jpeg in jpegs[8 * part : 8 * part + 8]:
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                                 % len(jpeg) + jpeg + b"\r\n")
+                self.wfile.flush()
+            if part == 1:  # after the second connection the camera is gone
+                threading.Thread(target=lambda: (server.shutdown(), server.server_close())).start()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/video.mjpg"
+    messages: list[str] = []
+    capture = FrameCapture(Source.parse(stream=url), drop_stale=False, retries=1, retry_delay=0.2,
+                           timeout_s=5, log=messages.append)
+    frames = []
+    try:
+        with capture, pytest.raises(CaptureError, match="could not be reopened"):
+            while (frame := capture.read(timeout=20)) is not None:
+                frames.append(frame)
+    finally:
+        thread.join(timeout=10)
+    assert len(frames) == 16 and capture.reconnects == 1 and len(connections) == 2
+    assert frames[0].image.shape == (96, 128, 3)
+    brightness = [float(f.image.mean()) for f in frames]
+    assert brightness == sorted(brightness)  # in order, across the reconnection
+    assert any("reopened" in m for m in messages)
+
+
+# ============================================================================================ tracking, voting
+def face(x1: float, y1: float, size: float = 60.0) -> Face:
+    return Face(np.array([x1, y1, x1 + size, y1 + size], np.float32), 0.99, np.zeros((5, 2), np.float32))
+
+
+def test_iou_matrix() -> None:
+    a = np.array([[0, 0, 10, 10], [100, 100, 110, 110]], np.float32)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [50, 50, 60, 60]], np.float32)
+    m = iou_matrix(a, b)
+    assert m.shape == (2, 3)
+    assert m[0, 0] == pytest.approx(1.0) and m[0, 1] == pytest.approx(50 / 150) and m[0, 2] == 0.0
+    assert np.all(m[1] == 0.0) and iou_matrix(np.zeros((0, 4)), b).shape == (0, 3)
+
+
+def test_tracker_keeps_ids_confirms_predicts_and_ends_tracks() -> None:
+    tracker = Tracker(iou_threshold=0.3, max_misses=2, min_hits=2)
+    assert tracker.needs_detection
+    first = tracker.update([face(0, 0), face(200, 0)], frame=0)
+    assert [t.id for t in first.created] == [1, 2] and tracker.needs_detection  # unconfirmed
+    second = tracker.update([face(205, 0), face(5, 0)], frame=1)  # both moved 5 px right; order swapped
+    assert {t.id for t in second.matched} == {1, 2} and not second.created
+    assert not tracker.needs_detection
+    # Between detections the boxes move on with their velocity.
+    tracker.predict(frame=3)
+    box1 = next(t for t in tracker.tracks if t.id == 1).box
+    assert box1[0] == pytest.approx(5 + 2 * 2.5, abs=0.01)  # smoothed velocity: 2.5 px per frame
+    # A newcomer gets a new id, a one-off false detection ends at its first miss.
+    third = tracker.update([face(10, 0), face(210, 0), face(400, 300)], frame=3)
+    assert [t.id for t in third.created] == [3]
+    fourth = tracker.update([face(12, 0), face(212, 0)], frame=4)
+    assert [t.id for t in fourth.ended] == [3]
+    # A confirmed face ends only after max_misses detections without it.
+    fifth = tracker.update([face(14, 0)], frame=5)
+    assert not fifth.ended and tracker.needs_detection  # track 2 just missed: detect again soon
+    sixth = tracker.update([face(16, 0)], frame=6)
+    assert [t.id for t in sixth.ended] == [2] and [t.id for t in tracker.tracks] == [1]
+
+
+def test_name_voter_holds_the_name_steady() -> None:
+    voter = NameVoter(window=5)
+    assert voter.name is None
+    for name, sim in [("Ann", 0.8), ("Ann", 0.7), ("unknown", 0.3), ("Ann", 0.9), ("unknown", 0.2)]:
+        voter.add(name, sim)
+        assert voter.name == "Ann"  # one or two poor frames do not flip it
+    assert voter.similarity == pytest.approx(0.8)
+    voter.add("unknown", 0.25)  # window now: Ann, unknown, Ann, unknown, unknown
+    assert voter.name == "unknown"
+
+
+def test_events_are_json_lines(capsys) -> None:
+    write = EventWriter()
+    write(face_event("appeared", track=3, name=None, similarity=0.51234, box=np.array([1, 2, 3.25, 4]),
+                     wall_time=0.0, frame=7, offset=0.28))
+    line = capsys.readouterr().out.strip()
+    event = json.loads(line)
+    assert event == {"event": "appeared", "time": "1970-01-01T00:00:00.000Z", "track": 3, "name": "unknown",
+                     "similarity": 0.5123, "box": [1.0, 2.0, 3.2, 4.0], "frame": 7, "offset": 0.28}
+
+
+# ============================================================================================ the command
+@pytest.fixture(scope="module")
+def live_video(tmp_path_factory) -> Path:
+    """A 10 fps MJPG video: each segment's photos on a black canvas, then empty frames."""
+    path = tmp_path_factory.mktemp("live") / "people.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (WIDTH, HEIGHT))
+    assert writer.isOpened()
+    blank = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    for segment in SEGMENTS:
+        canvas = blank.copy()
+        for name, x in segment:
+            canvas[3 : 3 + PHOTO, x : x + PHOTO] = cv2.imread(str(lfw(name)))
+        for _ in range(SEGMENT):
+            writer.write(canvas)
+        for _ in range(GAP):
+            writer.write(blank)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def live_gallery(tmp_path_factory, recognizer) -> Path:
+    from facegnet.gallery import Gallery
+
+    path = tmp_path_factory.mktemp("live_gallery")
+    with Gallery(path, recognizer=recognizer, create=True) as gallery:
+        for name in ENROLLED:
+            assert gallery.enroll(name, lfw(name)).status == "enrolled"
+    return path
+
+
+def test_headless_video_reports_each_person_arriving_and_leaving(live_video, live_gallery, tmp_path) -> None:
+    record = tmp_path / "drawn.avi"
+    result = subprocess.run(
+        [sys.executable, "-m", "facegnet", "identify", "--video", str(live_video), "--gallery", str(live_gallery),
+         "--headless", "--threshold", THRESHOLD, "--detect-every", "2", "--record", str(record)],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    summary = events.pop()
+    total = len(SEGMENTS) * (SEGMENT + GAP)
+    assert summary["event"] == "summary" and summary["ended"] == "end of file"
+    assert summary["frames_processed"] == summary["frames_read"] == total and summary["frames_dropped"] == 0
+    assert summary["detections"] < total  # tracking skipped some detections
+    assert {e["event"] for e in events} == {"appeared", "left"}  # names never changed
+    for event in events:
+        assert set(event) >= {"event", "time", "track", "name", "similarity", "box"}
+        assert event["time"].endswith("Z") and isinstance(event["track"], int)
+
+    # Per segment: who appeared (within the segment's frames), where, and that each left in the gap after it.
+    appeared = [e for e in events if e["event"] == "appeared"]
+    left = {e["track"]: e for e in events if e["event"] == "left"}
+    assert len({e["track"] for e in appeared}) == len(appeared) == sum(len(s) for s in SEGMENTS)
+    assert set(left) == {e["track"] for e in appeared}
+    for n, segment in enumerate(SEGMENTS):
+        start = n * (SEGMENT + GAP)
+        here = [e for e in appeared if start <= e["frame"] < start + SEGMENT]
+        assert len(here) == len(segment), (n, appeared)
+        for name, x in segment:
+            expected = name if name in ENROLLED else "unknown"
+            match = [e for e in here if x <= (e["box"][0] + e["box"][2]) / 2 <= x + PHOTO]
+            assert len(match) == 1, (name, here)
+            event = match[0]
+            assert event["name"] == expected, (name, event)
+            if expected == "unknown":
+                assert event["similarity"] < float(THRESHOLD)
+            else:
+                assert event["similarity"] >= float(THRESHOLD)
+            x1, y1, x2, y2 = event["box"]
+            assert x <= x1 < x2 <= x + PHOTO and 3 <= y1 < y2 <= 3 + PHOTO and x2 - x1 > 40
+            gone = left[event["track"]]
+            assert gone["name"] == expected and gone["reason"] == "gone"
+            assert start + SEGMENT <= gone["frame"] < start + SEGMENT + GAP
+            assert gone["time"] >= event["time"]
+    people = summary["people"]
+    assert people["Serena_Williams"]["appearances"] == 2 and people["unknown"]["appearances"] == 1
+    assert "end of file" in result.stderr
+
+    capture = cv2.VideoCapture(str(record))  # the drawn copy holds every frame
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == total
+    capture.release()
+
+
+def _one_error_line(capfd) -> str:
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("facegnet: error: ")
+    return lines[0]
+
+
+def test_source_problems_give_one_clear_line(tmp_path, capfd) -> None:
+    gallery = ["--gallery", str(tmp_path / "gallery"), "--headless"]
+    assert main(["identify", "--camera", "97", *gallery]) == CaptureError.exit_code
+    assert "camera 97: cannot be opened" in _one_error_line(capfd)
+    missing = tmp_path / "missing.mp4"
+    assert main(["identify", "--video", str(missing), *gallery]) == CaptureError.exit_code
+    assert f"{missing}: no such video file" in _one_error_line(capfd)
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video at all")
+    assert main(["identify", "--video", str(garbage), *gallery]) != 0
+    assert "cannot be opened as a video" in _one_error_line(capfd)
+    assert main(["identify", "--stream", "not-a-url", *gallery]) != 0
+    assert "not a stream URL" in _one_error_line(capfd)
+    assert main(["identify", "--camera", "0", "--video", str(missing), *gallery]) != 0
+    assert "exactly one of" in _one_error_line(capfd)
+    assert main(["identify", "--gallery", str(tmp_path)]) != 0  # neither photos nor a live source
+    assert "--camera N" in _one_error_line(capfd)
+
+
+def test_window_needs_a_gui_or_suggests_headless(live_video, tmp_path, capfd) -> None:
+    try:
+        check_window_support()
+    except FacegnetError as exc:
+        assert "--headless" in str(exc)
+    else:
+        pytest.skip("this OpenCV can open windows here")
+    assert main(["identify", "--video", str(live_video), "--gallery", str(tmp_path)]) != 0
+    assert "--headless" in _one_error_line(capfd)
