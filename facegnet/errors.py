@@ -48,3 +48,15 @@ class DataError(FacegnetError):
     """A dataset, pairs file or CSV is missing or malformed."""
 
     exit_code = 6
+
+
+class ExportError(FacegnetError):
+    """An export cannot be written (bad output path, unsupported option) or does not match its source."""
+
+    exit_code = 7
+
+
+class DeviceError(FacegnetError):
+    """The requested torch device does not exist on this machine."""
+
+    exit_code = 8

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from facegnet.card import ModelCard, resolve_card, sha256_file
-from facegnet.errors import DataError, FacegnetError
+from facegnet.errors import DataError, ExportError
 
 #: ONNX opset of the exports (ONNX Runtime ≥ 1.17 runs it; 17 is the oldest with every op we need in QDQ form).
 ONNX_OPSET = 17
@@ -46,12 +46,6 @@ DEFAULT_QUANT_FORMAT = "qdq"
 QUANT_FORMATS = ("qdq", "qoperator")
 _REPO_PACK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train"
 _IMAGE_SUFFIXES = {".webp", ".png", ".jpg", ".jpeg", ".bmp"}
-
-
-class ExportError(FacegnetError):
-    """An export cannot be written (bad output path, unsupported option) or does not match its source."""
-
-    exit_code = 7
 
 
 Source = ModelCard | nn.Module | str | Path | None
@@ -86,7 +80,7 @@ def preprocess(crops: np.ndarray, card: ModelCard) -> np.ndarray:
     return np.ascontiguousarray((batch - mean) / std)
 
 
-# -- output paths and cards -------------------------------------------------------------------------------------------
+# -- output paths and cards ------------------------------------------------------------------------------------------
 
 
 def card_path_for(path: str | Path) -> Path:
@@ -132,6 +126,7 @@ def _atomic_path(path: Path) -> Iterator[Path]:
         os.close(fd)
         tmp_path = Path(tmp)
         yield tmp_path
+        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; an export is meant to be shipped and shared
         os.replace(tmp_path, path)
     except OSError as exc:
         raise ExportError(f"cannot write ({exc.strerror or exc.__class__.__name__})", path) from None
@@ -185,7 +180,7 @@ def read_export_card(path: str | Path) -> dict[str, Any]:
     return data
 
 
-# -- ONNX ----------------------------------------------------------------------------------------------------------------
+# -- ONNX ------------------------------------------------------------------------------------------------------------
 
 
 def _export_fp32(model: nn.Module, card: ModelCard, path: Path, opset: int) -> None:
@@ -292,7 +287,7 @@ def export_onnx(
     return path
 
 
-# -- int8 ----------------------------------------------------------------------------------------------------------------
+# -- int8 ------------------------------------------------------------------------------------------------------------
 
 
 def _pack_crops(folder: Path) -> list[Path]:
@@ -416,7 +411,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, crops: np.ndarray
     return settings
 
 
-# -- TorchScript --------------------------------------------------------------------------------------------------------
+# -- TorchScript -----------------------------------------------------------------------------------------------------
 
 
 def export_torchscript(source: Source, path: str | Path, *, card: ModelCard | None = None) -> Path:
@@ -436,7 +431,7 @@ def export_torchscript(source: Source, path: str | Path, *, card: ModelCard | No
     return path
 
 
-# -- the cache ------------------------------------------------------------------------------------------------------------
+# -- the cache -------------------------------------------------------------------------------------------------------
 
 
 def cache_dir() -> Path:

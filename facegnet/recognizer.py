@@ -20,7 +20,7 @@ from facegnet.align import align_face, align_faces, central_landmarks
 from facegnet.card import ModelCard, resolve_card
 from facegnet.detect import Detector, Face
 from facegnet.embed import Embedder
-from facegnet.errors import FacegnetError, NoFaceError
+from facegnet.errors import DeviceError, FacegnetError, NoFaceError
 from facegnet.io import ImageLike, describe, load_image
 
 #: Embedding engines of FaceRecognizer(backend=...).
@@ -108,6 +108,7 @@ class FaceRecognizer:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         self.backend = backend
+        device = check_device(device)
         if threads is not None:
             torch.set_num_threads(max(1, int(threads)))
         self.card: ModelCard = resolve_card(weights)
@@ -279,3 +280,16 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     norm = np.linalg.norm(a) * np.linalg.norm(b)
     return float(a @ b / norm) if norm > 0 else 0.0
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """The torch device, or :class:`DeviceError` when this machine has no such device."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceError(f"unknown device {str(device)!r} ({exc})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device {str(device)!r} requested but CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"device {str(device)!r} does not exist ({torch.cuda.device_count()} GPUs here)")
+    return device

@@ -131,6 +131,14 @@ def test_gallery_embeddings_best_mean_topk_unknown(tmp_path: Path) -> None:
         assert unknown.name == "unknown" and not unknown.known
         assert unknown.candidates[0].name == "person00"
         assert unknown.to_dict()["name"] == "unknown"
+        # IVF-PQ shortlists are re-scored exactly from SQLite: shuffled ids come back exact and sorted.
+        ids = gallery.store.template_ids()[::-1][None, :10].copy()
+        ids[0, 3] = -1
+        sims, order = gallery._rescore(centres[:1], ids)
+        known, vectors = gallery.store.embeddings(order[0, :9])
+        exact = dict(zip(known.tolist(), vectors @ centres[0]))
+        assert order[0, -1] == -1 and np.all(np.diff(sims[0, :9]) <= 0)
+        assert np.allclose(sims[0, :9], [exact[i] for i in order[0, :9].tolist()], atol=1e-5)
         with pytest.raises(GalleryError):
             gallery.search(centres[:1], aggregate="median")
         with pytest.raises(GalleryError):

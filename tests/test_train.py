@@ -235,3 +235,50 @@ def test_cli_train_parses_options_and_rejects_bad_values(tmp_path: Path) -> None
                  "--no-progress"]) == DataError.exit_code
     assert main(["train", "--head", "sphereface", "--out", str(tmp_path / "o")]) == DataError.exit_code
     assert main(["train", "--out", str(tmp_path / "none"), "--resume"]) == DataError.exit_code
+
+
+# ----------------------------------------------------------------------------------------------- prepare, export
+LFW = PACK.parent / "lfw" / "images"
+
+
+@pytest.mark.skipif(not LFW.exists(), reason="LFW images not present")
+def test_prepare_aligns_photos_reports_failures_and_resumes(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from facegnet.train.prepare import prepare
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    person = src / "someone"
+    person.mkdir(parents=True)
+    photos = sorted(LFW.glob("*/*.jpg"))[:2]
+    for p in photos:
+        shutil.copy(p, person / p.name)
+    (person / "broken.jpg").write_bytes(b"not a jpeg at all")
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(src / "blank.png")  # loose, and no face
+    first = prepare(src, out, workers=1, progress=False)
+    assert (first.photos, first.crops, first.failed) == (4, 2, 2)
+    crops = sorted((out / "someone").glob("*.png"))
+    assert len(crops) == 2 and Image.open(crops[0]).size == (112, 112)
+    with open(out / "report.csv", newline="") as handle:
+        reasons = {row["source"]: row["reason"] for row in csv.DictReader(handle)}
+    assert set(reasons) == {"someone/broken.jpg", "blank.png"}
+    again = prepare(src, out, workers=1, progress=False)
+    assert again.photos == 0 and again.skipped == 4
+    faces = D.load_folder(out, min_faces=2)
+    assert len(faces) == 2 and faces.identities == ["someone"]
+
+
+def test_export_writes_weights_and_a_calibrated_card(tmp_path: Path, dev_pairs: Path) -> None:
+    from facegnet.card import load_card, sha256_file
+    from facegnet.models import build_from_card
+    from facegnet.train.export import export
+
+    train(tiny_config(tmp_path / "run", dev_pairs, steps=2), progress=False)
+    card = export(tmp_path / "run" / "last.pt", "tiny", tmp_path / "weights", far=1e-2,
+                  training={"data": "test"}, pairs=dev_pairs)
+    loaded = load_card(tmp_path / "weights" / "tiny.json")
+    assert loaded.sha256 == sha256_file(tmp_path / "weights" / "tiny.pt") == card.sha256
+    assert loaded.threshold_far == 1e-2 and loaded.threshold == card.training["dev"]["threshold@far1e-2"]
+    assert loaded.config["width"] == 0.5 and loaded.embedding_size == 64
+    net = build_from_card(loaded).eval()
+    assert net(torch.zeros(1, 3, 112, 112)).shape == (1, 64)

@@ -89,6 +89,7 @@ def _run(args: argparse.Namespace, capture) -> int:
     recognizer = FaceRecognizer(
         args.weights, threshold=args.threshold, min_face_size=min_face, detect_min_face_size=min_face,
         flip=not args.no_flip, device=args.device, threads=args.threads or LIVE_THREADS,
+        **({"backend": args.backend} if getattr(args, "backend", None) else {}),  # if identify offers --backend
     )
     gallery = Gallery(args.gallery, recognizer=recognizer)  # refuses a gallery of other weights
     with gallery:

@@ -35,7 +35,7 @@ import numpy as np
 from facegnet.card import ModelCard, resolve_card, sha256_file
 from facegnet.errors import DataError, FacegnetError, GalleryError, ImageError, NoFaceError
 from facegnet.gallery import index as index_module
-from facegnet.gallery.index import KINDS, GalleryIndex, resolve_kind
+from facegnet.gallery.index import KINDS, GalleryIndex, normalise, resolve_kind
 from facegnet.gallery.store import SCHEMA_VERSION, Store, create_private
 
 if TYPE_CHECKING:  # the recogniser pulls in torch: import it only when a model is really needed
@@ -48,6 +48,8 @@ INDEX_NAME = "index.faiss"
 LOCK_NAME = "gallery.lock"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
 AGGREGATES = ("max", "mean")
+#: Templates an IVF-PQ search shortlists per query before exact re-scoring.
+RERANK_SHORTLIST = 64
 UNKNOWN = "unknown"
 # "Alice_2.jpg", "Alice-02.png", "Alice (3).jpg" in a flat folder are all Alice.
 _NUMBER_SUFFIX = re.compile(r"(?:[ _\-]+\(?\d+\)?|\s*\(\d+\))$")
@@ -591,7 +593,7 @@ class Gallery:
             raise GalleryError(f"aggregate must be one of {', '.join(AGGREGATES)}, not {aggregate!r}")
         threshold = self.threshold if threshold is None else float(threshold)
         top_k = max(1, int(top_k))
-        queries = np.asarray(embeddings, np.float32).reshape(-1, self._dim())
+        queries = normalise(np.asarray(embeddings, np.float32).reshape(-1, self._dim()))
         if not len(queries):
             return []
         index = self.index
@@ -599,9 +601,14 @@ class Gallery:
         if total == 0:
             raise GalleryError("the gallery is empty: enroll people first", self.path)
         # Several templates per person: fetch enough templates to see top_k distinct people.
-        k = min(total, max(32, 8 * top_k))
+        # IVF-PQ similarities are approximate: fetch a longer shortlist and re-score it exactly from SQLite,
+        # so that the threshold is compared with true cosine similarities.
+        approximate = index.kind == "ivfpq"
+        k = min(total, max(RERANK_SHORTLIST if approximate else 32, 8 * top_k))
         while True:
             sims, ids = index.search(queries, k)
+            if approximate:
+                sims, ids = self._rescore(queries, ids)
             names = self.store.names_of(ids)
             ranked = [_best_per_person(s, i, names) for s, i in zip(sims, ids)]
             if k >= total or all(len(r) >= top_k for r in ranked):
@@ -616,6 +623,19 @@ class Gallery:
             name = best.name if best.similarity >= threshold else UNKNOWN
             out.append(Identification(name, float(best.similarity), threshold, candidates))
         return out
+
+    def _rescore(self, queries: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact similarities of each query's shortlisted templates (from SQLite), best first."""
+        known, vectors = self.store.embeddings(np.unique(ids[ids >= 0]))
+        row = {int(t): n for n, t in enumerate(known)}
+        sims = np.full(ids.shape, -np.inf, np.float32)
+        for q, (query, shortlist) in enumerate(zip(queries, ids)):
+            for j, tid in enumerate(shortlist.tolist()):
+                if tid in row:
+                    sims[q, j] = float(vectors[row[tid]] @ query)
+        order = np.argsort(-sims, axis=1, kind="stable")
+        sims, ids = np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
+        return sims, np.where(np.isinf(sims), -1, ids)
 
     def _mean_scores(self, query: np.ndarray, candidates: list[Candidate]) -> list[Candidate]:
         """Re-score candidates by the mean similarity over all of each person's templates."""

@@ -40,7 +40,7 @@ STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 class CaptureError(FacegnetError):
     """A camera, video file or stream cannot be opened, or a stream dropped and could not be reopened."""
 
-    exit_code = 7
+    exit_code = 9  # 7 and 8 are ExportError and DeviceError (facegnet/errors.py)
 
 
 @dataclass(frozen=True)

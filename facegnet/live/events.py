@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import unicodedata
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -193,9 +194,7 @@ class Summary:
 
 # ------------------------------------------------------------------------------------------------ drawing
 def _ascii(text: str) -> str:
-    # OpenCV's Hershey fonts draw ASCII only; other letters would come out as '?'.
-    import unicodedata
-
+    # OpenCV's Hershey fonts draw ASCII only: "José" is drawn as "Jose" rather than "Jos??".
     return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii") or "?"
 
 

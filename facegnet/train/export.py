@@ -30,7 +30,8 @@ def dev_similarities(net: torch.nn.Module, cfg: TrainConfig, pairs: str | Path |
 
     pairs_path = Path(pairs) if pairs else Path(cfg.data) / "dev_pairs.csv"
     images, a, b, same = _load_dev(cfg, pairs_path)
-    embedder = Embedder(_Card(name="calibration", config=dict(cfg.model)), model=net, flip=True)
+    card = _Card(name="calibration", config=dict(cfg.model), embedding_size=int(cfg.model.get("embedding_size", 512)))
+    embedder = Embedder(card, model=net, flip=True)
     emb = embedder(images)
     return (emb[a] * emb[b]).sum(1), same
 
