@@ -88,6 +88,8 @@ class FaceRecognizer:
         backend: the embedding engine: "torch" (PyTorch), "onnx" (ONNX Runtime, fp32) or "onnx-int8" (ONNX
             Runtime, int8); the ONNX exports of the weights are made and cached on first use
             (see facegnet.export.cached_onnx).
+        detection_cache: an SQLite file where ``embed_images`` keeps the detections of image files, so a
+            benchmark re-run (another model, another back-end) skips MTCNN (see facegnet.detection_cache).
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class FaceRecognizer:
         device: str | torch.device = "cpu",
         threads: int | None = None,
         backend: str = "torch",
+        detection_cache: str | Path | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -122,6 +125,11 @@ class FaceRecognizer:
         )
         self._embedder_options = {"flip": flip, "batch_size": batch_size, "device": device}
         self._embedder: Embedder | None = None
+        self._detection_cache = None
+        if detection_cache is not None:
+            from facegnet.detection_cache import DetectionCache
+
+            self._detection_cache = DetectionCache(detection_cache, self.detector)
 
     # -- the model --------------------------------------------------------------------------------------
     @property
@@ -200,7 +208,7 @@ class FaceRecognizer:
                     loaded.append((i, load_image(image)))
                 except FacegnetError as exc:
                     chunk_results[i].error = exc.reason
-            detections = self.detect_batch([array for _, array in loaded])
+            detections = self._detect_loaded([batch[i] for i, _ in loaded], [array for _, array in loaded])
             crops, owners = [], []
             for (i, array), faces in zip(loaded, detections):
                 result = chunk_results[i]
@@ -227,6 +235,18 @@ class FaceRecognizer:
             bar.update(len(batch))
         bar.close()
         return results
+
+    def _detect_loaded(self, sources: Sequence[ImageLike], arrays: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Detect faces in decoded images, through the detection cache when there is one."""
+        if self._detection_cache is None:
+            return self.detect_batch(arrays)
+        keys = [self._detection_cache.key(source) for source in sources]
+        cached = self._detection_cache.get_many(keys)
+        todo = [i for i, key in enumerate(keys) if key is None or key not in cached]
+        fresh = self.detect_batch([arrays[i] for i in todo]) if todo else []
+        self._detection_cache.put_many((keys[i], faces) for i, faces in zip(todo, fresh))
+        found = dict(zip(todo, fresh))
+        return [found[i] if i in found else cached[keys[i]] for i in range(len(arrays))]
 
     @staticmethod
     def _select(faces: Sequence[Face], shape: tuple[int, ...], select: str) -> Face | None:

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from facegnet.cli import main
+from facegnet.detect import Detector
 from facegnet.errors import NoFaceError
 from facegnet.recognizer import FaceRecognizer, VerifyResult
 from tests.conftest import ROOT, lfw_photo
@@ -211,3 +212,24 @@ def test_cli_eval_bad_benchmark(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and "pairs.txt" in proc.stderr
     proc = run_cli("eval", "lfw", "--data", tmp_path / "nowhere", "--quiet")
     assert proc.returncode != 0 and "no pairs.txt" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_detection_cache_skips_mtcnn_on_a_rerun(tmp_path, monkeypatch):
+    photos = [shutil.copy(lfw_photo(*p), tmp_path / f"{i}.jpg") for i, p in enumerate((A1, A2, B1))]
+    cache = tmp_path / "detections.sqlite"
+    first = FaceRecognizer(detection_cache=cache)
+    before = first.embed_images(photos)
+    again = FaceRecognizer(detection_cache=cache)
+    monkeypatch.setattr(again.detector, "detect_batch", lambda images: pytest.fail("MTCNN ran despite the cache"))
+    after = again.embed_images(photos)
+    for x, y in zip(before, after):
+        assert x.faces == y.faces and np.allclose(x.embedding, y.embedding, atol=1e-6)
+        assert np.allclose(x.face.landmarks, y.face.landmarks)
+    assert (cache.stat().st_mode & 0o077) == 0
+    # An edited photo is detected afresh.
+    Image.open(photos[0]).transpose(Image.FLIP_LEFT_RIGHT).save(photos[0])
+    calls = []
+    monkeypatch.setattr(again.detector, "detect_batch", lambda images: calls.append(len(images)) or
+                        [Detector().detect(im) for im in images])
+    again.embed_images(photos)
+    assert calls == [1]

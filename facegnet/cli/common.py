@@ -25,8 +25,8 @@ def add_model_options(parser: argparse.ArgumentParser, threshold: bool = True) -
                        "first use; default: torch)")
 
 
-def make_recognizer(args: argparse.Namespace):
-    """The FaceRecognizer these options describe."""
+def make_recognizer(args: argparse.Namespace, **extra):
+    """The FaceRecognizer these options describe (``extra``: further FaceRecognizer keyword arguments)."""
     from facegnet.recognizer import FaceRecognizer
 
     return FaceRecognizer(
@@ -37,6 +37,7 @@ def make_recognizer(args: argparse.Namespace):
         device=args.device,
         threads=args.threads,
         backend=getattr(args, "backend", "torch"),
+        **extra,
     )
 
 

@@ -24,6 +24,9 @@ def register(subparsers) -> None:
     parser.add_argument("--plot", type=Path, metavar="FILE", help="save the ROC curve as a PNG")
     parser.add_argument("--limit", type=int, metavar="N",
                         help="only the first N same and N different pairs of each fold (quick check)")
+    parser.add_argument("--detection-cache", type=Path, metavar="FILE",
+                        help="keep MTCNN detections in this SQLite file and reuse them on later runs "
+                        "(detection does not depend on the weights: compare models without re-detecting)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(parser, threshold=False)
     parser.set_defaults(func=run)
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from facegnet.benchmark import evaluate_pairs, plot_roc, read_pairs
 
     protocol = read_pairs(args.data, limit=args.limit)
-    recognizer = make_recognizer(args)
+    recognizer = make_recognizer(args, detection_cache=args.detection_cache)
     untrained_warning(recognizer)
     report = evaluate_pairs(recognizer, protocol, progress=not args.quiet)
     scores, labels = report.pop("scores"), report.pop("labels")

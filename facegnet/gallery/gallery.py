@@ -225,9 +225,11 @@ class Gallery:
     def _open(self, create: bool, index: str | None) -> Store:
         db = self.path / DB_NAME
         missing = f" (enroll people first: facegnet enroll FOLDER --gallery {self.path})"
-        if not db.exists() and not create:
-            raise GalleryError(f"no gallery here{missing}", self.path)
-        if create:
+        if self.path.exists() and not self.path.is_dir():
+            raise GalleryError("not a directory", self.path)
+        if not db.exists():
+            if not create:
+                raise GalleryError(f"no gallery here{missing}", self.path)
             self._create_dir()
         store = Store.open(db, create=create)
         if store.get_meta("fingerprint") is None:  # new (or its creation was interrupted)
@@ -246,10 +248,13 @@ class Gallery:
         return store
 
     def _create_dir(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Embeddings are biometric data: the directory is the owner's only (also an existing empty one).
-        if self.path.stat().st_uid == os.getuid():
-            os.chmod(self.path, 0o700)
+        """Make the gallery directory, owner-only: embeddings are biometric data."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if self.path.stat().st_uid == os.getuid():  # also an existing folder that becomes a gallery
+                os.chmod(self.path, 0o700)
+        except OSError as exc:
+            raise GalleryError(f"cannot create the gallery ({exc.strerror or exc})", self.path) from None
 
     def check_fingerprint(self) -> None:
         """Raise GalleryError if the gallery's embeddings came from other weights than the recogniser's."""
