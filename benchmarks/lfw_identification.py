@@ -84,15 +84,18 @@ def main() -> None:
                 break
             results = rec.embed_images([p for _, p in batch], select="largest", chunk=args.chunk,
                                        progress=f"enrolment round {attempt + 1}" if progress else False)
-            pending = []
+            pending, accepted = [], []
             for (name, photo), result in zip(batch, results):
                 why = result.error or (quality.check(result.face) if result.face is not None else "no face")
                 if why:
                     enrol_skips.append({"photo": str(photo), "reason": why})
                     pending.append(name)
                     continue
-                gallery.add_embedding(name, result.embedding, source=str(photo))
+                accepted.append((name, photo, result.embedding))
                 enrol_photo[name] = photo
+            if accepted:
+                gallery.add_embeddings([n for n, _, _ in accepted], np.stack([e for _, _, e in accepted]),
+                                       sources=[str(p) for _, p, _ in accepted])
             attempt += 1
         not_enrolled = [n for n in multi if n not in enrol_photo]
 

@@ -150,7 +150,8 @@ def plot_roc(scores: np.ndarray, labels: np.ndarray, path: str | Path, title: st
     keep = fpr > 0
     axis.semilogx(fpr[keep], tpr[keep], lw=2)
     floor = 1.0 / max(1, int((~np.asarray(labels, bool)).sum()))
-    axis.plot([floor, 1], [floor, 1], ls="--", color="grey", lw=1, label="chance")
+    chance = np.logspace(np.log10(floor), 0, 200)  # TAR = FAR, a curve on a log axis
+    axis.plot(chance, chance, ls="--", color="grey", lw=1, label="chance")
     axis.set_xlim(floor, 1)
     axis.set_ylim(0, 1.01)
     axis.set_xlabel("false accept rate (log scale)")

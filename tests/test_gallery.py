@@ -183,22 +183,23 @@ def test_gallery_auto_index_switches_with_size(tmp_path: Path, monkeypatch: pyte
 
     monkeypatch.setattr(index_module, "AUTO_EXACT_MAX", 1_500)  # small enough to test the switch quickly
     x, labels, _ = clustered(200, 10, seed=6)
+    names = [f"p{label}" for label in labels]
     with Gallery(tmp_path / "g", create=True) as gallery:
-        for vector, label in zip(x[:1000], labels[:1000]):
-            gallery.add_embedding(f"p{label}", vector)
+        gallery.add_embeddings(names[:1000], x[:1000])
         assert gallery.index.kind == "flat"
-        for vector, label in zip(x[1000:], labels[1000:]):
-            gallery.add_embedding(f"p{label}", vector)
+        gallery.add_embeddings(names[1000:], x[1000:])
         assert gallery.index.kind == "hnsw" and len(gallery.index) == 2000
         assert gallery.search(x[:1], threshold=0.0)[0].name == "p0"
-        for label in range(140, 200):
-            gallery.remove_person(f"p{label}")
+        removed = gallery.remove_people([f"p{label}" for label in range(140, 200)])
+        assert sum(removed.values()) == 600
         # 1,400 is below the limit but above half of it: no flip-flopping between kinds at the limit.
         assert gallery.index.kind == "hnsw" and len(gallery.index) == 1400
         assert gallery.verify_consistency()["consistent"]
+        with pytest.raises(GalleryError):  # all or none
+            gallery.remove_people(["p0", "nobody"])
+        assert dict(gallery.people())["p0"] == 10
     with Gallery(tmp_path / "h", create=True, index="ivf") as gallery:
-        for vector, label in zip(x[:1200], labels[:1200]):
-            gallery.add_embedding(f"p{label}", vector)
+        gallery.add_embeddings(names[:1200], x[:1200])
         assert gallery.index.kind == "ivf" and gallery.info()["index_kind"] == "ivf"
         assert gallery.search(x[:1], threshold=0.0)[0].name == "p0"
 
@@ -426,18 +427,22 @@ def test_kill_during_enrolment_leaves_whole_photos(tmp_path: Path, recognizer) -
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(path), str(folder)], stdout=subprocess.PIPE,
                             text=True, env=env, cwd=tmp_path)
-    done = 0
+    done, stamps = 0, []
     try:
         while done < 2:  # wait until a couple of photos are in, then kill at a random moment after
             line = proc.stdout.readline()
             assert line, "the enrolment process ended early"
             done += line.startswith("enrolled")
-        time.sleep(random.uniform(0.0, 1.5))
+            stamps.append(time.monotonic())
+        # Somewhere within the next two photos (six remain): mid-detection, mid-embedding or mid-commit.
+        per_photo = stamps[-1] - stamps[-2]
+        delay = random.uniform(0.0, 2.0 * per_photo)
+        time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
         proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL, f"killed {delay:.2f} s after the second photo"
     with sqlite3.connect(path / DB_NAME) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     with Gallery(path, recognizer=recognizer) as gallery:
@@ -455,6 +460,40 @@ def test_kill_during_enrolment_leaves_whole_photos(tmp_path: Path, recognizer) -
         report = gallery.enroll_folder(folder, progress=False)
         assert len(report.existing) == count and len(gallery) == len(photos)
         assert gallery.verify_consistency()["consistent"]
+
+
+HALF_SCRIPT = """
+import sys, time
+import numpy as np
+from facegnet.gallery import Gallery
+gallery = Gallery(sys.argv[1])
+with gallery._writer(), gallery.store.write():
+    gallery.store.add_template("Half", np.ones(512, np.float32))  # person and template, not committed
+    print("inside", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_kill_inside_a_commit_rolls_back_and_frees_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "g"
+    with Gallery(path, create=True) as gallery:
+        gallery.add_embedding("Whole", np.ones(512, np.float32))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", HALF_SCRIPT, str(path)], stdout=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        assert proc.stdout.readline().strip() == "inside"
+        with Gallery(path, lock_timeout=0.1) as other:  # readers are not blocked; writers are
+            assert other.people() == [("Whole", 1)]
+            with pytest.raises(GalleryError, match=f"busy.*pid {proc.pid}"):
+                other.add_embedding("Other", np.ones(512, np.float32))
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    with Gallery(path, lock_timeout=1.0) as gallery:
+        assert gallery.people() == [("Whole", 1)] and gallery.verify_consistency()["consistent"]
+        gallery.add_embedding("After", np.ones(512, np.float32))  # the dead writer's lock is gone
+        assert len(gallery) == 2
 
 
 # ============================================================================================ the CLI

@@ -209,8 +209,7 @@ def run_gallery(args: argparse.Namespace) -> int:
         elif args.action == "remove":
             if not args.names and not args.template:
                 raise FacegnetError("give the NAME of a person to remove (or --template ID)")
-            for name in args.names:
-                count = gallery.remove_person(name)
+            for name, count in gallery.remove_people(args.names).items() if args.names else ():
                 print(f"removed {name} ({count} template(s))")
             for template_id in args.template:
                 name = gallery.remove_template(template_id)

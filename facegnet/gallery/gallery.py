@@ -480,7 +480,10 @@ class Gallery:
             if not path.is_file():
                 raise ImageError("file not found" if not path.exists() else "not a file", path)
             source = str(path.resolve())
-            sha = sha256_file(path)
+            try:
+                sha = sha256_file(path)
+            except OSError as exc:
+                raise ImageError(f"unreadable ({exc.strerror or exc})", path) from None
         else:
             label = str(source) if source is not None else describe(image)
             sha = None
@@ -517,14 +520,25 @@ class Gallery:
 
         Templates added this way cannot be re-embedded by :meth:`rebuild` unless ``source`` is a photo.
         """
-        vector = np.asarray(embedding, np.float32).reshape(-1)
-        if vector.shape[0] != self._dim():
-            raise GalleryError(f"embedding has {vector.shape[0]} values; this gallery holds {self._dim()}")
-        vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+        return self.add_embeddings([name], np.asarray(embedding)[None], sources=[source], sha256s=[sha256])[0]
+
+    def add_embeddings(self, names: list[str], embeddings: np.ndarray, *, sources: list[str | None] | None = None,
+                       sha256s: list[str | None] | None = None) -> list[int]:
+        """Add many precomputed embeddings in one transaction; returns their template ids."""
+        vectors = np.asarray(embeddings, np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self._dim():
+            raise GalleryError(f"embeddings of shape {vectors.shape}; this gallery holds {self._dim()}-d vectors")
+        if len(names) != len(vectors):
+            raise GalleryError(f"{len(names)} names for {len(vectors)} embeddings")
+        vectors = normalise(vectors)
+        sources = sources or [None] * len(names)
+        sha256s = sha256s or [None] * len(names)
+        cleaned = [_clean_name(n) for n in names]
         with self._writer(), self.store.write():
-            template_id = self.store.add_template(_clean_name(name), vector, source=source, sha256=sha256)
+            ids = [self.store.add_template(n, v, source=s, sha256=h)
+                   for n, v, s, h in zip(cleaned, vectors, sources, sha256s)]
         self._index_dirty = True
-        return template_id
+        return ids
 
     def enroll_folder(
         self,
@@ -688,14 +702,20 @@ class Gallery:
 
     def remove_person(self, name: str) -> int:
         """Remove a person and all their templates; returns how many templates went."""
+        return self.remove_people([name])[name]
+
+    def remove_people(self, names: list[str]) -> dict[str, int]:
+        """Remove several people in one transaction (all or none); returns templates removed per name."""
+        removed: dict[str, int] = {}
         with self._writer():
             with self.store.write():
-                ids = self.store.remove_person(name)
-                if not len(ids) and self.store.person_id(name) is None:
-                    raise GalleryError(f"no person named {name!r} in the gallery", self.path)
+                for name in names:
+                    if self.store.person_id(name) is None:
+                        raise GalleryError(f"no person named {name!r} in the gallery", self.path)
+                    removed[name] = len(self.store.remove_person(name))
                 self._bump_removals()
             self._after_removal()
-        return len(ids)
+        return removed
 
     def remove_template(self, template_id: int) -> str:
         """Remove one template (its person too if it was their last); returns the person's name."""

@@ -434,7 +434,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
     if bar is not None:
         bar.close()
     _sync_buffers(module, world)
-    summary = {"event": "end", "step": step, "total": total, "stopped_early": stopped_early, "best_accuracy": best,
+    summary = {"event": "end", "step": step, "total": total, "stopped_early": stopped_early,
+               "best_accuracy": best if best >= 0 else None,
                "wall_min": round((time.time() - start_time) / 60, 2), "dev": history[-1] if history else None}
     if rank == 0:
         _write(log, summary)
