@@ -35,6 +35,7 @@ PER_IDENTITY = 4
 NOISE = 0.6  # per-vector noise norm relative to the unit centre
 SWEEPS = {
     "flat": [{}],
+    "pq": [{"rerank": r} for r in (16, 32, 64, 128)],
     "ivf": [{"nprobe": p} for p in (16, 32, 64, 128, 256)],
     "hnsw": [{"ef_search": e} for e in (32, 64, 96, 128, 256)],
     "ivfpq": [{"nprobe": p} for p in (16, 64, 256)] + [{"nprobe": p, "rerank": 64} for p in (64, 256)],
@@ -81,7 +82,7 @@ def exact_top1(gallery: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np
 def search(index: GalleryIndex, queries: np.ndarray, gallery: np.ndarray, rerank: int) -> np.ndarray:
     """Top-1 ids; with ``rerank``, the index's shortlist of that many is re-scored exactly (as the gallery
     does for IVF-PQ, there with the embeddings it reads from SQLite)."""
-    if not rerank:
+    if not rerank:  # (the ``pq`` kind re-scores its own shortlist inside GalleryIndex.search)
         return index.search(queries, 1)[1][:, 0]
     _, shortlist = index.search(queries, rerank)
     exact = np.einsum("qkd,qd->qk", gallery[np.maximum(shortlist, 0)], queries)
@@ -111,13 +112,14 @@ def bench_kind(kind: str, gallery: np.ndarray, queries: np.ndarray, truth: np.nd
     with tempfile.TemporaryDirectory() as tmp:
         memory_mb = index.save(Path(tmp) / "index.faiss").stat().st_size / 2**20
     row = {"kind": index.kind, "build_s": round(build_s, 2), "memory_mb": round(memory_mb, 1),
+           "measured": time.strftime("%Y-%m-%d %H:%M"), "load_avg": [round(v, 2) for v in os.getloadavg()],
            "bytes_per_vector": round(memory_mb * 2**20 / len(gallery), 1),
            "build_params": {k: v for k, v in index.params.items()}, "settings": []}
     # Exact search at 1M is slow; fewer single queries still give a stable median.
     n_lat = latency_queries if kind != "flat" or len(gallery) <= 100_000 else min(latency_queries, 50)
     for setting in SWEEPS[kind]:
-        rerank = int(setting.get("rerank", 0))
-        index.set_search_params(**{k: v for k, v in setting.items() if k != "rerank"})
+        rerank = int(setting.get("rerank", 0)) if kind == "ivfpq" else 0
+        index.set_search_params(**{k: v for k, v in setting.items() if k != "rerank" or kind == "pq"})
         found = search(index, queries, gallery, rerank)
         recall = float((found == truth).mean())
         # What a user meets: is the top template one of the query's own identity (exact search's ceiling)?
@@ -144,17 +146,18 @@ def write_markdown(results: dict, path: Path) -> None:
         "",
         f"Command: `{results['command']}`  ",
         f"Machine: {results['machine']['cpus']} CPUs ({results['machine']['processor']}), faiss "
-        f"{results['machine']['faiss']}; load average {results['machine'].get('load_avg')} at the start "
-        "(a training run shared the CPU).  ",
+        f"{results['machine']['faiss']}; a training run shared the CPU (load average 3-5 on 2 cores; each "
+        "row's own is in the JSON).  ",
         f"Data: {results['data']}",
         "",
         "Latency: one query at a time (one thread), as `identify` searches. Recall@1: the index's top "
         "template is the exact search's top template. Identity@1: it is a template of the query's own "
         "identity (exact search's value is the ceiling). Memory: size of the index structure (vectors or "
-        "codes, ids, graph links, centroids), which is also its file size. `rerank=64`: the IVF-PQ "
-        "shortlist of 64 re-scored with exact vectors, as the gallery does with the embeddings it keeps in "
-        "SQLite (on disk, not in memory). Timings shared two cores with a training run: p99 especially is "
-        "noisy.",
+        "codes, ids, graph links, centroids, and for `pq` the exact vectors it re-scores with), which is "
+        "also its file size. `pq`: every vector scanned as a 16-byte 4-bit PQ code (SIMD fast scan), the "
+        "best `rerank` re-scored exactly. `ivfpq rerank=64`: its shortlist of 64 re-scored with exact "
+        "vectors, as the gallery does from the embeddings it keeps in SQLite (on disk, not in memory). "
+        "Timings shared two cores with a training run: p99 especially is noisy.",
         "",
         "| templates | kind | build s | memory MB | search setting | recall@1 | identity@1 | p50 ms | p99 ms |",
         "|---:|---|---:|---:|---|---:|---:|---:|---:|",
@@ -196,8 +199,7 @@ def check_target(results: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--kinds", nargs="+", default=["flat", "ivf", "hnsw", "ivfpq"],
-                        choices=["flat", "ivf", "hnsw", "ivfpq"])
+    parser.add_argument("--kinds", nargs="+", default=list(SWEEPS), choices=list(SWEEPS))
     parser.add_argument("--queries", type=int, default=1000, help="queries for recall (default: 1000)")
     parser.add_argument("--latency-queries", type=int, default=300, help="single queries timed (default: 300)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "gallery_index")
@@ -220,10 +222,12 @@ def main() -> None:
         print(f"{size:,} templates", flush=True)
         gallery, queries = make_data(size, args.queries)
         truth, _ = exact_top1(gallery, queries)
-        rows = []
+        # Rows of kinds not run now are kept from earlier runs (each row says when it was measured).
+        rows = [r for r in results["sizes"].get(str(size), {}).get("kinds", []) if r["kind"] not in args.kinds]
         for kind in args.kinds:
             rows.append(bench_kind(kind, gallery, queries, truth, args.latency_queries))
-            results["sizes"][str(size)] = {"kinds": rows, "load_avg_after": [round(v, 2) for v in os.getloadavg()]}
+            rows.sort(key=lambda r: list(SWEEPS).index(r["kind"]))
+            results["sizes"][str(size)] = {"kinds": rows}
             results["target"] = {**TARGET, **check_target(results)}
             json_path.write_text(json.dumps(results, indent=2) + "\n")  # after each kind: a long run keeps its rows
             write_markdown(results, md_path)

@@ -58,11 +58,13 @@ def main() -> None:
     parser.add_argument("--far", type=float, default=0.01, help="false-accept rate for the open-set DIR")
     parser.add_argument("--chunk", type=int, default=64, help="images embedded together")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "lfw_identification")
+    parser.add_argument("--detection-cache", type=Path, default=None, metavar="FILE",
+                        help="reuse MTCNN detections kept in this SQLite file (see facegnet eval --detection-cache)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
 
     started = time.time()
-    rec = FaceRecognizer(args.weights)
+    rec = FaceRecognizer(args.weights, detection_cache=args.detection_cache)
     quality = QualityPolicy()
     people = people_photos(args.data / "images")
     multi = [name for name, photos in people.items() if len(photos) >= 2]

@@ -57,7 +57,7 @@ def mode(path: Path) -> int:
 
 
 # ============================================================================================ index (no model)
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["flat", "pq", "ivf", "hnsw"])
 def test_index_search_remove_save_load(kind: str, tmp_path: Path) -> None:
     x, _, _ = clustered(200, 10, seed=1)  # 2,000 vectors: enough to train 32 IVF cells
     ids = np.arange(len(x), dtype=np.int64) + 100
@@ -92,8 +92,19 @@ def test_index_hnsw_tombstones_compact() -> None:
     assert np.array_equal(index.ids(), np.arange(120, 500))
 
 
+def test_index_ivfpq_codes(tmp_path: Path) -> None:
+    x, labels, centres = clustered(2500, 4, seed=7)  # IVF-PQ trains 256 code words a sub-space: 10k vectors
+    index = GalleryIndex.build(512, np.arange(len(x)), x, kind="ivfpq", pq_m=16)
+    assert index.kind == "ivfpq" and len(index) == 10_000
+    sims, found = index.search(centres[:100], 4)
+    assert (found[:, 0] // 4 == np.arange(100)).mean() >= 0.9  # approximate codes, right identity
+    assert index.remove(np.arange(4)) == 4 and 0 not in index.search(centres[:1], 8)[1]
+    loaded, _ = GalleryIndex.load(index.save(tmp_path / "ivfpq.faiss"))
+    assert np.array_equal(loaded.ids(), index.ids())
+
+
 def test_index_kind_choice_and_fallbacks(tmp_path: Path) -> None:
-    assert choose_kind(10) == "flat" and choose_kind(1_000_000) == "hnsw" and choose_kind(10**7) == "ivfpq"
+    assert choose_kind(10) == "flat" and choose_kind(1_000_000) == "pq" and choose_kind(10**7) == "ivfpq"
     assert resolve_kind("ivf", 50)[0] == "flat"  # too few vectors to train k-means: exact search
     assert resolve_kind("hnsw", 5)[0] == "hnsw"
     assert nlist_for(1_000_000) == 2048 and nlist_for(2_000) == 32
@@ -188,12 +199,12 @@ def test_gallery_auto_index_switches_with_size(tmp_path: Path, monkeypatch: pyte
         gallery.add_embeddings(names[:1000], x[:1000])
         assert gallery.index.kind == "flat"
         gallery.add_embeddings(names[1000:], x[1000:])
-        assert gallery.index.kind == "hnsw" and len(gallery.index) == 2000
+        assert gallery.index.kind == "pq" and len(gallery.index) == 2000
         assert gallery.search(x[:1], threshold=0.0)[0].name == "p0"
         removed = gallery.remove_people([f"p{label}" for label in range(140, 200)])
         assert sum(removed.values()) == 600
         # 1,400 is below the limit but above half of it: no flip-flopping between kinds at the limit.
-        assert gallery.index.kind == "hnsw" and len(gallery.index) == 1400
+        assert gallery.index.kind == "pq" and len(gallery.index) == 1400
         assert gallery.verify_consistency()["consistent"]
         with pytest.raises(GalleryError):  # all or none
             gallery.remove_people(["p0", "nobody"])

@@ -8,7 +8,7 @@ from facegnet.cli.common import print_json, warn
 from facegnet.cli.live import add_live_options, live_requested, run_live_cli
 from facegnet.errors import FacegnetError, GalleryError, NoFaceError
 
-INDEX_CHOICES = ("auto", "flat", "ivf", "hnsw", "ivfpq")
+INDEX_CHOICES = ("auto", "flat", "pq", "ivf", "hnsw", "ivfpq")
 
 
 def _gallery_option(parser: argparse.ArgumentParser) -> None:

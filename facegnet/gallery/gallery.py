@@ -36,7 +36,7 @@ from facegnet.card import ModelCard, resolve_card, sha256_file
 from facegnet.errors import DataError, FacegnetError, GalleryError, ImageError, NoFaceError
 from facegnet.gallery import index as index_module
 from facegnet.gallery.index import KINDS, GalleryIndex, normalise, resolve_kind
-from facegnet.gallery.store import SCHEMA_VERSION, Store, create_private
+from facegnet.gallery.store import SCHEMA_VERSION, Store
 
 if TYPE_CHECKING:  # the recogniser pulls in torch: import it only when a model is really needed
     from facegnet.detect import Face
@@ -185,8 +185,8 @@ class Gallery:
             lazily from ``weights`` when needed (listing or removing people needs no model).
         weights: weights for that lazy recogniser (see :func:`facegnet.card.resolve_card`).
         create: create the gallery if it does not exist (otherwise a missing gallery is a GalleryError).
-        index: index kind for a new gallery, or to switch an existing one (``auto``, ``flat``, ``ivf``,
-            ``hnsw``, ``ivfpq``); None keeps what the gallery records.
+        index: index kind for a new gallery, or to switch an existing one (``auto``, ``flat``, ``pq``,
+            ``ivf``, ``hnsw``, ``ivfpq``; see :mod:`facegnet.gallery.index`); None keeps what it records.
         check_fingerprint: refuse a gallery made with other weights (turn off to list, remove or rebuild).
         quality: which enrolment faces are good enough.
         lock_timeout: seconds a writer waits for another writer before giving up.
@@ -367,7 +367,7 @@ class Gallery:
             auto = (self.store.get_meta("index_kind", "auto") or "auto") == "auto"
             return not (auto and wanted == "flat" and count >= index_module.AUTO_EXACT_MAX // 2)
         trained_on = int(self._index.params.get("trained_on", 0) or 0)
-        return self._index.kind in ("ivf", "ivfpq") and count > 4 * trained_on
+        return self._index.kind in index_module.TRAINED and count > 4 * trained_on
 
     def _load_index(self) -> None:
         """Load index.faiss if it holds this store's embeddings (same epoch); otherwise build from SQLite."""

@@ -1,14 +1,20 @@
 """The FAISS side of a gallery: unit vectors, inner-product search, removable by template id.
 
-Embeddings are L2-normalised, so the inner product is the cosine similarity. Four index kinds:
+Embeddings are L2-normalised, so the inner product is the cosine similarity. Five index kinds:
 
 - ``flat``: exact search (``IndexFlatIP`` in an ``IndexIDMap2``); the default for small galleries.
-- ``hnsw``: a graph (``IndexHNSWFlat`` in an ``IndexIDMap2``); the default for large galleries. HNSW cannot
-  delete, so removed ids become tombstones filtered out at search time, and the graph is rebuilt once they
-  exceed a fifth of it.
+- ``pq``: every vector scanned as a 16-byte product-quantised code with SIMD "fast scan"
+  (``IndexPQFastScan``), the best 64 then re-scored exactly against the full vectors kept beside them
+  (``IndexFlatIP``). Exhaustive, so it keeps recall where graphs and cells lose it on high-dimensional
+  embeddings; the default for large galleries (recall@1 1.0 at 1.5-2 ms a query at 1M on two busy cores).
+- ``hnsw``: a graph (``IndexHNSWFlat`` in an ``IndexIDMap2``). HNSW cannot delete, so removed ids become
+  tombstones filtered out at search time, and the graph is rebuilt once they exceed a fifth of it.
 - ``ivf``: inverted lists over spherical k-means cells (``IndexIVFFlat``, ids stored natively); quick to
   build, but needs to scan a large share of the cells for high recall on high-dimensional embeddings.
-- ``ivfpq``: IVF with product-quantised codes (64 bytes a vector instead of 2 KiB) for very large galleries.
+- ``ivfpq``: IVF with product-quantised codes (64 bytes a vector instead of 2 KiB), for galleries too large
+  for memory; its similarities are approximate (the gallery re-scores its shortlist from SQLite).
+
+Measured in benchmarks/gallery_index.py.
 
 ``auto`` picks one from the gallery's size (:func:`choose_kind`). The index is only a cache of the SQLite
 store: it is saved atomically (temporary file, fsync, ``os.replace``) with a small JSON header that says
@@ -29,14 +35,17 @@ from typing import Any
 import faiss
 import numpy as np
 
-KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw", "ivfpq")
-#: Below this many templates ``auto`` keeps exact search (a few milliseconds a query on two cores);
-#: from here on it uses HNSW, the kind that keeps recall@1 >= 0.99 at ~1 ms (benchmarks/gallery_index.py).
+KINDS: tuple[str, ...] = ("flat", "pq", "ivf", "hnsw", "ivfpq")
+#: Below this many templates ``auto`` keeps exact search (about a millisecond a query on two cores);
+#: from here on it uses ``pq``, which keeps recall@1 >= 0.99 under 2 ms up to 1M (benchmarks/gallery_index.py).
 AUTO_EXACT_MAX = 10_000
-#: At or above this many templates ``auto`` uses IVF-PQ: HNSW would need ~2.3 GB of memory per million.
+#: At or above this many templates ``auto`` uses IVF-PQ: ``pq`` keeps 2 KiB of exact vector per template
+#: in memory (8 GB at this size).
 AUTO_PQ_MIN = 4_000_000
-#: IVF kinds need this many vectors to train; fewer fall back to exact search.
+#: Trained kinds need this many vectors to train; fewer fall back to exact search.
 MIN_TRAIN = 1_000
+#: Kinds whose codebooks are trained on the gallery's vectors (and retrained as it grows).
+TRAINED = ("pq", "ivf", "ivfpq")
 #: Searches of fewer queries than this run on one thread: waking OpenMP threads for one query costs
 #: more than it saves, and much more on a busy machine.
 SINGLE_THREAD_BELOW = 16
@@ -45,6 +54,7 @@ _MAGIC = b"FGIDX001"
 # Defaults that the benchmark (benchmarks/gallery_index.py) found to give recall@1 >= 0.99.
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "flat": {},
+    "pq": {"pq_m": 32, "rerank": 64},
     "ivf": {"nprobe": 64},
     "hnsw": {"M": 32, "ef_construction": 80, "ef_search": 128},
     "ivfpq": {"nprobe": 64, "pq_m": 64},
@@ -56,7 +66,7 @@ def choose_kind(count: int) -> str:
     if count < AUTO_EXACT_MAX:
         return "flat"
     if count < AUTO_PQ_MIN:
-        return "hnsw"
+        return "pq"
     return "ivfpq"
 
 
@@ -72,6 +82,8 @@ def resolve_kind(kind: str, count: int, params: dict[str, Any] | None = None) ->
         raise ValueError(f"unknown index kind {kind!r} (choose from auto, {', '.join(KINDS)})")
     merged = {**_DEFAULTS[kind], **{k: v for k, v in (params or {}).items() if v is not None}}
     merged.pop("trained_on", None)
+    if kind == "pq" and count < MIN_TRAIN:
+        return "flat", {}
     if kind in ("ivf", "ivfpq"):
         merged.setdefault("nlist", nlist_for(count))
         needed = max(39 * merged["nlist"], MIN_TRAIN if kind == "ivf" else 39 * 256)
@@ -105,13 +117,14 @@ def _as_ids(ids: Any) -> np.ndarray:
 class GalleryIndex:
     """A FAISS index of unit vectors keyed by int64 template ids.
 
-    Create one with :meth:`build` (which trains IVF kinds on the vectors it is given) or :meth:`load`.
+    Create one with :meth:`build` (which trains the trained kinds on the vectors it is given) or :meth:`load`.
     """
 
     dim: int
     kind: str
     params: dict[str, Any]
     index: Any  # the FAISS index
+    exact: Any = None  # ``pq`` only: the full vectors (IndexIDMap2 of IndexFlatIP) that re-score shortlists
     dead: set[int] = field(default_factory=set)  # HNSW tombstones
     _ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # ids held (with tombstones)
 
@@ -127,8 +140,8 @@ class GalleryIndex:
     ) -> "GalleryIndex":
         """A new index of ``kind`` holding ``vectors`` under ``ids``.
 
-        IVF kinds are trained on (a sample of) these vectors; with too few of them to train (fewer than
-        the number of cells) the index falls back to ``flat``, which is exact anyway.
+        Trained kinds (``pq``, ``ivf``, ``ivfpq``) learn their codebooks / cells from (a sample of) these
+        vectors; with too few of them to train, the index falls back to ``flat``, which is exact anyway.
         """
         ids = _as_ids(ids)
         x = np.zeros((0, dim), np.float32) if vectors is None else normalise(vectors).reshape(-1, dim)
@@ -136,14 +149,17 @@ class GalleryIndex:
             raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
         kind, merged = resolve_kind(kind, len(x), params)
         index = cls._new_faiss(dim, kind, merged)
-        if kind in ("ivf", "ivfpq"):
-            # ~40 points a cell is what FAISS asks for; a fixed seed keeps rebuilds reproducible.
+        if kind in TRAINED:
+            # ~40 points a cell / code word is what FAISS asks for; a fixed seed keeps rebuilds reproducible.
             rng = np.random.default_rng(0)
-            n_train = min(len(x), max(40 * merged["nlist"], 40 * 256 if kind == "ivfpq" else 0))
+            cells = 40 * merged.get("nlist", 0)
+            wanted = {"pq": 65_536, "ivf": cells, "ivfpq": max(cells, 40 * 256)}[kind]
+            n_train = min(len(x), wanted)
             sample = x if n_train == len(x) else x[np.sort(rng.choice(len(x), n_train, replace=False))]
-            index.train(sample)
+            _train(index, kind, sample)
             merged["trained_on"] = len(x)  # the gallery retrains once it has grown well past this
-        out = cls(dim=dim, kind=kind, params=merged, index=index)
+        exact = faiss.IndexIDMap2(faiss.IndexFlatIP(dim)) if kind == "pq" else None
+        out = cls(dim=dim, kind=kind, params=merged, index=index, exact=exact)
         out._apply_search_params()
         if len(x):
             out.add(ids, x)
@@ -154,6 +170,8 @@ class GalleryIndex:
         ip = faiss.METRIC_INNER_PRODUCT
         if kind == "flat":
             return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        if kind == "pq":  # 4-bit codes: the layout SIMD fast scan needs
+            return faiss.IndexIDMap2(faiss.IndexPQFastScan(dim, int(params["pq_m"]), 4, ip))
         if kind == "hnsw":
             inner = faiss.IndexHNSWFlat(dim, int(params["M"]), ip)
             inner.hnsw.efConstruction = int(params["ef_construction"])
@@ -172,7 +190,7 @@ class GalleryIndex:
             faiss.downcast_index(self.index.index).hnsw.efSearch = int(self.params["ef_search"])
 
     def set_search_params(self, **params: Any) -> None:
-        """Change ``nprobe`` (IVF kinds) or ``ef_search`` (HNSW) of a built index."""
+        """Change ``nprobe`` (IVF kinds), ``ef_search`` (HNSW) or ``rerank`` (pq) of a built index."""
         self.params.update({k: v for k, v in params.items() if v is not None})
         self._apply_search_params()
 
@@ -198,6 +216,8 @@ class GalleryIndex:
         if self.dead and not self.dead.isdisjoint(ids.tolist()):
             self.compact()  # an id coming back must not also sit in the graph as a tombstone
         self.index.add_with_ids(x, ids)
+        if self.exact is not None:
+            self.exact.add_with_ids(x, ids)
         self._ids = np.concatenate([self._ids, ids])
 
     def remove(self, ids: Any) -> int:
@@ -214,6 +234,8 @@ class GalleryIndex:
                 self.compact()
         else:
             self.index.remove_ids(faiss.IDSelectorBatch(present))
+            if self.exact is not None:
+                self.exact.remove_ids(faiss.IDSelectorBatch(present))
             self._ids = self._ids[~np.isin(self._ids, present)]
         return len(present)
 
@@ -231,6 +253,8 @@ class GalleryIndex:
         ids = _as_ids(ids)
         if not len(ids):
             return np.zeros((0, self.dim), np.float32)
+        if self.exact is not None:
+            return self.exact.reconstruct_batch(ids).astype(np.float32)
         if self.kind in ("ivf", "ivfpq"):
             self.index.make_direct_map(True)
         return np.stack([self.index.reconstruct(int(i)) for i in ids]).astype(np.float32)
@@ -249,10 +273,30 @@ class GalleryIndex:
                 )
                 params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(self.params["ef_search"]))
                 sims, ids = self.index.search(q, k, params=params)
+            elif self.kind == "pq":
+                return self._search_reranked(q, k)
             else:
                 sims, ids = self.index.search(q, k)
         sims = np.where(ids < 0, -np.inf, sims).astype(np.float32)
         return sims, ids.astype(np.int64)
+
+    def _search_reranked(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``pq``: a shortlist from the codes, re-scored with the exact vectors, best ``k`` kept."""
+        shortlist = min(len(self), max(k, int(self.params["rerank"])))
+        _, cand = self.index.search(q, shortlist)
+        cand = cand.astype(np.int64)
+        valid = cand >= 0
+        vectors = np.zeros(cand.shape + (self.dim,), np.float32)
+        vectors[valid] = self.exact.reconstruct_batch(np.ascontiguousarray(cand[valid]))
+        sims = np.einsum("qkd,qd->qk", vectors, q)
+        sims[~valid] = -np.inf
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        sims, ids = np.take_along_axis(sims, order, 1), np.take_along_axis(cand, order, 1)
+        if ids.shape[1] < k:  # fewer vectors than k
+            pad = k - ids.shape[1]
+            sims = np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf)
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        return sims.astype(np.float32), np.where(np.isinf(sims), -1, ids)
 
     # ----------------------------------------------------------------------------------------- files
     def save(self, path: str | Path, header: dict[str, Any] | None = None) -> Path:
@@ -278,6 +322,8 @@ class GalleryIndex:
                 handle.write(_MAGIC + struct.pack("<Q", len(blob)) + blob)
                 # Streams the FAISS bytes: no second in-memory copy of a large index.
                 faiss.write_index(self.index, faiss.PyCallbackIOWriter(handle.write))
+                if self.exact is not None:
+                    faiss.write_index(self.exact, faiss.PyCallbackIOWriter(handle.write))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
@@ -300,18 +346,39 @@ class GalleryIndex:
             meta = json.loads(handle.read(size))
             try:
                 index = faiss.read_index(faiss.PyCallbackIOReader(handle.read))
+                exact = faiss.read_index(faiss.PyCallbackIOReader(handle.read)) if meta["kind"] == "pq" else None
             except RuntimeError as exc:
                 raise ValueError(f"corrupt FAISS data ({str(exc).splitlines()[0][:80]})") from None
         kind = meta["kind"]
-        out = cls(dim=int(meta["dim"]), kind=kind, params=dict(meta["params"]), index=index)
+        out = cls(dim=int(meta["dim"]), kind=kind, params=dict(meta["params"]), index=index, exact=exact)
         if index.d != out.dim:
             raise ValueError("index dimension does not match its header")
+        if exact is not None and exact.ntotal != index.ntotal:
+            raise ValueError("index parts disagree")
         out.dead = set(int(i) for i in meta.get("dead", []))
         out._ids = _held_ids(index, kind)
         if len(out) != int(meta.get("count", -1)):
             raise ValueError("index size does not match its header")
         out._apply_search_params()
         return out, meta
+
+
+def _train(index: Any, kind: str, sample: np.ndarray) -> None:
+    """Train the cells and/or codebooks of ``index`` on ``sample``.
+
+    Product-quantiser training runs many tiny k-means (one per sub-space): on one thread it takes a
+    fraction of a second, while OpenMP's thread hand-offs make it 20-50x slower on a busy two-core machine.
+    The IVF cells, one large k-means, keep every thread.
+    """
+    if kind == "ivfpq":
+        kmeans = faiss.Kmeans(index.d, index.nlist, niter=20, spherical=True, seed=1234)
+        kmeans.train(sample)
+        index.quantizer.add(kmeans.centroids)  # a trained quantizer: IVF training only fits the codes
+    if kind == "ivf":
+        index.train(sample)
+        return
+    with _threads(1):
+        index.train(sample)
 
 
 @contextmanager
@@ -330,7 +397,7 @@ def _threads(count: int | None) -> Iterator[None]:
 
 def _held_ids(index: Any, kind: str) -> np.ndarray:
     """Every id stored in a FAISS index (IDMap2 keeps a table; IVF keeps ids in its lists)."""
-    if kind in ("flat", "hnsw"):
+    if kind in ("flat", "hnsw", "pq"):
         return faiss.vector_to_array(index.id_map).astype(np.int64)
     invlists = index.invlists
     parts = []
