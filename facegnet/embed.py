@@ -13,6 +13,16 @@ from torch import nn
 from facegnet.card import ModelCard, resolve_card
 
 
+def as_crop_batch(crops: np.ndarray, size: int) -> np.ndarray:
+    """Check aligned crops: one (S, S, 3) crop or a (N, S, S, 3) batch, returned as the batch."""
+    crops = np.asarray(crops)
+    if crops.ndim == 3:
+        crops = crops[None]
+    if crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
+        raise ValueError(f"expected aligned crops of shape (N, {size}, {size}, 3), got {crops.shape}")
+    return crops
+
+
 class Embedder:
     """Turns aligned face crops into unit-length embeddings.
 
@@ -58,12 +68,7 @@ class Embedder:
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         """Embed (N, S, S, 3) uint8 crops (S = the card's input size): float32 (N, D) unit vectors."""
-        crops = np.asarray(crops)
-        if crops.ndim == 3:
-            crops = crops[None]
-        size = self.card.input_size
-        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
-            raise ValueError(f"expected aligned crops of shape (N, {size}, {size}, 3), got {crops.shape}")
+        crops = as_crop_batch(crops, self.card.input_size)
         out = np.empty((len(crops), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(crops), self.batch_size):

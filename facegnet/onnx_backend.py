@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from facegnet.card import ModelCard, resolve_card
+from facegnet.embed import as_crop_batch
 from facegnet.errors import FacegnetError
 
 
@@ -115,12 +116,7 @@ class OnnxEmbedder:
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         """Embed (N, S, S, 3) uint8 crops (S = the card's input size): float32 (N, D) unit vectors."""
-        crops = np.asarray(crops)
-        if crops.ndim == 3:
-            crops = crops[None]
-        size = self.card.input_size
-        if crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
-            raise ValueError(f"expected aligned crops of shape (N, {size}, {size}, 3), got {crops.shape}")
+        crops = as_crop_batch(crops, self.card.input_size)
         out = np.empty((len(crops), self.dim), dtype=np.float32)
         for start in range(0, len(crops), self.batch_size):
             batch = self.preprocess(crops[start : start + self.batch_size])

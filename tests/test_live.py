@@ -249,6 +249,41 @@ def test_events_are_json_lines(capsys) -> None:
                      "similarity": 0.5123, "box": [1.0, 2.0, 3.2, 4.0], "frame": 7, "offset": 0.28}
 
 
+def test_background_identifier_never_makes_the_display_wait() -> None:
+    """Detection (slow here: 0.15 s) runs on a worker; every frame is answered at once, names follow."""
+    from facegnet.gallery import Identification
+    from facegnet.live import BackgroundIdentifier, Frame, LiveConfig, LiveIdentifier
+
+    class SlowRecognizer:
+        def detect(self, rgb):
+            time.sleep(0.15)
+            return [face(100, 50)]
+
+        def embed_faces(self, rgb, faces):
+            return np.ones((len(faces), 4), np.float32)
+
+    class OnePersonGallery:
+        def search(self, embeddings, threshold=None, aggregate="max"):
+            return [Identification("Ann", 0.9, 0.5, []) for _ in embeddings]
+
+    events: list[dict] = []
+    identifier = LiveIdentifier(SlowRecognizer(), OnePersonGallery(), LiveConfig(detect_every=5),
+                                emit=events.append)
+    worker = BackgroundIdentifier(identifier)
+    image = np.zeros((8, 8, 3), np.uint8)
+    slowest, shown = 0.0, []
+    for index in range(40):  # a 25 fps camera for 1.6 s
+        start = time.perf_counter()
+        shown = worker.process(Frame(image, index, start, time.time(), index / 25))
+        slowest = max(slowest, time.perf_counter() - start)
+        time.sleep(0.04)
+    worker.finish()
+    assert slowest < 0.05  # never waited for the 0.15 s detection
+    assert [o.name for o in shown] == ["Ann"] and shown[0].box[0] == pytest.approx(100)
+    assert [e["event"] for e in events] == ["appeared", "left"] and events[0]["name"] == "Ann"
+    assert 3 <= identifier.detections <= 12  # every 5 frames (or when the worker is free), not every frame
+
+
 # ============================================================================================ the command
 @pytest.fixture(scope="module")
 def live_video(tmp_path_factory) -> Path:

@@ -14,10 +14,11 @@
 """
 from facegnet.live.capture import CaptureError, Frame, FrameCapture, Source, open_video_capture
 from facegnet.live.events import EventWriter, NameVoter, Observation, Summary, draw, face_event
-from facegnet.live.session import LiveConfig, LiveIdentifier, Recorder, Window, run_live
+from facegnet.live.session import BackgroundIdentifier, LiveConfig, LiveIdentifier, Recorder, Window, run_live
 from facegnet.live.tracker import Track, Tracker, TrackUpdate, iou_matrix
 
 __all__ = [
+    "BackgroundIdentifier",
     "CaptureError",
     "EventWriter",
     "Frame",

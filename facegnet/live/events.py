@@ -16,7 +16,7 @@ import sys
 import unicodedata
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import IO, Any
 
@@ -77,10 +77,18 @@ class Observation:
     name: str | None  # None until identified
     similarity: float
     detected: bool  # the box comes from this frame's detection (else it is predicted)
+    frame: int = -1  # index of the frame the box belongs to
+    velocity: np.ndarray | None = None  # (4,) box change per frame, to move the box on to later frames
 
     @property
     def known(self) -> bool:
         return self.name not in (None, UNKNOWN)
+
+    def moved_to(self, frame: int, max_steps: int) -> "Observation":
+        """This face predicted onto a later frame (its box moved on with its velocity)."""
+        steps = min(max(frame - self.frame, 0), max_steps)
+        box = self.box if self.velocity is None else self.box + steps * self.velocity
+        return replace(self, box=box.astype(np.float32), detected=False, frame=frame)
 
 
 def _box(box: np.ndarray) -> list[float]:

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,9 +99,7 @@ class LiveIdentifier:
     def process(self, frame: Frame) -> list[Observation]:
         """Detect (when due), track, identify and emit events for one frame; returns the faces to show."""
         self._last_frame = frame
-        due = (self._processed - self._last_detection >= self.config.detect_every
-               or self.tracker.needs_detection)
-        if due:
+        if self.detection_due:
             rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
             faces = self.recognizer.detect(rgb)
             self.detections += 1
@@ -118,6 +116,15 @@ class LiveIdentifier:
         self._processed += 1
         return self.observations()
 
+    @property
+    def detection_due(self) -> bool:
+        """Will the next frame run detection (and so be slow)?"""
+        return self._processed - self._last_detection >= self.config.detect_every or self.tracker.needs_detection
+
+    def skip(self, frames: int = 1) -> None:
+        """Count frames shown without passing through :meth:`process` (see :class:`BackgroundIdentifier`)."""
+        self._processed += frames
+
     def observations(self) -> list[Observation]:
         """The confirmed tracks as they should be drawn now."""
         out = []
@@ -126,7 +133,8 @@ class LiveIdentifier:
                 continue
             voter = self._info[track.id].voter
             detected = self._last_frame is not None and track.last_frame == self._last_frame.index
-            out.append(Observation(track.id, track.box.copy(), voter.name, voter.similarity, detected))
+            out.append(Observation(track.id, track.box.copy(), voter.name, voter.similarity, detected,
+                                   self._last_frame.index if self._last_frame else -1, track.velocity.copy()))
         return out
 
     def finish(self) -> None:
@@ -183,6 +191,81 @@ class LiveIdentifier:
         self.emit(face_event("left", track=track.id, name=info.voter.name, similarity=info.voter.similarity,
                              box=track.face.box, wall_time=frame.wall_time, frame=frame.index,
                              offset=frame.offset, reason=reason, seconds=round(seconds, 3)))
+
+
+class BackgroundIdentifier:
+    """Runs the slow frames of a :class:`LiveIdentifier` (detection, embedding) on a worker thread.
+
+    For live sources: the display loop never waits for a detection. While the worker detects on one frame,
+    the frames that follow are shown at once with the faces' boxes moved on by their velocity; the
+    worker's answer (tracks, names, events) is taken up by the first frame after it is ready. Frames with
+    nothing slow to do run on the caller's thread. The identifier is only ever used by one thread at a time.
+    """
+
+    def __init__(self, identifier: LiveIdentifier) -> None:
+        self.identifier = identifier
+        self._cond = threading.Condition()
+        self._job: Frame | None = None
+        self._busy = False
+        self._done: list[Observation] | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+        self._shown: list[Observation] = []
+        self._skipped = 0  # frames shown while the worker was busy
+        self._max_steps = identifier.tracker.max_predict
+        self._thread = threading.Thread(target=self._work, name="facegnet detection", daemon=True)
+        self._thread.start()
+
+    def process(self, frame: Frame) -> list[Observation]:
+        """The faces to show on this frame (never waits for a detection)."""
+        with self._cond:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            busy = self._busy
+            if not busy and self._done is not None:
+                self._shown, self._done = self._done, None
+        if busy:
+            self._skipped += 1
+            return [obs.moved_to(frame.index, self._max_steps) for obs in self._shown]
+        self.identifier.skip(self._skipped)
+        self._skipped = 0
+        if not self.identifier.detection_due:
+            self._shown = self.identifier.process(frame)  # cheap: the tracker moves the boxes
+            return self._shown
+        with self._cond:  # a copy: the caller draws on its frame while the worker reads this one
+            self._job, self._busy = replace(frame, image=frame.image.copy()), True
+            self._cond.notify_all()
+        return [obs.moved_to(frame.index, self._max_steps) for obs in self._shown]
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while self._job is None and not self._closed:
+                    self._cond.wait()
+                if self._job is None:
+                    return
+                frame, self._job = self._job, None
+            try:
+                result, error = self.identifier.process(frame), None
+            except BaseException as exc:  # handed to the caller's thread
+                result, error = [], exc
+            with self._cond:
+                self._done, self._error, self._busy = result, error, False
+                self._cond.notify_all()
+
+    def finish(self) -> None:
+        """Wait for the frame in progress, stop the worker, and end every track (see LiveIdentifier.finish)."""
+        with self._cond:
+            while self._busy:
+                self._cond.wait(0.1)
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+        self.identifier.finish()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 # ---------------------------------------------------------------------------------------------- window / file
@@ -272,9 +355,15 @@ def run_live(
     window: bool = False,
     record: str | Path | None = None,
     max_frames: int | None = None,
+    background: bool | None = None,
     on_frame: Callable[[Frame, list[Observation]], None] | None = None,
 ) -> Summary:
     """Identify faces in every frame the capture hands out until it ends, the user quits or Ctrl-C.
+
+    Args:
+        background: detect on a worker thread (:class:`BackgroundIdentifier`) so that the display keeps the
+            source's pace. Default: on for real-time sources (cameras, streams, a paced video), off for a
+            video file read frame by frame (where every frame should be analysed the same way).
 
     Returns the run's :class:`Summary`; a capture that failed for good (a stream that could not be reopened)
     is recorded in ``summary.error`` after every face still present has been reported as ``left``.
@@ -282,6 +371,9 @@ def run_live(
     summary = Summary(capture.source.describe())
     display = Window() if window else None  # fails before the camera opens
     recorder = Recorder(record, None) if record else None
+    if background is None:
+        background = capture.drop_stale
+    worker: LiveIdentifier | BackgroundIdentifier = BackgroundIdentifier(identifier) if background else identifier
     restore = _sigterm_as_interrupt()
     start = time.perf_counter()
     fps: float | None = None
@@ -301,7 +393,7 @@ def run_live(
             if frame is None:
                 summary.ended = "end of file" if capture.ended_by_eof else "end of source"
                 break
-            observations = identifier.process(frame)
+            observations = worker.process(frame)
             now = time.perf_counter()
             summary.latency_ms.append((now - frame.captured) * 1000.0)
             summary.frames_processed += 1
@@ -324,7 +416,7 @@ def run_live(
         summary.ended = "interrupted"
     finally:
         capture.stop()
-        identifier.finish()
+        worker.finish()
         if recorder is not None:
             recorder.close()
         if display is not None:
@@ -354,4 +446,12 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, old)
 
 
-__all__ = ["LiveConfig", "LiveIdentifier", "Recorder", "Window", "check_window_support", "run_live"]
+__all__ = [
+    "BackgroundIdentifier",
+    "LiveConfig",
+    "LiveIdentifier",
+    "Recorder",
+    "Window",
+    "check_window_support",
+    "run_live",
+]
