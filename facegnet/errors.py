@@ -60,3 +60,9 @@ class DeviceError(FacegnetError):
     """The requested torch device does not exist on this machine."""
 
     exit_code = 8
+
+
+class CaptureError(FacegnetError):
+    """A camera, video file or stream cannot be opened, or a stream dropped and could not be reopened."""
+
+    exit_code = 9

@@ -106,8 +106,9 @@ def test_newest_frame_capture_drops_stale_frames_for_a_slow_consumer() -> None:
     assert seen[-1] == 149  # the newest frame is never lost
     assert capture.frames_dropped > 50 and len(seen) < 100
     assert capture.frames_delivered + capture.frames_dropped == capture.frames_read == 150
-    # No growing lag: each frame handed out was (nearly) the newest when it was taken.
-    assert max(behind) <= 3, behind
+    # No growing lag: each frame handed out was (nearly) the newest when it was taken (a queue of every
+    # frame would fall ~20 frames further behind per frame read here).
+    assert max(behind) <= 10, behind
     assert capture.ended_by_eof and fake.released
 
 

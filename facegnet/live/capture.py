@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from facegnet.errors import FacegnetError
+from facegnet.errors import CaptureError, FacegnetError
 
 # FFmpeg prints its own connection errors on stderr; we print one clear line instead. Read when OpenCV's
 # FFmpeg backend first starts, so it must be set before any capture opens (a user's own setting wins).
@@ -35,12 +35,6 @@ import cv2  # noqa: E402
 
 SOURCE_KINDS = ("camera", "video", "stream")
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
-
-
-class CaptureError(FacegnetError):
-    """A camera, video file or stream cannot be opened, or a stream dropped and could not be reopened."""
-
-    exit_code = 9  # 7 and 8 are ExportError and DeviceError (facegnet/errors.py)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,11 @@
   and then every ``embed_every`` frames; each identification votes for the track's name
   (:class:`~facegnet.live.events.NameVoter`).
 
-:func:`run_live` drives it from a :class:`~facegnet.live.capture.FrameCapture`, drawing into a window and/or
-a video file, and returns a :class:`~facegnet.live.events.Summary`.
+:class:`BackgroundIdentifier` runs its slow frames (detection, embedding) on a worker thread so that a
+camera's frames are shown at its own pace. :func:`run_live` drives either from a
+:class:`~facegnet.live.capture.FrameCapture` (in the background for cameras, streams and paced videos; in
+the loop for a video file read frame by frame), drawing into a window and/or a video file, and returns a
+:class:`~facegnet.live.events.Summary`.
 """
 from __future__ import annotations
 
@@ -63,6 +66,7 @@ class _TrackInfo:
     first_offset: float
     last_embedded: int = -(10**9)  # processed-frame number of the latest embedding
     announced: str | None = None  # name given in the latest appeared/renamed event (None: not announced)
+    captured: float = 0.0  # perf_counter when the frame that started the track was captured
     named_at: float | None = None  # perf_counter when it first had a name
 
 
@@ -92,8 +96,8 @@ class LiveIdentifier:
         self.embeddings = 0
         self.appearances = 0
         self.visits: list[tuple[str, float]] = []  # (name, seconds) of every face that left
-        # (track id, frame index that started it, perf_counter when it was first named), for latency figures
-        self.namings: list[tuple[int, int, float]] = []
+        # (track id, index and capture time of the frame that started it, time it was first named): latencies
+        self.namings: list[tuple[int, int, float, float]] = []
 
     # ------------------------------------------------------------------------------------------- frames
     def process(self, frame: Frame) -> list[Observation]:
@@ -108,13 +112,20 @@ class LiveIdentifier:
             for track in update.ended:
                 self._left(track, frame, "gone")
             for track in update.created:
-                self._info[track.id] = _TrackInfo(NameVoter(self.config.vote_window), frame.offset)
+                self._info[track.id] = _TrackInfo(NameVoter(self.config.vote_window), frame.offset,
+                                                  captured=frame.captured)
             self._identify(rgb, update.created + update.matched)
             self._announce(frame)
         else:
             self.tracker.predict(frame.index)
         self._processed += 1
         return self.observations()
+
+    def warm_up(self) -> None:
+        """Load the detector and the embedding network now, so the first frames are not spent loading them."""
+        self.recognizer.detect(np.zeros((64, 64, 3), np.uint8))
+        size = int(getattr(self.recognizer.card, "input_size", 112) or 112)
+        self.recognizer.embed_crops(np.zeros((1, size, size, 3), np.uint8))
 
     @property
     def detection_due(self) -> bool:
@@ -165,7 +176,7 @@ class LiveIdentifier:
             info.last_embedded = self._processed
             if info.named_at is None:
                 info.named_at = now
-                self.namings.append((track.id, track.first_frame, now))
+                self.namings.append((track.id, track.first_frame, info.captured, now))
 
     def _announce(self, frame: Frame) -> None:
         for track in self.tracker.tracks:
@@ -375,12 +386,14 @@ def run_live(
         background = capture.drop_stale
     worker: LiveIdentifier | BackgroundIdentifier = BackgroundIdentifier(identifier) if background else identifier
     restore = _sigterm_as_interrupt()
-    start = time.perf_counter()
+    start = time.perf_counter()  # again once the models are loaded
     fps: float | None = None
     previous: float | None = None
     interval: float | None = None
     try:
+        identifier.warm_up()  # before reading: a camera's first frames would otherwise wait for the models
         capture.start()
+        start = time.perf_counter()
         if recorder is not None:
             recorder.fps = capture.fps or 25.0
         while max_frames is None or summary.frames_processed < max_frames:
@@ -429,6 +442,7 @@ def run_live(
     summary.detections = identifier.detections
     summary.embeddings = identifier.embeddings
     summary.tracks = identifier.appearances
+    summary.name_latency_ms = [(named - captured) * 1000.0 for _, _, captured, named in identifier.namings]
     for name, seconds in identifier.visits:
         summary.add_visit(name, seconds)
     return summary
