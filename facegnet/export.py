@@ -83,6 +83,20 @@ def preprocess(crops: np.ndarray, card: ModelCard) -> np.ndarray:
 # -- output paths and cards ------------------------------------------------------------------------------------------
 
 
+def _refuse_foreign_card(path: Path) -> None:
+    """Refuse to write an export whose card path holds a card that is not an export's (e.g. the shipped one)."""
+    card_path = card_path_for(path)
+    if not card_path.is_file():
+        return
+    try:
+        is_export = "format" in json.loads(card_path.read_text())
+    except (OSError, ValueError):
+        is_export = False
+    if not is_export:  # e.g. OUT beside the shipped weights: never overwrite a source card or its weights
+        raise ExportError(f"{card_path.name} beside it is not the card of an export and would be overwritten; "
+                          "choose another name", path)
+
+
 def card_path_for(path: str | Path) -> Path:
     """Where the card of an export lives: beside it, same stem, ``.json``."""
     return Path(path).with_suffix(".json")
@@ -99,15 +113,7 @@ def _check_out(path: str | Path, suffixes: tuple[str, ...], what: str) -> Path:
     blocker = next((p for p in path.parents if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
         raise ExportError(f"cannot write there: {blocker} is a file, not a folder", path)
-    card_path = card_path_for(path)
-    if card_path.is_file():
-        try:
-            is_export = "format" in json.loads(card_path.read_text())
-        except (OSError, ValueError):
-            is_export = False
-        if not is_export:  # e.g. OUT beside the shipped weights: never overwrite a source card or its weights
-            raise ExportError(f"{card_path.name} beside it is not the card of an export and would be overwritten; "
-                              "choose another name", path)
+    _refuse_foreign_card(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -492,15 +498,7 @@ def cached_onnx(card: ModelCard | None = None, *, int8: bool = False,
     path = cached_onnx_path(card, int8)
     if _cache_valid(path, card):
         return path
-    card_path = card_path_for(path)
-    if card_path.is_file():
-        try:
-            is_export = "format" in json.loads(card_path.read_text())
-        except (OSError, ValueError):
-            is_export = False
-        if not is_export:  # e.g. OUT beside the shipped weights: never overwrite a source card or its weights
-            raise ExportError(f"{card_path.name} beside it is not the card of an export and would be overwritten; "
-                              "choose another name", path)
+    _refuse_foreign_card(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
