@@ -6,16 +6,21 @@ import json
 import sys
 
 
-def add_model_options(parser: argparse.ArgumentParser, threshold: bool = True) -> None:
-    """--weights, --threshold, --min-face-size, --no-flip, --device."""
+def add_model_options(parser: argparse.ArgumentParser, threshold: bool = True,
+                      min_face_size: int | None = 32) -> None:
+    """--weights, --threshold, --min-face-size, --no-flip, --device, --threads, --backend.
+
+    ``threshold=False`` or ``min_face_size=None`` leave those two out, for commands that define their own.
+    """
     group = parser.add_argument_group("model")
     group.add_argument("--weights", default=None,
                        help="model card name, card (.json) or weights (.pt); default: the shipped model")
     if threshold:
         group.add_argument("--threshold", type=float, default=None,
                            help="cosine similarity for 'same person' (default: the model card's calibrated one)")
-    group.add_argument("--min-face-size", type=int, default=32, metavar="PX",
-                       help="smallest usable face side in pixels (default: 32)")
+    if min_face_size is not None:
+        group.add_argument("--min-face-size", type=int, default=min_face_size, metavar="PX",
+                           help=f"smallest usable face side in pixels (default: {min_face_size})")
     group.add_argument("--no-flip", action="store_true", help="skip flip test-time augmentation (faster)")
     group.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     group.add_argument("--threads", type=int, default=None, metavar="N",
@@ -29,16 +34,15 @@ def make_recognizer(args: argparse.Namespace, **extra):
     """The FaceRecognizer these options describe (``extra``: further FaceRecognizer keyword arguments)."""
     from facegnet.recognizer import FaceRecognizer
 
-    return FaceRecognizer(
-        args.weights,
-        threshold=getattr(args, "threshold", None),
-        min_face_size=args.min_face_size,
-        flip=not args.no_flip,
-        device=args.device,
-        threads=args.threads,
-        backend=getattr(args, "backend", "torch"),
-        **extra,
-    )
+    options = {
+        "threshold": getattr(args, "threshold", None),
+        "min_face_size": getattr(args, "min_face_size", None) or 32,
+        "flip": not args.no_flip,
+        "device": args.device,
+        "threads": args.threads,
+        "backend": getattr(args, "backend", "torch"),
+    }
+    return FaceRecognizer(args.weights, **{**options, **extra})
 
 
 def warn(message: str) -> None:

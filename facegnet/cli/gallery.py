@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from facegnet.cli.common import print_json, warn
+from facegnet.cli.common import add_model_options, make_recognizer, print_json, warn
 from facegnet.cli.live import add_live_options, live_requested, run_live_cli
 from facegnet.errors import FacegnetError, GalleryError, NoFaceError
 
@@ -17,18 +17,13 @@ def _gallery_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("model")
-    group.add_argument("--weights", default=None,
-                       help="model card name, card (.json) or weights (.pt); default: the shipped model")
-    group.add_argument("--no-flip", action="store_true", help="skip flip test-time augmentation (faster)")
-    group.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    # --threshold and --min-face-size mean gallery-specific things here and are defined per command.
+    add_model_options(parser, threshold=False, min_face_size=None)
 
 
-def _recognizer(args: argparse.Namespace, min_face_size: int = 32):
-    from facegnet.recognizer import FaceRecognizer
-
-    return FaceRecognizer(args.weights, threshold=getattr(args, "threshold", None), min_face_size=min_face_size,
-                          flip=not args.no_flip, device=args.device)
+def _recognizer(args: argparse.Namespace):
+    # The enrolment quality rule (--min-face-size 40) is applied by the gallery, not by the recogniser.
+    return make_recognizer(args, min_face_size=32)
 
 
 def _untrained_warning(gallery) -> None:
