@@ -34,6 +34,10 @@ class ModelCard:
     embedding_size: int = 512
     threshold: float = 0.3  # cosine similarity at or above which two faces are "same"
     threshold_far: float | None = None  # dev false-accept rate the threshold targets
+    # Open-set identification compares a probe with every enrolled person, so a stranger gets many chances to
+    # pass: galleries default to this stricter threshold (calibrated on all dev impostor pairs) when present.
+    identify_threshold: float | None = None
+    identify_threshold_far: float | None = None  # per-comparison dev false-accept rate it targets
     weights_file: str | None = None  # relative to the card
     sha256: str = UNTRAINED_FINGERPRINT
     training: dict[str, Any] = field(default_factory=dict)
@@ -46,6 +50,11 @@ class ModelCard:
     def fingerprint(self) -> str:
         """The sha256 of the weights (what galleries record)."""
         return self.sha256
+
+    @property
+    def open_set_threshold(self) -> float:
+        """The default threshold for naming a face from a gallery (identification), else the verification one."""
+        return float(self.identify_threshold if self.identify_threshold is not None else self.threshold)
 
     @property
     def trained(self) -> bool:

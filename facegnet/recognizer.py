@@ -116,6 +116,7 @@ class FaceRecognizer:
             torch.set_num_threads(max(1, int(threads)))
         self.card: ModelCard = resolve_card(weights)
         self.threshold = float(self.card.threshold if threshold is None else threshold)
+        self.threshold_given = threshold is not None  # galleries then use it instead of the card's open-set one
         self.min_face_size = int(min_face_size)
         self.detector = Detector(
             min_face_size=min(detect_min_face_size, self.min_face_size),

@@ -5,6 +5,7 @@ the whole file stays fast on two cores.
 """
 from __future__ import annotations
 
+import json
 import csv
 import math
 import shutil
@@ -20,7 +21,8 @@ from facegnet.errors import DataError
 from facegnet.models.heads import ArcFace, CosFace, build_head
 from facegnet.train import data as D
 from facegnet.train.distill import TeacherDistill
-from facegnet.train.evaluate import pair_scores, threshold_at_far
+from facegnet.metrics import threshold_at_far
+from facegnet.train.evaluate import pair_scores
 from facegnet.train.trainer import TrainConfig, train
 
 PACK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train"
@@ -197,6 +199,28 @@ def test_finetune_from_weights_with_frozen_stages(tmp_path: Path) -> None:
     assert not torch.equal(net["conv_last.0.weight"], start["conv_last.0.weight"])  # trained
 
 
+def test_init_from_a_checkpoint_restores_head_and_projection(tmp_path: Path) -> None:
+    """A warm restart (``--init`` a trainer checkpoint of the same data) keeps the trained head and projection;
+    plain weights bring only the network, and the head starts fresh."""
+    train(tiny_config(tmp_path / "base", None, steps=2), progress=False)
+    ckpt = torch.load(tmp_path / "base" / "last.pt", weights_only=False)
+    # lr 0: no update, so what the run holds after its step is exactly what it started from.
+    warm = train(tiny_config(tmp_path / "warm", None, steps=1, init=str(tmp_path / "base" / "last.pt"), lr=0.0),
+                 progress=False, return_module=True)
+    state = warm["module"].state_dict()
+    for key in ("head.weight", "distill.proj.weight"):
+        assert torch.equal(state[key], ckpt["module"][key]), key
+    log = [json.loads(line) for line in (tmp_path / "warm" / "log.jsonl").read_text().splitlines()]
+    assert log[0]["restored"] == ["head", "distill"]
+    weights = tmp_path / "base.pt"
+    torch.save(ckpt["model"], weights)
+    cold = train(tiny_config(tmp_path / "cold", None, steps=1, init=str(weights), lr=0.0),
+                 progress=False, return_module=True)
+    cold_state = cold["module"].state_dict()
+    assert torch.equal(cold_state["net.conv_last.0.weight"], ckpt["model"]["conv_last.0.weight"])
+    assert not torch.equal(cold_state["head.weight"], ckpt["module"]["head.weight"])
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -278,7 +302,22 @@ def test_export_writes_weights_and_a_calibrated_card(tmp_path: Path, dev_pairs: 
                   training={"data": "test"}, pairs=dev_pairs)
     loaded = load_card(tmp_path / "weights" / "tiny.json")
     assert loaded.sha256 == sha256_file(tmp_path / "weights" / "tiny.pt") == card.sha256
-    assert loaded.threshold_far == 1e-2 and loaded.threshold == card.training["dev"]["threshold@far1e-2"]
+    dev_threshold = card.training["dev"]["threshold@far1e-2"]
+    assert loaded.threshold_far == 1e-2 and loaded.threshold == pytest.approx(dev_threshold, abs=1.1e-5)
+    assert loaded.threshold >= dev_threshold - 5e-6  # rounded up for the card: never more false accepts
     assert loaded.config["width"] == 0.5 and loaded.embedding_size == 64
+    # The open-set threshold: every pair of the pack's dev faces, at most 0.1% of impostor pairs accepted.
+    from facegnet.train.export import dev_identity_similarities
+    from facegnet.train.trainer import TrainConfig
+
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    impostor, genuine = dev_identity_similarities(build_from_card(loaded).eval(), TrainConfig.from_dict(ckpt["config"]))
+    faces = sum(1 for r in D.read_manifest(PACK) if r["split"] == "dev")
+    assert impostor.size + genuine.size == faces * (faces - 1) // 2 and genuine.size > 1000
+    counts = loaded.training["dev_all_pairs"]
+    assert (counts["impostor_pairs"], counts["genuine_pairs"]) == (impostor.size, genuine.size)
+    assert loaded.identify_threshold_far == 1e-3 and loaded.open_set_threshold == loaded.identify_threshold
+    assert (impostor >= loaded.identify_threshold).mean() <= 1e-3
+    assert (impostor >= loaded.identify_threshold - 1e-3).mean() > 1e-3 * 0.5  # not needlessly strict
     net = build_from_card(loaded).eval()
     assert net(torch.zeros(1, 3, 112, 112)).shape == (1, 64)

@@ -65,7 +65,7 @@ HELP: dict[str, str] = {
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    from facegnet.train.trainer import TrainConfig
+    from facegnet.train.config import TrainConfig
 
     for f in fields(TrainConfig):
         if f.name == "model":
@@ -102,7 +102,7 @@ def register(subparsers: Any) -> None:
 def config_from_args(args: argparse.Namespace):
     """A TrainConfig from parsed arguments (unset options keep the config defaults)."""
     from facegnet.models import FACE_VARIANTS
-    from facegnet.train.trainer import DEFAULT_MODEL, TrainConfig
+    from facegnet.train.config import DEFAULT_MODEL, TrainConfig
 
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
               if f.name != "model" and getattr(args, f.name, None) is not None}

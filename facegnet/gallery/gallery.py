@@ -279,10 +279,11 @@ class Gallery:
 
     @property
     def threshold(self) -> float:
-        """Default open-set threshold: the recogniser's (the model card's calibrated one)."""
-        if self._recognizer is not None:
+        """Default open-set threshold: one given to the recogniser, else the model card's identification threshold
+        (stricter than its verification one when the card has it, see :attr:`ModelCard.open_set_threshold`)."""
+        if self._recognizer is not None and getattr(self._recognizer, "threshold_given", False):
             return float(self._recognizer.threshold)
-        return float(self.card.threshold)
+        return self.card.open_set_threshold
 
     @property
     def fingerprint(self) -> str:

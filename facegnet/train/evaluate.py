@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facegnet import metrics
 from facegnet.train.data import to_input
 
 
@@ -33,50 +34,26 @@ def embed_crops(net: nn.Module, images: np.ndarray, device: torch.device | str =
     return torch.cat(out).numpy()
 
 
-def threshold_at_far(sims: np.ndarray, same: np.ndarray, far: float) -> float:
-    """Smallest cosine threshold whose false-accept rate (share of different pairs ≥ it) is at most ``far``."""
-    neg = np.sort(sims[~same])[::-1]
-    k = int(np.floor(far * len(neg)))  # at most k negatives may be accepted
-    if k >= len(neg):
-        return float(neg[-1])
-    return float(np.nextafter(neg[k], np.inf))  # just above the (k+1)-th highest negative
-
-
 def pair_scores(sims: np.ndarray, same: np.ndarray) -> dict[str, Any]:
-    """Accuracy (best threshold and 10-fold), AUC, TAR@FAR and thresholds from pair similarities."""
-    same = same.astype(bool)
-    order = np.sort(np.unique(sims))
-    cands = np.concatenate([[order[0] - 1e-6], (order[:-1] + order[1:]) / 2, [order[-1] + 1e-6]])
-    if len(cands) > 2000:
-        cands = np.quantile(sims, np.linspace(0, 1, 2001))
+    """Accuracy (best threshold and 10-fold), AUC, TAR@FAR and thresholds from pair similarities.
 
-    def acc(th: float, idx: np.ndarray) -> float:
-        return float(((sims[idx] >= th) == same[idx]).mean())
-
-    all_idx = np.arange(len(sims))
-    accs = np.array([acc(t, all_idx) for t in cands])
-    best_th = float(cands[accs.argmax()])
-    folds = np.array_split(np.random.default_rng(0).permutation(len(sims)), 10)
-    fold_accs = []
-    for k in range(10):
-        if len(folds[k]) == 0:  # fewer than 10 pairs
-            continue
-        train_idx = np.concatenate([folds[j] for j in range(10) if j != k])
-        th = cands[np.argmax([acc(t, train_idx) for t in cands])]
-        fold_accs.append(acc(th, folds[k]))
-    pos, neg = sims[same], sims[~same]
-    # AUC as the probability a same pair scores above a different pair (ties count half).
-    ranks = np.argsort(np.argsort(np.concatenate([pos, neg]), kind="mergesort"), kind="mergesort") + 1
-    auc = (ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
+    The figures come from :mod:`facegnet.metrics`, as the LFW report's do; folds are a fixed random split of
+    the pairs (the dev pairs carry no fold column).
+    """
+    same = np.asarray(same, dtype=bool)
+    best_th, best_acc = metrics.best_threshold(sims, same)
+    folds = np.empty(len(sims), dtype=int)
+    for k, idx in enumerate(np.array_split(np.random.default_rng(0).permutation(len(sims)), 10)):
+        folds[idx] = k
     result: dict[str, Any] = {
-        "accuracy": round(float(accs.max()), 5),
+        "accuracy": round(best_acc, 5),
         "best_threshold": round(best_th, 5),
-        "accuracy_10fold": round(float(np.mean(fold_accs)), 5),
-        "auc": round(float(auc), 5),
+        "accuracy_10fold": round(metrics.kfold_accuracy(sims, same, folds)["accuracy"], 5) if len(sims) >= 2 else None,
+        "auc": round(metrics.roc_auc(sims, same), 5),
     }
     for far, key in ((1e-2, "1e-2"), (1e-3, "1e-3")):
-        th = threshold_at_far(sims, same, far)
-        result[f"tar@far{key}"] = round(float((pos >= th).mean()), 5)
+        tar, th = metrics.tar_at_far(sims, same, far)
+        result[f"tar@far{key}"] = round(tar, 5)
         result[f"threshold@far{key}"] = round(th, 5)
     return result
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ import torch
 
 from facegnet.card import WEIGHTS_DIR, ModelCard, sha256_file
 from facegnet.errors import WeightsError
-from facegnet.train.evaluate import pair_scores, threshold_at_far
+from facegnet.metrics import tar_at_far, threshold_at_far
+from facegnet.train.evaluate import pair_scores
 from facegnet.train.trainer import TrainConfig, _load_dev, build_net
 
 LICENCE = "CelebA: non-commercial research only; the weights inherit that restriction"
@@ -36,6 +38,37 @@ def dev_similarities(net: torch.nn.Module, cfg: TrainConfig, pairs: str | Path |
     return (emb[a] * emb[b]).sum(1), same
 
 
+def _round_up(threshold: float, digits: int = 5) -> float:
+    """Round a threshold *up* for the card, so that rounding never lets in more false accepts than targeted."""
+    return math.ceil(float(threshold) * 10**digits) / 10**digits
+
+
+def dev_identity_similarities(embedder_net: torch.nn.Module, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Similarities of *every* pair of dev faces (different people, same person), as the embedder computes them.
+
+    The pack's 6,000 dev pairs hold only 3,000 impostor pairs, too few to place a threshold at a small FAR; all
+    pairs of its ~1,000 dev faces give ~500,000. Empty arrays when the data is not a pack with a dev split.
+    """
+    from facegnet.embed import Embedder
+    from facegnet.train import data as D
+
+    root = Path(cfg.data)
+    if not (root / "manifest.csv").exists():
+        return np.empty(0), np.empty(0)
+    rows = [r for r in D.read_manifest(root) if r["split"] == "dev"]
+    if len(rows) < 2:
+        return np.empty(0), np.empty(0)
+    images = D.decode_crops([root / r["crop"] for r in rows], cache=cfg.cache)
+    ids = np.array([r["identity"] for r in rows])
+    card = ModelCard(name="calibration", config=dict(cfg.model), embedding_size=int(cfg.model.get("embedding_size", 512)))
+    emb = Embedder(card, model=embedder_net, flip=True)(images)
+    sims = emb @ emb.T
+    upper = np.triu_indices(len(rows), k=1)
+    same = ids[upper[0]] == ids[upper[1]]
+    values = sims[upper]
+    return values[~same], values[same]
+
+
 def export(
     checkpoint: str | Path,
     name: str = "facegnet-default",
@@ -44,6 +77,7 @@ def export(
     training: dict[str, Any] | None = None,
     half_above_mb: float = 25.0,
     pairs: str | Path | None = None,
+    identify_far: float | None = 1e-3,
 ) -> ModelCard:
     """Write ``<name>.pt`` (fp32 state_dict, fp16 when larger than ``half_above_mb``) and ``<name>.json``."""
     ckpt_path = Path(checkpoint)
@@ -58,6 +92,16 @@ def export(
     sims, same = dev_similarities(net, cfg, pairs)
     scores = pair_scores(sims, same)
     threshold = threshold_at_far(sims, same, far)
+    identify: dict[str, Any] = {}
+    if identify_far:
+        impostor, genuine = dev_identity_similarities(net, cfg)
+        if impostor.size and genuine.size:
+            scores_all = np.r_[impostor, genuine]
+            labels_all = np.r_[np.zeros(impostor.size, bool), np.ones(genuine.size, bool)]
+            tar, th = tar_at_far(scores_all, labels_all, identify_far)
+            identify = {"identify_threshold": _round_up(th), "identify_threshold_far": identify_far,
+                        "dev_all_pairs": {"impostor_pairs": int(impostor.size), "genuine_pairs": int(genuine.size),
+                                          "tar_at_identify_threshold": round(tar, 5)}}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
@@ -74,12 +118,15 @@ def export(
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
         embedding_size=int(cfg.model.get("embedding_size", 512)),
-        threshold=round(float(threshold), 5),
+        threshold=_round_up(threshold),
         threshold_far=far,
+        identify_threshold=identify.get("identify_threshold"),
+        identify_threshold_far=identify.get("identify_threshold_far"),
         weights_file=pt_path.name,
         sha256=sha256_file(pt_path),
         training={**(training or {}), "step": state["step"], "dev": scores,
-                  "dev_threshold_far": far, "checkpoint": str(ckpt_path)},
+                  "dev_threshold_far": far, "checkpoint": str(ckpt_path),
+                  **({"dev_all_pairs": identify["dev_all_pairs"]} if identify else {})},
         licence=LICENCE,
         lfw={},
     )
@@ -93,10 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="facegnet-default")
     parser.add_argument("--out-dir", default=str(WEIGHTS_DIR))
     parser.add_argument("--far", type=float, default=1e-3, help="dev false-accept rate the threshold targets")
+    parser.add_argument("--identify-far", type=float, default=1e-3,
+                        help="per-comparison dev false-accept rate of the open-set (gallery) threshold; 0: none")
     parser.add_argument("--training", default=None, help="JSON object merged into the card's training field")
     args = parser.parse_args(argv)
     training = json.loads(args.training) if args.training else None
-    card = export(args.checkpoint, args.name, args.out_dir, args.far, training)
+    card = export(args.checkpoint, args.name, args.out_dir, args.far, training, identify_far=args.identify_far or None)
     print(json.dumps(card.to_dict(), indent=2))
     return 0
 

@@ -15,7 +15,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,70 +28,10 @@ from facegnet.errors import DataError, WeightsError
 from facegnet.models.heads import build_head
 from facegnet.train import data as D
 from facegnet.train.distill import TeacherDistill
+from facegnet.train.config import DEFAULT_MODEL, TrainConfig
 from facegnet.train.evaluate import evaluate_pairs
 
-DEFAULT_MODEL = {"width": 1.0, "stem_stride": 2, "prelu": True, "dfc": False, "embedding_size": 512, "dropout": 0.0}
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (saved in every checkpoint and in ``config.json``)."""
-
-    data: str = "../shared/data/train"  # the training pack, or a folder of person sub-folders of crops
-    out: str = "runs/train"
-    model: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_MODEL))
-    # losses
-    head: str = "arcface"  # arcface | cosface | none
-    scale: float = 64.0
-    margin: float | None = None  # None: the head's default (ArcFace 0.5, CosFace 0.35)
-    margin_weight: float = 1.0
-    min_faces: int = 2  # identities with fewer faces get no margin loss (distillation only)
-    distill: str = "cosine"  # cosine | mse | none
-    distill_weight: float = 1.0
-    teacher: str = "teacher_dlib.npy"
-    # optimisation
-    optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 0.1
-    min_lr: float = 0.0
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_steps: int = 200
-    steps: int = 0  # 0: epochs × steps per epoch
-    epochs: float = 1.0
-    batch_size: int = 128  # global batch (split across processes)
-    clip_grad: float = 5.0  # max gradient norm; 0 disables
-    bf16: bool = False  # bfloat16 autocast (CPU), AMP float16 on GPU
-    channels_last: bool = True
-    # augmentation
-    flip: float = 0.5
-    colour: float = 0.0
-    grayscale: float = 0.0
-    blur: float = 0.0
-    lowres: float = 0.0
-    # bookkeeping
-    checkpoint_every: int = 500  # steps; 0: only at the end
-    checkpoint_minutes: float = 0.0  # also checkpoint after this many minutes (0: off)
-    eval_every: int = 0  # steps between dev evaluations; 0: once per epoch
-    dev_pairs: str | None = None  # default: <data>/dev_pairs.csv when it exists; "none": no dev evaluation
-    log_every: int = 10
-    seed: int = 0
-    threads: int = 0  # torch threads; 0 leaves the default
-    cache: str | None = None  # folder for the decoded-crop cache (.npy)
-    limit: int | None = None  # use only the first N faces (tests)
-    # fine-tuning
-    init: str | None = None  # weights (.pt state_dict or checkpoint) to start the embedding network from
-    freeze_stages: int = 0  # freeze the stem and this many early body stages
-    device: str = "auto"  # auto | cpu | cuda
-    max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0: no limit
-    budget_minutes: float = 0.0  # wall-clock schedule: the cosine follows max(step, time) progress and the run
-    # ends at this many minutes of training (exact resume then no longer holds: timing differs)
-    stop_at: int = 0  # stop (with a checkpoint) after this step, to be resumed later; 0: run to the end
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
+__all__ = ["DEFAULT_MODEL", "TrainConfig", "TrainModule", "train"]
 
 class TrainModule(nn.Module):
     """Embedding network + margin head + distillation projection, so one DDP wrapper syncs them all."""
@@ -159,6 +99,27 @@ def load_init_weights(net: nn.Module, path: str | Path) -> None:
         net.load_state_dict(state)
     except RuntimeError as exc:
         raise WeightsError(f"weights do not fit this architecture ({str(exc).splitlines()[0]})", path) from None
+
+
+def load_init_parts(module: nn.Module, path: str | Path) -> list[str]:
+    """From a trainer checkpoint, also restore the head and distillation projection where their shapes fit.
+
+    Continuing a run with a new schedule (a warm restart) then starts from trained classifier centres instead of
+    random ones, which would otherwise pull the embedding about during the first steps. Returns what was restored.
+    """
+    state = torch.load(Path(path), map_location="cpu", weights_only=False)
+    saved = state.get("module") if isinstance(state, dict) else None
+    if not isinstance(saved, dict):
+        return []
+    restored = []
+    for name in ("head", "distill"):
+        part = getattr(module, name, None)
+        sub = {k[len(name) + 1:]: v for k, v in saved.items() if k.startswith(name + ".")}
+        own = part.state_dict() if part is not None else {}
+        if sub and own.keys() == sub.keys() and all(own[k].shape == sub[k].shape for k in own):
+            part.load_state_dict(sub)
+            restored.append(name)
+    return restored
 
 
 def freeze_early(net: nn.Module, stages: int) -> list[str]:
@@ -295,7 +256,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
     if cfg.distill != "none":
         mean = D.pack_teacher_mean(cfg.data, cfg.teacher)
         distill = TeacherDistill(emb_size, faces.teacher.shape[1], cfg.distill, mean)
-    module = TrainModule(net, head, distill).to(device)
+    module = TrainModule(net, head, distill)
+    restored = load_init_parts(module, cfg.init) if (cfg.init and state is None) else []
+    module = module.to(device)
     if cfg.channels_last:
         module = module.to(memory_format=torch.channels_last)
 
@@ -331,7 +294,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
         log = open(out / "log.jsonl", "a")
         _write(log, {"event": "resume" if state else "start", "step": step, "total": total, "world": world,
-                     "faces": len(faces), "classes": faces.num_classes, "frozen": frozen, "time": time.time()})
+                     "faces": len(faces), "classes": faces.num_classes, "frozen": frozen, "restored": restored,
+                     "time": time.time()})
 
     def checkpoint(path: Path, gather: bool = True) -> None:
         if gather:
