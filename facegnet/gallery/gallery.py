@@ -50,6 +50,8 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".
 AGGREGATES = ("max", "mean")
 #: Templates an IVF-PQ search shortlists per query before exact re-scoring.
 RERANK_SHORTLIST = 64
+#: Photos decoded and detected together when enrolling a folder (memory: a chunk of decoded photos).
+ENROLL_CHUNK = 16
 UNKNOWN = "unknown"
 # "Alice_2.jpg", "Alice-02.png", "Alice (3).jpg" in a flat folder are all Alice.
 _NUMBER_SUFFIX = re.compile(r"(?:[ _\-]+\(?\d+\)?|\s*\(\d+\))$")
@@ -89,6 +91,17 @@ class EnrollResult:
     faces: int = 0
     warning: str | None = None
     exit_code: int = 0  # of the error that made it skipped (see facegnet.errors)
+
+
+@dataclass
+class _Pending:
+    """A decoded photo waiting for its faces (between validation and storage during enrolment)."""
+
+    name: str
+    label: str
+    sha: str
+    source: str | None
+    array: np.ndarray
 
 
 @dataclass
@@ -471,6 +484,13 @@ class Gallery:
         already in the gallery). Raises :class:`ImageError` for an unreadable photo and
         :class:`NoFaceError` when it holds no face good enough (too small, low score).
         """
+        pending = self._prepare_enrolment(name, image, source)
+        if isinstance(pending, EnrollResult):
+            return pending
+        return self._finish_enrolment(pending, self.recognizer.detect(pending.array))
+
+    def _prepare_enrolment(self, name: str, image: Any, source: str | Path | None) -> "EnrollResult | _Pending":
+        """Validate, fingerprint and decode one photo: an ``exists`` result, or what detection needs."""
         from facegnet.io import describe, load_image
 
         name = _clean_name(name)
@@ -497,23 +517,27 @@ class Gallery:
             sha = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
             if (found := self.store.find_sha256(sha)) is not None:
                 return EnrollResult(label, found[1], "exists", f"already enrolled as {found[1]}", found[0])
-        faces = self.recognizer.detect(array)
+        return _Pending(name, label, sha, None if source is None else str(source), array)
+
+    def _finish_enrolment(self, pending: "_Pending", faces: list[Face]) -> EnrollResult:
+        """Check the largest detected face, embed it and store it in its own transaction."""
         if not faces:
-            raise NoFaceError("no face found", label)
+            raise NoFaceError("no face found", pending.label)
         face = max(faces, key=lambda f: f.area)
         if (why := self.quality.check(face)) is not None:
-            raise NoFaceError(why, label)
-        embedding = self.recognizer.embed_faces(array, [face])[0]
+            raise NoFaceError(why, pending.label)
+        embedding = self.recognizer.embed_faces(pending.array, [face])[0]
         warning = f"{len(faces)} faces in the photo; enrolled the largest" if len(faces) > 1 else None
         with self._writer(), self.store.write():
-            if (found := self.store.find_sha256(sha)) is not None:  # another process was quicker
-                return EnrollResult(label, found[1], "exists", f"already enrolled as {found[1]}", found[0])
+            if (found := self.store.find_sha256(pending.sha)) is not None:  # another process was quicker
+                return EnrollResult(pending.label, found[1], "exists", f"already enrolled as {found[1]}", found[0])
             template_id = self.store.add_template(
-                name, embedding, source=None if source is None else str(source), sha256=sha,
+                pending.name, embedding, source=pending.source, sha256=pending.sha,
                 box=face.box, score=face.score, quality=face_quality(face), landmarks=face.landmarks,
             )
         self._index_dirty = True
-        return EnrollResult(label, name, "enrolled", template_id=template_id, faces=len(faces), warning=warning)
+        return EnrollResult(pending.label, pending.name, "enrolled", template_id=template_id, faces=len(faces),
+                            warning=warning)
 
     def add_embedding(self, name: str, embedding: np.ndarray, *, source: str | None = None,
                       sha256: str | None = None) -> int:
@@ -558,17 +582,44 @@ class Gallery:
 
         items = discover(folder)
         report = EnrollReport()
-        bar = tqdm(items, desc="enrolling", unit="photo", disable=not progress, dynamic_ncols=True)
-        for name, photo in bar:
-            try:
-                result = self.enroll(name, photo)
-            except GalleryError:
-                raise
-            except FacegnetError as exc:
-                result = EnrollResult(str(photo), name, "skipped", exc.reason, exit_code=exc.exit_code)
+        bar = tqdm(total=len(items), desc="enrolling", unit="photo", disable=not progress, dynamic_ncols=True)
+
+        def record(result: EnrollResult) -> None:
             report.results.append(result)
             if on_result is not None:
                 on_result(result)
+            bar.update(1)
+
+        def skipped(name: str, photo: Path, exc: FacegnetError) -> EnrollResult:
+            return EnrollResult(str(photo), name, "skipped", exc.reason, exit_code=exc.exit_code)
+
+        # Photos are decoded a chunk at a time and detected together (MTCNN batches same-sized photos), then
+        # each is stored in its own transaction, so an interruption still leaves whole photos only.
+        for start in range(0, len(items), ENROLL_CHUNK):
+            chunk = items[start : start + ENROLL_CHUNK]
+            prepared: list[tuple[str, Path, EnrollResult | _Pending | FacegnetError]] = []
+            for name, photo in chunk:
+                try:
+                    prepared.append((name, photo, self._prepare_enrolment(name, photo, None)))
+                except GalleryError:
+                    raise
+                except FacegnetError as exc:
+                    prepared.append((name, photo, exc))
+            pending = [p for _, _, p in prepared if isinstance(p, _Pending)]
+            detections = iter(self.recognizer.detect_batch([p.array for p in pending]) if pending else [])
+            for name, photo, item in prepared:
+                if isinstance(item, FacegnetError):
+                    record(skipped(name, photo, item))
+                elif isinstance(item, EnrollResult):
+                    record(item)
+                else:
+                    faces = next(detections)
+                    try:
+                        record(self._finish_enrolment(item, faces))
+                    except GalleryError:
+                        raise
+                    except FacegnetError as exc:
+                        record(skipped(name, photo, exc))
         bar.close()
         if report.enrolled or not (self.path / INDEX_NAME).exists():
             self.save()
