@@ -15,10 +15,14 @@ processes hits every back-end alike; each figure is the median of the repeats.
 """
 from __future__ import annotations
 
+import os
+
+# One BLAS thread for dlib (and numpy), as the comparison asks; OpenBLAS reads this only when it is loaded.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import contextlib
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -90,22 +94,32 @@ class Bf16Embedder:
 def dlib_encoder(threads: int) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:
     """dlib's ResNet face encoder over 150×150 chips, or None and why not."""
     try:
-        import face_recognition  # noqa: F401  (installed only for this benchmark)
-        import face_recognition_models
         import dlib
+        import face_recognition_models  # the weights face_recognition uses (installed only for this benchmark)
     except ImportError as exc:
-        return None, (f"skipped: `import face_recognition` fails here ({exc.__class__.__name__}: {exc}); "
+        return None, (f"skipped: dlib / face_recognition_models do not import here ({exc.__class__.__name__}: {exc}); "
                       "install it (dlib built against libopenblas-dev) only for this benchmark and rerun")
     from PIL import Image
 
-    os.environ["OPENBLAS_NUM_THREADS"] = str(threads)  # effective only if set before dlib loaded BLAS
     encoder = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
 
     def encode(crops: np.ndarray) -> np.ndarray:
         chips = [np.asarray(Image.fromarray(c).resize((150, 150), Image.BILINEAR)) for c in crops]
         return np.asarray(encoder.compute_face_descriptor(chips), dtype=np.float32)
 
-    return encode, f"dlib {dlib.__version__}, face_recognition_models ResNet, 150×150 chips, num_jitters=0"
+    blas = "OpenBLAS" if _links_openblas(dlib) else "no BLAS found in its library"
+    return encode, (f"dlib {dlib.__version__} ({blas}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}), "
+                    "face_recognition_models ResNet, 150×150 chips, one pass per face (face_recognition's "
+                    "default num_jitters=1)")
+
+
+def _links_openblas(module) -> bool:
+    """Whether a compiled module's shared library links OpenBLAS (dlib is ~4× slower without a BLAS)."""
+    library = getattr(module, "__file__", None)
+    if not library:
+        return False
+    found = subprocess.run(["ldd", library], capture_output=True, text=True).stdout
+    return "blas" in found.lower()
 
 
 def file_sizes(card: ModelCard, folder: Path, exports: dict[str, Path]) -> dict[str, float]:

@@ -204,6 +204,31 @@ def test_cli_eval_on_a_benchmark_in_lfw_layout(tmp_path, capsys):
         assert png.format == "PNG" and png.size[0] > 300
 
 
+def test_cli_eval_records_its_figures_in_the_model_card(tmp_path, capsys):
+    from facegnet.card import WEIGHTS_DIR, load_card
+
+    data = _mini_benchmark(tmp_path / "bench")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for suffix in (".pt", ".json"):
+        shutil.copy(WEIGHTS_DIR / f"facegnet-default{suffix}", weights)
+    card_path = weights / "facegnet-default.json"
+    report = tmp_path / "report.json"
+    code = main(["eval", "lfw", "--data", str(data), "--weights", str(card_path), "--json", str(report),
+                 "--record", "--quiet"])
+    assert code == 0 and "model card:" in capsys.readouterr().out
+    payload, lfw = json.loads(report.read_text()), load_card(card_path).lfw
+    assert lfw["accuracy_10fold"] == round(payload["accuracy"], 4) and lfw["auc"] == round(payload["auc"], 4)
+    assert lfw["command"] == f"facegnet eval lfw --data {data}" and lfw["flip"] is True
+    # Another way of running the same weights goes beside the reference figures, not over them.
+    assert main(["eval", "lfw", "--data", str(data), "--weights", str(card_path), "--no-flip", "--record",
+                 "--quiet"]) == 0
+    again = load_card(card_path).lfw
+    assert again["accuracy_10fold"] == lfw["accuracy_10fold"] and again["variants"]["torch-no-flip"]["flip"] is False
+    proc = run_cli("eval", "lfw", "--data", data, "--weights", card_path, "--limit", "1", "--record", "--quiet")
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1 and "--limit" in proc.stderr
+
+
 def test_cli_eval_bad_benchmark(tmp_path):
     data = _mini_benchmark(tmp_path / "bench")
     (data / "pairs.txt").write_text("2\t2\nAaron_Peirsol\t1\t2\n")

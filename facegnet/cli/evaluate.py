@@ -5,7 +5,9 @@ import argparse
 import json
 from pathlib import Path
 
+from facegnet.card import ModelCard
 from facegnet.cli.common import add_model_options, make_recognizer, untrained_warning
+from facegnet.errors import DataError, WeightsError
 
 DEFAULT_LFW = Path("../shared/data/lfw")
 
@@ -28,6 +30,9 @@ def register(subparsers) -> None:
                         help="keep MTCNN detections in this SQLite file and reuse them on later runs "
                         "(detection does not depend on the weights: compare models without re-detecting)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--record", action="store_true",
+                        help="write the result into the model card's lfw field (full LFW runs only; ONNX back-ends "
+                        "are recorded under lfw.backends)")
     add_model_options(parser, threshold=False)
     parser.set_defaults(func=run)
 
@@ -35,6 +40,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from facegnet.benchmark import evaluate_pairs, plot_roc, read_pairs
 
+    if args.record and args.limit:
+        raise DataError("--record needs the full benchmark: drop --limit", args.data)
     protocol = read_pairs(args.data, limit=args.limit)
     recognizer = make_recognizer(args, detection_cache=args.detection_cache)
     untrained_warning(recognizer)
@@ -48,7 +55,38 @@ def run(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"data": str(args.data), **report}, indent=2) + "\n")
         print(f"report: {args.json}")
+    if args.record:
+        print(f"model card: {record_in_card(recognizer.card, report, args)}")
     return 0
+
+
+def record_in_card(card: ModelCard, report: dict, args: argparse.Namespace) -> Path:
+    """Store the LFW figures (and the command that measured them) in the card beside the weights."""
+    if card.path is None or not card.trained:
+        raise WeightsError("these weights have no model card file to record into", args.weights or card.name)
+    command = "facegnet eval lfw" + ("" if args.data == DEFAULT_LFW else f" --data {args.data}")
+    command += "" if report["flip"] else " --no-flip"
+    backend = getattr(args, "backend", "torch") or "torch"
+    command += "" if backend == "torch" else f" --backend {backend}"
+    figures = {
+        "accuracy_10fold": round(report["accuracy"], 4),
+        "std": round(report["accuracy_std"], 4),
+        "auc": round(report["auc"], 4),
+        "tar@far=1e-3": round(report["tar@far=0.001"], 4),
+        "tar@far=1e-2": round(report["tar@far=0.01"], 4),
+        "images_without_face": report["images_without_face"],
+        "flip": report["flip"],
+        "command": command,
+    }
+    lfw = dict(card.lfw)
+    if backend == "torch" and report["flip"]:
+        lfw.update(figures, variant=f"{args.data.name}: {report['pairs']} pairs, {report['folds']} folds")
+    else:  # other ways of running the same weights, beside the reference figures
+        key = backend + ("" if report["flip"] else "-no-flip")
+        lfw.setdefault("variants", {})[key] = figures
+    card.lfw = lfw
+    card.save(card.path)
+    return card.path
 
 
 def format_report(report: dict, data: Path) -> str:
