@@ -62,7 +62,8 @@ def register(subparsers) -> None:
     identify.add_argument("--annotate", metavar="OUT",
                           help="write copies with boxes and names drawn: a file for one image, else a folder")
     identify.add_argument("--threshold", type=float, default=None,
-                          help="similarity below which a face is 'unknown' (default: the model card's)")
+                          help="similarity below which a face is 'unknown' (default: the model card's identification "
+                          "threshold, stricter than its verification one: a stranger is compared with everyone)")
     identify.add_argument("--top-k", type=int, default=1, metavar="K", help="candidates per face (default: 1)")
     identify.add_argument("--aggregate", choices=("max", "mean"), default="max",
                           help="score a person by the best (max) or the mean of their templates (default: max)")

@@ -50,7 +50,7 @@ class LiveConfig:
     iou_threshold: float = 0.3  # least box overlap to continue a track
     max_misses: int = 3  # detections in a row without a face before it has left
     min_hits: int = 2  # detections before a face counts (suppresses one-off false detections)
-    threshold: float | None = None  # open-set threshold (default: the model card's)
+    threshold: float | None = None  # open-set threshold (default: the model card's identification one)
     aggregate: str = "max"  # score a person by the best ("max") or "mean" of their templates
 
     def __post_init__(self) -> None:
