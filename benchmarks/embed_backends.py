@@ -93,15 +93,22 @@ class Bf16Embedder:
 
 def dlib_encoder(threads: int) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:
     """dlib's ResNet face encoder over 150×150 chips, or None and why not."""
+    import importlib.util
+
     try:
         import dlib
-        import face_recognition_models  # the weights face_recognition uses (installed only for this benchmark)
     except ImportError as exc:
-        return None, (f"skipped: dlib / face_recognition_models do not import here ({exc.__class__.__name__}: {exc}); "
-                      "install it (dlib built against libopenblas-dev) only for this benchmark and rerun")
+        return None, (f"skipped: dlib does not import here ({exc.__class__.__name__}: {exc}); install it (built "
+                      "against libopenblas-dev) and face_recognition_models only for this benchmark and rerun")
+    # The weights face_recognition uses, found without importing face_recognition_models (it needs the
+    # pkg_resources module that recent setuptools no longer ships).
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        return None, "skipped: face_recognition_models is not installed (pip install face_recognition_models)"
+    model = Path(list(spec.submodule_search_locations)[0]) / "models" / "dlib_face_recognition_resnet_model_v1.dat"
     from PIL import Image
 
-    encoder = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
+    encoder = dlib.face_recognition_model_v1(str(model))
 
     def encode(crops: np.ndarray) -> np.ndarray:
         chips = [np.asarray(Image.fromarray(c).resize((150, 150), Image.BILINEAR)) for c in crops]
@@ -114,8 +121,11 @@ def dlib_encoder(threads: int) -> tuple[Callable[[np.ndarray], np.ndarray] | Non
 
 
 def _links_openblas(module) -> bool:
-    """Whether a compiled module's shared library links OpenBLAS (dlib is ~4× slower without a BLAS)."""
-    library = getattr(module, "__file__", None)
+    """Whether dlib's compiled library links a BLAS (dlib is ~4× slower without one)."""
+    import sys
+
+    binding = sys.modules.get("_dlib_pybind11") or module
+    library = getattr(binding, "__file__", None)
     if not library:
         return False
     found = subprocess.run(["ldd", library], capture_output=True, text=True).stdout
