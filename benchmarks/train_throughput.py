@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def main() -> int:
     parser.add_argument("--variants", nargs="*", default=list(FACE_VARIANTS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    others = subprocess.run(["pgrep", "-f", "facegnet (train|eval)"], capture_output=True, text=True).stdout.split()
     rows = []
     for name in args.variants:
         for bf16 in (False, True):
@@ -74,7 +77,10 @@ def main() -> int:
         "batch": args.batch, "steps": args.steps, "threads": args.threads, "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
-        "note": "the machine is shared: other work running at the same time lowers these figures",
+        "load_average_at_start": load_at_start,
+        "other_facegnet_processes": len(others),
+        "note": ("another facegnet training/eval process was running: figures are pessimistic" if others
+                 else "no other facegnet process was running"),
         "results": rows,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
