@@ -345,6 +345,20 @@ def test_identify_mechanics(enrolled: Path, recognizer) -> None:
         assert same.name == "Serena_Williams" and same.similarity > 0.99
 
 
+def test_default_threshold_is_the_cards_identification_one(enrolled: Path, recognizer) -> None:
+    from facegnet.recognizer import FaceRecognizer
+
+    card = recognizer.card
+    assert card.identify_threshold is not None and card.identify_threshold > card.threshold  # stricter
+    with Gallery(enrolled, recognizer=recognizer) as gallery:
+        assert gallery.threshold == card.identify_threshold
+        stranger = gallery.identify(STRANGER)[0]
+        assert stranger.threshold == card.identify_threshold
+    # A threshold the user gave the recogniser wins.
+    with Gallery(enrolled, recognizer=FaceRecognizer(threshold=0.77, flip=False)) as gallery:
+        assert gallery.threshold == 0.77
+
+
 def test_enroll_skips_bad_photos_with_reasons(tmp_path: Path, recognizer) -> None:
     folder = tmp_path / "in"
     (folder / "Group").mkdir(parents=True)

@@ -294,7 +294,7 @@ class Gallery:
     def threshold(self) -> float:
         """Default open-set threshold: one given to the recogniser, else the model card's identification threshold
         (stricter than its verification one when the card has it, see :attr:`ModelCard.open_set_threshold`)."""
-        if self._recognizer is not None and getattr(self._recognizer, "threshold_given", False):
+        if self._recognizer is not None and self._recognizer.threshold_given:
             return float(self._recognizer.threshold)
         return self.card.open_set_threshold
 

@@ -25,16 +25,19 @@ from facegnet.train.trainer import TrainConfig, _load_dev, build_net
 LICENCE = "CelebA: non-commercial research only; the weights inherit that restriction"
 
 
-def dev_similarities(net: torch.nn.Module, cfg: TrainConfig, pairs: str | Path | None = None):
-    """Cosine similarities of the dev pairs as :class:`facegnet.embed.Embedder` computes them, and the truth."""
-    from facegnet.card import ModelCard as _Card
+def _calibration_embedder(net: torch.nn.Module, cfg: TrainConfig):
+    """The API's own embedder (card normalisation, flip TTA) around ``net``, so thresholds mean what it computes."""
     from facegnet.embed import Embedder
 
+    card = ModelCard(name="calibration", config=dict(cfg.model), embedding_size=int(cfg.model.get("embedding_size", 512)))
+    return Embedder(card, model=net, flip=True)
+
+
+def dev_similarities(net: torch.nn.Module, cfg: TrainConfig, pairs: str | Path | None = None):
+    """Cosine similarities of the dev pairs as :class:`facegnet.embed.Embedder` computes them, and the truth."""
     pairs_path = Path(pairs) if pairs else Path(cfg.data) / "dev_pairs.csv"
     images, a, b, same = _load_dev(cfg, pairs_path)
-    card = _Card(name="calibration", config=dict(cfg.model), embedding_size=int(cfg.model.get("embedding_size", 512)))
-    embedder = Embedder(card, model=net, flip=True)
-    emb = embedder(images)
+    emb = _calibration_embedder(net, cfg)(images)
     return (emb[a] * emb[b]).sum(1), same
 
 
@@ -43,13 +46,12 @@ def _round_up(threshold: float, digits: int = 5) -> float:
     return math.ceil(float(threshold) * 10**digits) / 10**digits
 
 
-def dev_identity_similarities(embedder_net: torch.nn.Module, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+def dev_identity_similarities(net: torch.nn.Module, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """Similarities of *every* pair of dev faces (different people, same person), as the embedder computes them.
 
     The pack's 6,000 dev pairs hold only 3,000 impostor pairs, too few to place a threshold at a small FAR; all
     pairs of its ~1,000 dev faces give ~500,000. Empty arrays when the data is not a pack with a dev split.
     """
-    from facegnet.embed import Embedder
     from facegnet.train import data as D
 
     root = Path(cfg.data)
@@ -60,8 +62,7 @@ def dev_identity_similarities(embedder_net: torch.nn.Module, cfg: TrainConfig) -
         return np.empty(0), np.empty(0)
     images = D.decode_crops([root / r["crop"] for r in rows], cache=cfg.cache)
     ids = np.array([r["identity"] for r in rows])
-    card = ModelCard(name="calibration", config=dict(cfg.model), embedding_size=int(cfg.model.get("embedding_size", 512)))
-    emb = Embedder(card, model=embedder_net, flip=True)(images)
+    emb = _calibration_embedder(net, cfg)(images)
     sims = emb @ emb.T
     upper = np.triu_indices(len(rows), k=1)
     same = ids[upper[0]] == ids[upper[1]]
