@@ -11,7 +11,11 @@ Crops are aligned faces of the training pack (``../shared/data/train``; the int8
 crops of its train split). Timings are interleaved round-robin across back-ends, so that load from other
 processes hits every back-end alike; each figure is the median of the repeats.
 
-    python benchmarks/embed_backends.py [--weights W] [--threads 1,2] [--repeats R] [--smoke] [--out PREFIX]
+With ``--widths 0.5,0.3`` the same run also times ONNX Runtime fp32 on narrower GhostFaceNets (same stem and
+head; untrained weights, since speed does not depend on them): how much cheaper a network would have to be.
+
+    python benchmarks/embed_backends.py [--weights W] [--threads 1,2] [--repeats R] [--widths 0.5,0.3] [--smoke]
+                                        [--out PREFIX]
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facegnet.card import ModelCard, resolve_card
+from facegnet.card import ModelCard, resolve_card, untrained_card
 from facegnet.embed import Embedder
 from facegnet.export import (
     CALIBRATION_COUNT,
@@ -132,6 +136,26 @@ def _links_openblas(module) -> bool:
     return "blas" in found.lower()
 
 
+def width_variant(card: ModelCard, width: float) -> ModelCard:
+    """The untrained card of ``card``'s architecture at another width (for timing only)."""
+    variant = untrained_card()
+    variant.name = f"untrained-width-{width:g}"
+    variant.config = {**card.config, "width": width}
+    return variant
+
+
+def macs_per_face(card: ModelCard) -> float:
+    """Millions of multiply-accumulates of one forward pass (convolutions and linear layers)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from facegnet.models import build_from_card
+
+    net = build_from_card(card).eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, 3, card.input_size, card.input_size))
+    return counter.get_total_flops() / 2e6
+
+
 def file_sizes(card: ModelCard, folder: Path, exports: dict[str, Path]) -> dict[str, float]:
     sizes = {}
     weights = card.weights_path
@@ -165,11 +189,13 @@ def main() -> None:
     parser.add_argument("--threads", default="1", help="comma-separated thread counts to measure (default: 1)")
     parser.add_argument("--repeats", type=int, default=7, help="rounds at batch 64 (batch 1 runs 5× as many)")
     parser.add_argument("--calibration", type=Path, default=None, help="int8 calibration crops (default: the pack)")
+    parser.add_argument("--widths", default="", help="comma-separated narrower widths to time as well (untrained)")
     parser.add_argument("--smoke", action="store_true", help="tiny run to check the script (figures meaningless)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "embed_backends",
                         help="output prefix (.json and .md are added)")
     args = parser.parse_args()
     thread_counts = [int(t) for t in args.threads.split(",")]
+    widths = [float(w) for w in args.widths.split(",") if w.strip()]
     repeats = 1 if args.smoke else args.repeats
     batch_size = 8 if args.smoke else 64
     card = resolve_card(args.weights)
@@ -183,7 +209,8 @@ def main() -> None:
                     "other_training_run": bool(training)},
         "versions": {"torch": torch.__version__},
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "model": {"card": card.name, "trained": card.trained, "sha256": card.fingerprint},
+        "model": {"card": card.name, "trained": card.trained, "sha256": card.fingerprint,
+                  "mmacs_per_face": round(macs_per_face(card), 1)},
         "protocol": f"batch 1: median ms per call over {5 * repeats} calls; batch {batch_size}: median over "
                     f"{repeats} calls; one network pass per face (no flip TTA); back-ends interleaved",
         "smoke": args.smoke,
@@ -200,6 +227,11 @@ def main() -> None:
             "TorchScript": export_torchscript(card, folder / "net.pt"),
         }
         results["file_size_MB"] = file_sizes(card, folder, exports)
+        variants = {}
+        for width in widths:
+            variant = width_variant(card, width)
+            name = f"ONNX Runtime fp32, width {width:g} ({macs_per_face(variant):.1f} MMAC, untrained)"
+            variants[name] = (variant, export_onnx(variant, folder / f"width-{width:g}.onnx"))
         import onnxruntime
 
         results["versions"]["onnxruntime"] = onnxruntime.__version__
@@ -216,6 +248,8 @@ def main() -> None:
                 "ONNX Runtime int8 QOperator": OnnxEmbedder(card, model=exports["ONNX int8 QOperator"],
                                                             threads=threads, **options),
             }
+            for name, (variant, path) in variants.items():
+                backends[name] = OnnxEmbedder(variant, model=path, threads=threads, **options)
             encode, dlib_note = dlib_encoder(threads)
             if encode is not None:
                 backends["dlib ResNet (face_recognition)"] = encode
@@ -224,6 +258,8 @@ def main() -> None:
             for name, fn in backends.items():
                 out = fn(crops)
                 rows[name] = {}
+                if name in variants:  # another network: nothing to compare with
+                    continue
                 if not name.startswith("dlib"):
                     cos = (out * reference).sum(1)
                     rows[name]["cosine_to_fp32_mean"] = round(float(cos.mean()), 5)
@@ -248,7 +284,8 @@ def main() -> None:
         "",
         f"{machine['cpu']}, {machine['cores']} cores ({', '.join(machine['flags'])}); torch "
         f"{results['versions']['torch']}, onnxruntime {results['versions']['onnxruntime']}. Model: "
-        f"{card.name} ({'trained' if card.trained else 'untrained network'}). {results['protocol']}.",
+        f"{card.name} ({'trained' if card.trained else 'untrained network'}, "
+        f"{results['model']['mmacs_per_face']} MMAC per face). {results['protocol']}.",
     ]
     if machine["other_training_run"] or args.smoke:
         lines += ["", "**Not representative**: " + ("smoke run. " if args.smoke else "")
@@ -260,7 +297,8 @@ def main() -> None:
                   "|---|---|---|---|" + ("---|" if block['dlib'].startswith("dlib") else "")]
         for name, row in block["backends"].items():
             cos = (f"{row['cosine_to_fp32_mean']:.5f} / {row['cosine_to_fp32_min']:.5f}"
-                   if "cosine_to_fp32_mean" in row else "n/a (other embedding space)")
+                   if "cosine_to_fp32_mean" in row
+                   else "n/a (timing only)" if "untrained" in name else "n/a (other embedding space)")
             line = f"| {name} | {row['ms_per_face_batch1']} | {row[f'faces_per_s_batch{batch_size}']} | {cos} |"
             if "speedup_vs_dlib_batch1" in row:
                 line += f" {row['speedup_vs_dlib_batch1']} |"

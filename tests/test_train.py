@@ -98,6 +98,33 @@ def test_augment_flip_and_determinism() -> None:
     assert torch.equal(a, b) and not torch.equal(a, x)
 
 
+def test_augment_jitter_warps_within_bounds_and_keeps_black_border() -> None:
+    gen = torch.Generator().manual_seed(3)
+    x = torch.rand(6, 3, 112, 112) * 2 - 1
+    warped = D.Augment(flip=0, jitter=1.0)(x.clone(), gen)
+    assert warped.shape == x.shape and not torch.equal(warped, x)
+    assert warped.min() >= -1 - 1e-5 and warped.max() <= 1 + 1e-5
+    # a small warp keeps the face where it was: the centre moves by a few pixels at most
+    centre = (slice(None), slice(None), slice(40, 72), slice(40, 72))
+    assert (warped[centre] - x[centre]).abs().mean() < (torch.rand_like(x) * 2 - 1 - x).abs().mean()
+    # what the warp brings in from outside the crop is the aligner's black border, not mid-grey
+    black = D.Augment(flip=0, jitter=1.0)(torch.full((4, 3, 112, 112), -1.0), gen)
+    assert torch.allclose(black, torch.full_like(black, -1.0), atol=1e-5)
+
+
+def test_augment_erase_blanks_one_rectangle_per_image() -> None:
+    x = torch.rand(8, 3, 112, 112) * 2 - 1
+    erased = D.Augment(flip=0, erase=1.0)(x.clone(), torch.Generator().manual_seed(4))
+    for before, after in zip(x, erased):
+        changed = (before != after).any(0)
+        rows, cols = changed.any(1).nonzero(), changed.any(0).nonzero()
+        height, width = int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)
+        assert int(changed.sum()) == height * width  # one solid rectangle
+        assert 0.04 * 112 * 112 <= height * width <= 0.26 * 112 * 112
+        inside = after[:, changed]
+        assert torch.equal(inside, inside[:, :1].expand_as(inside))  # one grey level
+
+
 def test_sampler_splits_one_global_batch_across_ranks() -> None:
     whole = D.EpochSampler(100, 8, seed=5).batch(3)
     parts = [D.EpochSampler(100, 8, seed=5, rank=r, world=2).batch(3) for r in range(2)]

@@ -46,6 +46,8 @@ HELP: dict[str, str] = {
     "grayscale": "grayscale probability",
     "blur": "Gaussian blur probability",
     "lowres": "low-resolution down-up sampling probability",
+    "jitter": "probability of a small random rotation/scale/shift (±10°, ±10%%, ±5%%)",
+    "erase": "probability of blanking a random rectangle of 5–25%% of the crop (occlusion)",
     "checkpoint_every": "checkpoint every N steps (0: only at the end)",
     "checkpoint_minutes": "also checkpoint every N minutes (0: off)",
     "eval_every": "dev evaluation every N steps (0: every epoch)",

@@ -42,6 +42,8 @@ class TrainConfig:
     grayscale: float = 0.0
     blur: float = 0.0
     lowres: float = 0.0
+    jitter: float = 0.0
+    erase: float = 0.0
     # bookkeeping
     checkpoint_every: int = 500  # steps; 0: only at the end
     checkpoint_minutes: float = 0.0  # also checkpoint after this many minutes (0: off)

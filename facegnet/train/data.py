@@ -209,6 +209,8 @@ class Augment:
     blur: float = 0.0
     lowres: float = 0.0  # probability of down-up sampling to 1/4–1/2 resolution
     strength: float = 0.3  # jitter amplitude
+    jitter: float = 0.0  # probability of a small random similarity warp (landmark noise of a real detector)
+    erase: float = 0.0  # probability of blanking a random rectangle (occlusion: hands, glasses, masks)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n = x.shape[0]
@@ -253,7 +255,51 @@ class Augment:
                 small = int(size * (0.25 + 0.25 * float(torch.rand(1, generator=generator))))
                 y = F.interpolate(x[mask], size=(small, small), mode="bilinear", align_corners=False, antialias=True)
                 x[mask] = F.interpolate(y, size=(size, size), mode="bilinear", align_corners=False)
+        if self.jitter > 0:
+            mask = draw(self.jitter)
+            if mask.any():
+                x[mask] = _random_similarity(x[mask], generator)
+        if self.erase > 0:
+            mask = draw(self.erase)
+            if mask.any():
+                x[mask] = _random_erase(x[mask], generator)
         return x
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator)
+
+
+def _random_similarity(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Rotate by ±10°, scale by 0.9–1.1 and shift by ±5% of the side, as MTCNN's landmark error moves a crop."""
+    n = x.shape[0]
+    angle = _uniform(n, -10.0, 10.0, generator) * (torch.pi / 180)
+    scale = _uniform(n, 0.9, 1.1, generator)
+    shift = _uniform(2 * n, -0.1, 0.1, generator).view(n, 2)  # grid units span 2, so ±0.1 is ±5% of the side
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    # zeros padding in normalised units is mid-grey; the aligner's border is black (-1), so shift around it
+    return F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
+
+
+def _random_erase(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Blank one rectangle of 5–25% of the crop's area per image with a random grey level."""
+    n, _, h, w = x.shape
+    area = _uniform(n, 0.05, 0.25, generator) * h * w
+    aspect = torch.exp(_uniform(n, -1.0, 1.0, generator))
+    eh = (area * aspect).sqrt().clamp(4, h).long()
+    ew = (area / aspect).sqrt().clamp(4, w).long()
+    top = (torch.rand(n, generator=generator) * (h - eh + 1)).long()
+    left = (torch.rand(n, generator=generator) * (w - ew + 1)).long()
+    value = _uniform(n, -1.0, 1.0, generator)
+    rows = torch.arange(h).view(1, h, 1)
+    cols = torch.arange(w).view(1, 1, w)
+    inside = (
+        (rows >= top.view(n, 1, 1)) & (rows < (top + eh).view(n, 1, 1))
+        & (cols >= left.view(n, 1, 1)) & (cols < (left + ew).view(n, 1, 1))
+    )
+    return torch.where(inside.unsqueeze(1), value.view(n, 1, 1, 1).to(x.dtype), x)
 
 
 class EpochSampler:

@@ -272,7 +272,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
     clock = {"minutes": 0.0}  # training minutes so far (across resumes), for the wall-clock schedule
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total, clock))
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * rank)
-    augment = D.Augment(cfg.flip, cfg.colour, cfg.grayscale, cfg.blur, cfg.lowres)
+    augment = D.Augment(
+        cfg.flip, cfg.colour, cfg.grayscale, cfg.blur, cfg.lowres, jitter=cfg.jitter, erase=cfg.erase
+    )
 
     step, best, history = 0, -1.0, []
     if state is not None:
