@@ -75,6 +75,8 @@ def load_image(source: ImageLike) -> np.ndarray:
         raise ImageError("file not found", path)
     if path.is_dir():
         raise ImageError("is a directory, not an image", path)
+    if path.stat().st_size == 0:  # an interrupted copy or download: say so rather than "unrecognised format"
+        raise ImageError("empty file (0 bytes)", path)
     try:
         with Image.open(path) as image:
             if image.width * image.height > MAX_PIXELS:

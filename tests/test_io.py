@@ -88,7 +88,7 @@ def test_bad_files_name_the_file_and_the_reason(tmp_path):
         tmp_path / "missing.jpg": "not found",
         tmp_path: "directory",
         text: "not an image",
-        empty: "not an image",
+        empty: "empty file",
         truncated: "truncated",
     }
     for path, reason in cases.items():
