@@ -50,6 +50,9 @@ from facegnet.export import (
 from facegnet.onnx_backend import OnnxEmbedder
 
 HERE = Path(__file__).resolve().parent
+# A Python process running `facegnet train` (as `python -m facegnet` or the console script), not any shell line
+# that merely mentions the words (a loop waiting for training to end).
+TRAINING_PROCESS = r"python[0-9.]* (-m facegnet|[^ ]*/facegnet) train"
 
 
 def cpu_name() -> str:
@@ -201,7 +204,7 @@ def main() -> None:
     card = resolve_card(args.weights)
     pack = args.calibration or default_calibration_dir()
     crops = benchmark_crops(batch_size, pack)
-    training = subprocess.run(["pgrep", "-f", "facegnet train"], capture_output=True, text=True).stdout.strip()
+    training = subprocess.run(["pgrep", "-f", TRAINING_PROCESS], capture_output=True, text=True).stdout.strip()
 
     results: dict = {
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "flags": cpu_flags(),

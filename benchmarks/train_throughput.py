@@ -25,6 +25,8 @@ from facegnet.train.trainer import TrainConfig, TrainModule, param_groups
 from facegnet.models.heads import build_head
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
+# A Python process running `facegnet train` or `eval` (module or console script), not a shell line naming them.
+BUSY_PROCESS = r"python[0-9.]* (-m facegnet|[^ ]*/facegnet) (train|eval)"
 
 
 def measure(variant: dict, bf16: bool, batch: int, steps: int, warmup: int, channels_last: bool = True) -> float:
@@ -65,7 +67,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_at_start = [round(x, 2) for x in os.getloadavg()]
-    others = subprocess.run(["pgrep", "-f", "facegnet (train|eval)"], capture_output=True, text=True).stdout.split()
+    others = subprocess.run(["pgrep", "-f", BUSY_PROCESS], capture_output=True, text=True).stdout.split()
     rows = []
     for name in args.variants:
         for bf16 in (False, True):

@@ -208,7 +208,7 @@ class Augment:
     grayscale: float = 0.0
     blur: float = 0.0
     lowres: float = 0.0  # probability of down-up sampling to 1/4–1/2 resolution
-    strength: float = 0.3  # jitter amplitude
+    strength: float = 0.3  # colour-jitter amplitude
     jitter: float = 0.0  # probability of a small random similarity warp (landmark noise of a real detector)
     erase: float = 0.0  # probability of blanking a random rectangle (occlusion: hands, glasses, masks)
 
