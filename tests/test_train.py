@@ -285,6 +285,8 @@ def test_cli_train_parses_options_and_rejects_bad_values(tmp_path: Path) -> None
     assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--distill", "none",
                  "--no-progress"]) == DataError.exit_code
     assert main(["train", "--head", "sphereface", "--out", str(tmp_path / "o")]) == DataError.exit_code
+    assert main(["train", "--jitter", "2", "--out", str(tmp_path / "o")]) == DataError.exit_code
+    assert main(["train", "--flip", "-0.5", "--out", str(tmp_path / "o")]) == DataError.exit_code
     assert main(["train", "--out", str(tmp_path / "none"), "--resume"]) == DataError.exit_code
 
 

@@ -101,6 +101,9 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+AUGMENT_PROBABILITIES = ("flip", "colour", "grayscale", "blur", "lowres", "jitter", "erase")
+
+
 def config_from_args(args: argparse.Namespace):
     """A TrainConfig from parsed arguments (unset options keep the config defaults)."""
     from facegnet.models import FACE_VARIANTS
@@ -127,6 +130,9 @@ def config_from_args(args: argparse.Namespace):
     for key, allowed in checks.items():
         if key in values and values[key] not in allowed:
             raise DataError(f"--{key} must be one of {', '.join(allowed)}, not {values[key]!r}")
+    for key in AUGMENT_PROBABILITIES:
+        if key in values and not 0.0 <= values[key] <= 1.0:
+            raise DataError(f"--{key} is a probability: between 0 and 1, not {values[key]}")
     return TrainConfig(**values)
 
 
