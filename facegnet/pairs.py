@@ -1,12 +1,13 @@
 """Verifying many pairs from a CSV: each distinct image is embedded once, in batches.
 
 The CSV has two columns of image paths (a header such as ``a,b`` is optional and recognised; any further
-columns are carried through to the results). Relative paths are resolved against the CSV's folder.
+columns are carried through to the results). Relative paths are resolved against the CSV's folder, never the
+working directory, so a pairs file means the same wherever it is run from.
 """
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,10 +52,9 @@ def read_pairs_csv(path: str | Path) -> list[PairRow]:
 
 
 def _resolve(base: Path, cell: str) -> str:
+    """An absolute path as given; a relative one inside the CSV's folder (as the README promises)."""
     candidate = Path(cell.strip()).expanduser()
-    if candidate.is_absolute() or candidate.exists():
-        return str(candidate)
-    return str(base / candidate)
+    return str(candidate if candidate.is_absolute() else base / candidate)
 
 
 def _looks_like_image(base: Path, cell: str) -> bool:
@@ -63,13 +63,29 @@ def _looks_like_image(base: Path, cell: str) -> bool:
     return name.endswith(suffixes) or Path(_resolve(base, cell)).is_file()
 
 
+@dataclass
+class PairsResult:
+    """The rows of :func:`verify_pairs` and the images that failed."""
+
+    rows: list[dict]
+    #: one "path: reason" line per bad image, in first-use order, with its error class's exit code
+    failures: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every pair was verified; else the exit code of the failures' cause (as for single images:
+        2 for a missing, unreadable or non-image file, 3 for no usable face). When causes are mixed, the lowest
+        code wins: a bad file is reported before a faceless photo."""
+        return min(self.failures.values(), default=0)
+
+
 def verify_pairs(recognizer, pairs: list[PairRow], threshold: float | None = None,
-                 progress: bool = False) -> list[dict]:
-    """One result per pair: similarity, decision, threshold, and the error when an image failed."""
+                 progress: bool = False) -> PairsResult:
+    """One result row per pair: similarity, decision, threshold, and the error when an image failed."""
     threshold = recognizer.threshold if threshold is None else float(threshold)
     images = list(dict.fromkeys(p for pair in pairs for p in (pair.a, pair.b)))
     results = dict(zip(images, recognizer.embed_images(images, progress=progress and "images")))
-    rows = []
+    rows, failures = [], {}
     for pair in pairs:
         ra, rb = results[pair.a], results[pair.b]
         row = {"a": pair.a, "b": pair.b, "similarity": "", "same": "", "threshold": threshold, "error": ""}
@@ -77,19 +93,13 @@ def verify_pairs(recognizer, pairs: list[PairRow], threshold: float | None = Non
             similarity = float(np.dot(ra.embedding, rb.embedding))
             row.update(similarity=round(similarity, 6), same=similarity >= threshold)
         else:
-            row["error"] = "; ".join(f"{r.source}: {r.error}" for r in (ra, rb) if not r.ok)
+            bad = [r for r in (ra, rb) if not r.ok]
+            row["error"] = "; ".join(f"{r.source}: {r.error}" for r in bad)
+            for r in bad:
+                failures.setdefault(f"{r.source}: {r.error}", r.exit_code or 1)
         row.update(pair.extra)
         rows.append(row)
-    return rows
-
-
-def failed_images(rows: list[dict]) -> list[str]:
-    """The distinct error lines of failed pairs, one per bad image."""
-    seen: dict[str, None] = {}
-    for row in rows:
-        for part in filter(None, str(row.get("error", "")).split("; ")):
-            seen.setdefault(part, None)
-    return list(seen)
+    return PairsResult(rows, failures)
 
 
 def write_results_csv(rows: list[dict], path: str | Path | None) -> None:

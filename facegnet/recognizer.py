@@ -36,6 +36,7 @@ class ImageEmbedding:
     face: Face | None = None  # None when the central fallback was used
     faces: int = 0  # faces detected in the image
     error: str | None = None  # the reason, when there is no embedding
+    exit_code: int = 0  # the CLI exit code of the error's class (ImageError 2, NoFaceError 3), 0 when ok
     fallback: bool = False  # no face was found and the central crop was embedded instead
 
     @property
@@ -208,7 +209,7 @@ class FaceRecognizer:
                 try:
                     loaded.append((i, load_image(image)))
                 except FacegnetError as exc:
-                    chunk_results[i].error = exc.reason
+                    chunk_results[i].error, chunk_results[i].exit_code = exc.reason, exc.exit_code
             detections = self._detect_loaded([batch[i] for i, _ in loaded], [array for _, array in loaded])
             crops, owners = [], []
             for (i, array), faces in zip(loaded, detections):
@@ -217,6 +218,7 @@ class FaceRecognizer:
                 face = self._select(faces, array.shape, select)
                 if face is not None and face.size < self.min_face_size and not fallback_center:
                     result.error = f"face too small ({face.size:.0f} px; at least {self.min_face_size} px needed)"
+                    result.exit_code = NoFaceError.exit_code
                     continue
                 if face is not None:
                     result.face = face
@@ -226,7 +228,7 @@ class FaceRecognizer:
                     landmarks = central_landmarks(*array.shape[:2])
                     crops.append(align_face(array, landmarks, self.card.input_size))
                 else:
-                    result.error = "no face found"
+                    result.error, result.exit_code = "no face found", NoFaceError.exit_code
                     continue
                 owners.append(i)
             if crops:

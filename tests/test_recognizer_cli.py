@@ -158,6 +158,44 @@ def test_cli_pairs_csv_and_app(tmp_path, not_an_image, capsys):
     assert [r["similarity"] for r in app_rows] == [results[0]["similarity"], results[1]["similarity"]]
 
 
+def test_pairs_csv_relative_paths_resolve_in_the_csv_folder_not_the_working_directory(tmp_path, monkeypatch):
+    from facegnet.pairs import read_pairs_csv
+
+    listed, elsewhere = tmp_path / "listed", tmp_path / "elsewhere"
+    listed.mkdir(), elsewhere.mkdir()
+    for folder, photos in ((listed, (A1, A2)), (elsewhere, (B1, B1))):  # the same names in both folders
+        for name, photo in zip(("x.jpg", "y.jpg"), photos):
+            shutil.copy(lfw_photo(*photo), folder / name)
+    (listed / "pairs.csv").write_text("x.jpg,y.jpg\n")
+    monkeypatch.chdir(elsewhere)
+    [pair] = read_pairs_csv(listed / "pairs.csv")
+    assert (pair.a, pair.b) == (str(listed / "x.jpg"), str(listed / "y.jpg"))
+    # End to end: the CSV's photos (one person) are compared, not the working directory's (another person twice).
+    out = tmp_path / "out.csv"
+    assert main(["verify", "--pairs", str(listed / "pairs.csv"), "--out", str(out), "--quiet"]) == 0
+    [row] = list(csv.DictReader(out.open()))
+    assert row["a"] == str(listed / "x.jpg") and row["same"] == "True" and float(row["similarity"]) < 0.99
+
+
+def test_cli_pairs_exit_code_names_the_cause(tmp_path, not_an_image, no_face, capsys):
+    from facegnet.errors import ImageError
+
+    good = shutil.copy(lfw_photo(*A1), tmp_path / "good.jpg")
+    pairs = tmp_path / "pairs.csv"
+
+    def exit_code(*bad) -> int:
+        pairs.write_text("".join(f"{good},{path}\n" for path in bad))
+        code = main(["verify", "--pairs", str(pairs), "--out", str(tmp_path / "out.csv"), "--quiet"])
+        capsys.readouterr()
+        return code
+
+    assert exit_code(not_an_image) == ImageError.exit_code == 2
+    assert exit_code(tmp_path / "missing.jpg") == ImageError.exit_code
+    assert exit_code(no_face) == NoFaceError.exit_code == 3
+    assert exit_code(no_face, tmp_path / "missing.jpg") == ImageError.exit_code  # a bad file wins over no face
+    assert exit_code(good) == 0
+
+
 def test_each_distinct_image_is_embedded_once(recognizer, monkeypatch):
     from facegnet.pairs import PairRow, verify_pairs
 
@@ -165,8 +203,8 @@ def test_each_distinct_image_is_embedded_once(recognizer, monkeypatch):
     original = recognizer.embed_images
     monkeypatch.setattr(recognizer, "embed_images", lambda images, **kw: seen.extend(images) or original(images, **kw))
     a1, a2, b1 = (str(lfw_photo(*p)) for p in (A1, A2, B1))
-    rows = verify_pairs(recognizer, [PairRow(a1, a2, {}), PairRow(a1, b1, {}), PairRow(b1, a2, {})])
-    assert sorted(seen) == sorted({a1, a2, b1}) and len(rows) == 3
+    result = verify_pairs(recognizer, [PairRow(a1, a2, {}), PairRow(a1, b1, {}), PairRow(b1, a2, {})])
+    assert sorted(seen) == sorted({a1, a2, b1}) and len(result.rows) == 3 and result.exit_code == 0
 
 
 def _mini_benchmark(root, folds=2, per_fold=2):

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from facegnet.cli.common import add_model_options, make_recognizer, print_json, untrained_warning, warn
-from facegnet.errors import DataError, NoFaceError
+from facegnet.errors import DataError
 
 
 def register(subparsers) -> None:
@@ -44,24 +44,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_pairs(args: argparse.Namespace) -> int:
-    from facegnet.pairs import failed_images, read_pairs_csv, verify_pairs, write_results_csv
+    from facegnet.pairs import read_pairs_csv, verify_pairs, write_results_csv
 
     pairs = read_pairs_csv(args.pairs)
     recognizer = make_recognizer(args)
     untrained_warning(recognizer)
-    rows = verify_pairs(recognizer, pairs, args.threshold, progress=not args.quiet and sys.stderr.isatty())
+    result = verify_pairs(recognizer, pairs, args.threshold, progress=not args.quiet and sys.stderr.isatty())
+    rows = result.rows
     if args.json:
         for row in rows:
             print_json(row)
     else:
         write_results_csv(rows, args.out)
-    failures = failed_images(rows)
-    for line in failures:
+    for line in result.failures:
         print(f"facegnet: error: {line}", file=sys.stderr)
     done = sum(1 for row in rows if not row["error"])
     if args.out:
         print(f"{done} of {len(rows)} pairs verified; results in {args.out}", file=sys.stderr)
-    if failures:
+    if result.failures:
         warn(f"{len(rows) - done} pairs could not be verified (their rows carry the error)")
-        return NoFaceError.exit_code
-    return 0
+    return result.exit_code
