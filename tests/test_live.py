@@ -203,6 +203,7 @@ def test_iou_matrix() -> None:
     assert m.shape == (2, 3)
     assert m[0, 0] == pytest.approx(1.0) and m[0, 1] == pytest.approx(50 / 150) and m[0, 2] == 0.0
     assert np.all(m[1] == 0.0) and iou_matrix(np.zeros((0, 4)), b).shape == (0, 3)
+    assert iou_matrix([[5, 5, 5, 5]], [[5, 5, 5, 5]])[0, 0] == 0.0  # no area, no overlap (not NaN)
 
 
 def test_tracker_keeps_ids_confirms_predicts_and_ends_tracks() -> None:

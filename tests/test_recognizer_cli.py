@@ -159,7 +159,7 @@ def test_cli_pairs_csv_and_app(tmp_path, not_an_image, capsys):
 
 
 def test_pairs_csv_relative_paths_resolve_in_the_csv_folder_not_the_working_directory(tmp_path, monkeypatch):
-    from facegnet.pairs import read_pairs_csv
+    from facegnet.evaluation.pairs import read_pairs_csv
 
     listed, elsewhere = tmp_path / "listed", tmp_path / "elsewhere"
     listed.mkdir(), elsewhere.mkdir()
@@ -197,7 +197,7 @@ def test_cli_pairs_exit_code_names_the_cause(tmp_path, not_an_image, no_face, ca
 
 
 def test_each_distinct_image_is_embedded_once(recognizer, monkeypatch):
-    from facegnet.pairs import PairRow, verify_pairs
+    from facegnet.evaluation.pairs import PairRow, verify_pairs
 
     seen = []
     original = recognizer.embed_images

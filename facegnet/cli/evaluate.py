@@ -38,7 +38,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from facegnet.benchmark import evaluate_pairs, plot_roc, read_pairs
+    from facegnet.evaluation.lfw import evaluate_pairs, plot_roc, read_pairs
 
     if args.record and args.limit:
         raise DataError("--record needs the full benchmark: drop --limit", args.data)

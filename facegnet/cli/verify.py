@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_pairs(args: argparse.Namespace) -> int:
-    from facegnet.pairs import read_pairs_csv, verify_pairs, write_results_csv
+    from facegnet.evaluation.pairs import read_pairs_csv, verify_pairs, write_results_csv
 
     pairs = read_pairs_csv(args.pairs)
     recognizer = make_recognizer(args)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from facegnet.errors import DataError
-from facegnet.metrics import roc_curve, verification_report
+from facegnet.evaluation.metrics import roc_curve, verification_report
 
 
 @dataclass
@@ -98,7 +98,7 @@ def evaluate_pairs(recognizer, protocol: PairsProtocol, progress: bool = True) -
 
     Images where MTCNN finds no face are embedded from their central crop (LFW photos are centred on
     their subject) and counted; where an image holds several faces, the one nearest the centre is used.
-    Returns the report (see :func:`facegnet.metrics.verification_report`) plus ``scores``/``labels`` arrays.
+    Returns the report (see :func:`facegnet.evaluation.metrics.verification_report`) plus ``scores``/``labels`` arrays.
     """
     images = protocol.images
     missing = [str(path) for path in images if not path.is_file()]
