@@ -22,6 +22,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "facegnet.cli.prepare",
     "facegnet.cli.train",
     "facegnet.cli.export",
+    "facegnet.cli.serve",
+    "facegnet.cli.cluster",
 )
 
 

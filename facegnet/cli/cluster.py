@@ -1,0 +1,64 @@
+"""``facegnet cluster PHOTOS/``: group the faces of unsorted photos by person."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from facegnet.cli.common import add_model_options, make_recognizer, untrained_warning
+from facegnet.errors import FacegnetError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "cluster",
+        help="group the faces of unsorted photos by person",
+        description="Find every face of every photo under PHOTOS (recursively), embed it, and group the faces "
+        "of the same person. Prints the groups, largest first; --out writes them as JSON.",
+    )
+    parser.add_argument("photos", metavar="PHOTOS", help="a folder of photos")
+    parser.add_argument("--out", metavar="JSON", help="write the groups here (groups.json)")
+    parser.add_argument("--method", choices=("average", "components", "hdbscan"), default="average",
+                        help="average linkage at the threshold (default), the threshold graph's connected "
+                        "components, or scikit-learn's HDBSCAN")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="cosine similarity that joins faces (default: the model card's verification threshold)")
+    add_model_options(parser, threshold=False, min_face_size=32)
+    parser.set_defaults(func=run_cluster)
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    from facegnet.cluster import list_photos
+
+    photos = list_photos(args.photos)  # a missing or empty folder fails before the model loads
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        raise FacegnetError("cannot write here: the folder does not exist", args.out)
+    try:
+        from facegnet.cluster import cluster_faces, find_faces
+        import scipy  # noqa: F401  (the clustering needs it; say so before the slow part)
+    except ImportError:
+        raise FacegnetError("clustering needs its extra: pip install 'facegnet[cluster]'") from None
+    recognizer = make_recognizer(args)
+    faces, embeddings, errors = find_faces(recognizer, photos, names=[str(p) for p in photos])
+    for source, reason in errors:
+        print(f"facegnet: skipped {source}: {reason}", file=sys.stderr)
+    if not faces:
+        raise FacegnetError(f"no usable face in any of the {len(photos)} photo(s)", args.photos)
+    threshold = recognizer.threshold if args.threshold is None else args.threshold
+    result = cluster_faces(faces, embeddings, errors, method=args.method, threshold=threshold)
+    groups = result.groups()
+    for n, group in enumerate(groups):
+        sources = sorted({faces[i].source for i in group})
+        print(f"group {n}: {len(group)} face(s): " + ", ".join(sources))
+    shared = sum(len(g) > 1 for g in groups)
+    print(f"{len(faces)} faces in {len(photos) - len({s for s, _ in errors})} photo(s): {len(groups)} group(s), "
+          f"{shared} with more than one face ({args.method}"
+          + (f", threshold {result.threshold:.4f})" if result.threshold is not None else ")"), file=sys.stderr)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False) + "\n")
+    untrained_warning(recognizer)
+    return 0
+
+
+__all__ = ["register", "run_cluster"]

@@ -1,0 +1,95 @@
+"""The application factory: ``create_app(gallery_dir, token)`` → a FastAPI app serving the API and the page."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline  # Swagger UI's files ship in the package: /docs works offline
+
+from facegnet import __version__
+from facegnet.server.auth import TokenGuard
+from facegnet.server.clusters import ClusterJobs
+from facegnet.server.errors import install_error_handlers
+from facegnet.server.live import LiveSessions
+from facegnet.server.routes import clusters, live, people, recognition, system
+from facegnet.server.service import GalleryService
+from facegnet.server.uploads import MB, BodyLimit
+
+#: What the page may load and where it may connect: this server only (no CDN, no third party).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
+    "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def create_app(
+    gallery_dir: str | Path,
+    token: str | None,
+    *,
+    recognizer: Any = None,
+    weights: str | Path | None = None,
+    threshold: float | None = None,
+    max_upload_mb: float = 20.0,
+    max_request_mb: float = 256.0,
+    max_cluster_photos: int = 500,
+    cluster_method: str = "average",
+) -> FastAPIOffline:
+    """The facegnet server for one gallery directory (created if missing).
+
+    Args:
+        gallery_dir: the gallery; uploaded photos are kept in ``photos/`` and cluster jobs in ``clusters/``
+            inside it.
+        token: the bearer token every ``/api`` request must carry; None turns the check off (the CLI allows
+            that only on a loopback host).
+        recognizer: a :class:`~facegnet.recognizer.FaceRecognizer` (default: one from ``weights``).
+        threshold: open-set threshold for identify and the camera (default: the model card's).
+        max_upload_mb: the largest photo accepted; max_request_mb: the largest request body.
+        max_cluster_photos: photos one cluster request may hold.
+        cluster_method: see :mod:`facegnet.cluster`.
+    """
+    if recognizer is None:
+        from facegnet.recognizer import FaceRecognizer
+
+        recognizer = FaceRecognizer(weights)
+    service = GalleryService(gallery_dir, recognizer, threshold=threshold)
+    guard = TokenGuard(token)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        service.close()
+
+    app = FastAPIOffline(
+        title="facegnet",
+        version=__version__,
+        description="Face verification, identification and galleries over HTTP. Every /api request needs "
+        "`Authorization: Bearer <token>`; errors are `{\"error\": \"<one line>\"}`.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.guard = guard
+    app.state.live = LiveSessions(service)
+    app.state.clusters = ClusterJobs(service, method=cluster_method)
+    app.state.max_upload_bytes = int(max_upload_mb * MB)
+    app.state.max_cluster_photos = int(max_cluster_photos)
+    install_error_handlers(app)
+    for router, dependencies in system.routers(guard):
+        app.include_router(router, dependencies=dependencies)
+    for module in (people, recognition, live, clusters):
+        app.include_router(module.router, dependencies=[Depends(guard)])
+    app.mount("/static", StaticFiles(packages=[("facegnet.server", "static")]), name="static")
+
+    @app.middleware("http")
+    async def security_headers(request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if request.url.path == "/" or request.url.path.startswith("/static/"):
+            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        return response
+
+    app.add_middleware(BodyLimit, limit=int(max_request_mb * MB))
+    return app

@@ -1,0 +1,1 @@
+"""The API's endpoints, one module per subject; every router here except ``system`` needs the token."""
