@@ -26,8 +26,9 @@ from facegnet.card import sha256_file
 from facegnet.cli import main
 from facegnet.errors import DataError, GalleryError
 from facegnet.gallery import Gallery, QualityPolicy, discover
-from facegnet.gallery.gallery import DB_NAME, INDEX_NAME
+from facegnet.gallery.folders import DB_NAME, INDEX_NAME
 from facegnet.gallery.index import GalleryIndex, choose_kind, nlist_for, resolve_kind
+from facegnet.gallery.search import rescore
 
 REPO = Path(__file__).resolve().parents[1]
 LFW = REPO.parent / "shared" / "data" / "lfw" / "images"
@@ -145,7 +146,7 @@ def test_gallery_embeddings_best_mean_topk_unknown(tmp_path: Path) -> None:
         # IVF-PQ shortlists are re-scored exactly from SQLite: shuffled ids come back exact and sorted.
         ids = gallery.store.template_ids()[::-1][None, :10].copy()
         ids[0, 3] = -1
-        sims, order = gallery._rescore(centres[:1], ids)
+        sims, order = rescore(gallery.store, centres[:1], ids)
         known, vectors = gallery.store.embeddings(order[0, :9])
         exact = dict(zip(known.tolist(), vectors @ centres[0]))
         assert order[0, -1] == -1 and np.all(np.diff(sims[0, :9]) <= 0)
@@ -254,13 +255,6 @@ def test_discover_layouts(tmp_path: Path) -> None:
 
 # ============================================================================================ with the model
 @pytest.fixture(scope="module")
-def recognizer():
-    from facegnet.recognizer import FaceRecognizer
-
-    return FaceRecognizer(flip=False)  # half the embedding time; the mechanics do not depend on it
-
-
-@pytest.fixture(scope="module")
 def people(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("people")
     for name in ENROLLED:
@@ -355,7 +349,7 @@ def test_default_threshold_is_the_cards_identification_one(enrolled: Path, recog
         stranger = gallery.identify(STRANGER)[0]
         assert stranger.threshold == card.identify_threshold
     # A threshold the user gave the recogniser wins.
-    with Gallery(enrolled, recognizer=FaceRecognizer(threshold=0.77, flip=False)) as gallery:
+    with Gallery(enrolled, recognizer=FaceRecognizer(threshold=0.77)) as gallery:
         assert gallery.threshold == 0.77
 
 

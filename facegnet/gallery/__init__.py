@@ -1,16 +1,21 @@
-"""Galleries of enrolled people: SQLite store (source of truth), FAISS index (cache), the Gallery API."""
-from facegnet.gallery.gallery import (
-    DEFAULT_GALLERY,
+"""Galleries of enrolled people: SQLite store (source of truth), FAISS index (cache), the Gallery API.
+
+Modules, one job each: :mod:`~facegnet.gallery.gallery` (the :class:`Gallery`), :mod:`~.results` (what it
+answers), :mod:`~.enrolment` (which faces are good enough, reading photos), :mod:`~.search` (open-set
+ranking), :mod:`~.cache` (the index kept in step with SQLite), :mod:`~.rebuild` (re-embedding),
+:mod:`~.store` (SQLite), :mod:`~.index` (FAISS), :mod:`~.folders` (locations and enrolment folders),
+:mod:`~.draw` (annotated copies); the writer lock is :mod:`facegnet.locking`.
+"""
+from facegnet.gallery.enrolment import QualityPolicy
+from facegnet.gallery.folders import discover
+from facegnet.gallery.gallery import DEFAULT_GALLERY, Gallery, open_gallery
+from facegnet.gallery.results import (
     UNKNOWN,
     Candidate,
     EnrollReport,
     EnrollResult,
-    Gallery,
     Identification,
-    QualityPolicy,
     RebuildReport,
-    discover,
-    open_gallery,
 )
 
 __all__ = [

@@ -1,0 +1,148 @@
+"""Enrolment's rules: which faces are good enough, the quality figure stored with a template, and reading a
+photo once (its sha256 first, so a photo already enrolled is not decoded again)."""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from facegnet.card import sha256_file
+from facegnet.errors import FacegnetError, GalleryError, ImageError
+from facegnet.gallery.results import EnrollReport, EnrollResult
+
+if TYPE_CHECKING:
+    from facegnet.detect import Face
+
+#: Photos decoded and detected together when enrolling a folder (memory: a chunk of decoded photos).
+ENROLL_CHUNK = 16
+#: Looks a photo's sha256 up in the gallery: (template id, person) when already enrolled.
+Finder = Callable[[str], "tuple[int, str] | None"]
+
+
+@dataclass
+class QualityPolicy:
+    """Which faces are good enough: shorter box side (for enrolment and identification) and, for enrolment,
+    MTCNN score."""
+
+    min_face: int = 40
+    min_score: float = 0.95
+
+    def check(self, face: Face) -> str | None:
+        """The reason a face is rejected for enrolment, or None when it is good enough."""
+        if face.size < self.min_face:
+            return f"face too small ({face.width:.0f}×{face.height:.0f} px; at least {self.min_face} px needed)"
+        if face.score < self.min_score:
+            return f"low detection score ({face.score:.3f} < {self.min_score})"
+        return None
+
+
+def face_quality(face: Face) -> float:
+    """A 0–1 figure stored with each template: detection score × how close the face is to 112 px."""
+    return float(face.score) * min(1.0, face.size / 112.0)
+
+
+@dataclass
+class Pending:
+    """A decoded photo waiting for its faces (between validation and storage during enrolment)."""
+
+    name: str
+    label: str
+    sha: str
+    source: str | None
+    array: np.ndarray
+
+
+def read_photo(name: str, image: Any, source: str | Path | None, find: Finder) -> EnrollResult | Pending:
+    """Validate, fingerprint and decode one photo of ``name``: an ``exists`` result when ``find`` knows its
+    sha256, else what detection needs. Raises :class:`ImageError` for a missing or unreadable photo."""
+    from facegnet.io import describe, load_image
+
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        label = str(path)
+        if not path.is_file():
+            raise ImageError("file not found" if not path.exists() else "not a file", path)
+        source = str(path.resolve())
+        try:
+            sha: str | None = sha256_file(path)
+        except OSError as exc:
+            raise ImageError(f"unreadable ({exc.strerror or exc})", path) from None
+    else:
+        label = str(source) if source is not None else describe(image)
+        sha = None
+    if sha is not None and (found := find(sha)) is not None:
+        return exists(label, found)
+    array = load_image(image)
+    if sha is None:  # pixels without a file: their hash stands for the photo
+        sha = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+        if (found := find(sha)) is not None:
+            return exists(label, found)
+    return Pending(name, label, sha, None if source is None else str(source), array)
+
+
+def exists(label: str, found: tuple[int, str]) -> EnrollResult:
+    """The result for a photo that is already enrolled (template id, person)."""
+    return EnrollResult(label, found[1], "exists", f"already enrolled as {found[1]}", found[0])
+
+
+def enroll_photos(
+    items: list[tuple[str, Path]],
+    prepare: Callable[[str, Path, None], "EnrollResult | Pending"],
+    detect_batch: Callable[[list[np.ndarray]], list[list[Face]]],
+    finish: Callable[[Pending, list[Face]], EnrollResult],
+    *,
+    progress: bool = True,
+    on_result: Callable[[EnrollResult], None] | None = None,
+) -> EnrollReport:
+    """Enroll (person, photo) items: ``prepare`` reads each, ``detect_batch`` finds the faces of a chunk,
+    ``finish`` stores one photo. Bad photos are skipped with their reason; a GalleryError stops the run."""
+    from tqdm import tqdm
+
+    report = EnrollReport()
+    bar = tqdm(total=len(items), desc="enrolling", unit="photo", disable=not progress, dynamic_ncols=True)
+
+    def record(result: EnrollResult) -> None:
+        report.results.append(result)
+        if on_result is not None:
+            on_result(result)
+        bar.update(1)
+
+    def skipped(name: str, photo: Path, exc: FacegnetError) -> EnrollResult:
+        return EnrollResult(str(photo), name, "skipped", exc.reason, exit_code=exc.exit_code)
+
+    # Photos are decoded a chunk at a time and detected together (MTCNN batches same-sized photos), then
+    # each is stored in its own transaction, so an interruption still leaves whole photos only.
+    for start in range(0, len(items), ENROLL_CHUNK):
+        prepared: list[tuple[str, Path, EnrollResult | Pending | FacegnetError]] = []
+        for name, photo in items[start : start + ENROLL_CHUNK]:
+            try:
+                prepared.append((name, photo, prepare(name, photo, None)))
+            except GalleryError:
+                raise
+            except FacegnetError as exc:
+                prepared.append((name, photo, exc))
+        pending = [p for _, _, p in prepared if isinstance(p, Pending)]
+        detections = iter(detect_batch([p.array for p in pending]) if pending else [])
+        for name, photo, item in prepared:
+            if isinstance(item, FacegnetError):
+                record(skipped(name, photo, item))
+            elif isinstance(item, EnrollResult):
+                record(item)
+            else:
+                faces = next(detections)
+                try:
+                    record(finish(item, faces))
+                except GalleryError:
+                    raise
+                except FacegnetError as exc:
+                    record(skipped(name, photo, exc))
+    bar.close()
+    return report
+
+
+__all__ = ["QualityPolicy", "face_quality", "Pending", "read_photo", "exists", "enroll_photos", "ENROLL_CHUNK"]
