@@ -100,6 +100,9 @@ def format_report(report: dict, data: Path) -> str:
         f"TAR @ FAR 1e-3: {100 * report['tar@far=0.001']:.2f}%   TAR @ FAR 1e-2: {100 * report['tar@far=0.01']:.2f}%",
         f"at the chosen thresholds (mean {report['threshold']:.4f}): precision {report['precision']:.4f}, "
         f"recall {report['recall']:.4f}, F1 {report['f1']:.4f} (TP {c['tp']}, FP {c['fp']}, TN {c['tn']}, FN {c['fn']})",
+        f"at the model card's threshold {report['card_threshold']:.4f} (what verify decides with): accuracy "
+        f"{100 * report['accuracy@card_threshold']:.2f}%, TAR {100 * report['tar@card_threshold']:.2f}%, "
+        f"FAR {100 * report['far@card_threshold']:.2f}%",
         f"images without a detected face: {report['images_without_face']} of {report['images']} "
         f"({100 * (1 - report['detection_rate']):.2f}%): {report['no_face_handling']}",
         f"images with several faces: {report['images_with_several_faces']} ({report['face_selection']} was used)",

@@ -116,6 +116,7 @@ def evaluate_pairs(recognizer, protocol: PairsProtocol, progress: bool = True) -
     ib = np.array([index[p] for p in protocol.b])
     scores = np.einsum("ij,ij->i", embeddings[ia], embeddings[ib])
     report = verification_report(scores, protocol.same, protocol.folds)
+    report.update(at_threshold(scores, protocol.same, recognizer.threshold))
     no_face = [r.source for r in results if r.fallback]
     report.update(
         {
@@ -136,6 +137,21 @@ def evaluate_pairs(recognizer, protocol: PairsProtocol, progress: bool = True) -
     )
     report["scores"], report["labels"] = scores, protocol.same
     return report
+
+
+def at_threshold(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    """Accuracy, TAR and FAR at one fixed threshold: the model card's, the one ``verify`` decides with.
+
+    The k-fold figures choose thresholds on the benchmark itself; these say how the calibrated one does there.
+    """
+    accepted = np.asarray(scores) >= threshold
+    labels = np.asarray(labels, bool)
+    return {
+        "card_threshold": float(threshold),
+        "accuracy@card_threshold": float((accepted == labels).mean()),
+        "tar@card_threshold": float(accepted[labels].mean()) if labels.any() else 0.0,
+        "far@card_threshold": float(accepted[~labels].mean()) if (~labels).any() else 0.0,
+    }
 
 
 def plot_roc(scores: np.ndarray, labels: np.ndarray, path: str | Path, title: str = "ROC") -> Path:
