@@ -133,9 +133,18 @@ def test_ghostnet_pretrained_raises_a_clear_error() -> None:
         ghostnet(pretrained=True)
 
 
-def test_ghostfacenet_pretrained_without_shipped_weights_raises() -> None:
-    if resolve_card(None).trained:
-        pytest.skip("trained face weights ship with this checkout")
+def test_ghostfacenet_pretrained_loads_the_shipped_weights() -> None:
+    card = resolve_card(None)
+    assert card.trained and card.sha256 == sha256_file(card.weights_path)  # trained weights ship in the package
+    shipped = torch.load(card.weights_path, map_location="cpu", weights_only=True)
+    loaded = ghostfacenet(pretrained=True).state_dict()
+    assert loaded.keys() == shipped.keys() and all(torch.equal(loaded[k], shipped[k]) for k in shipped)
+    assert not torch.equal(ghostfacenet().state_dict()["bn_embedding.running_mean"], shipped["bn_embedding.running_mean"])
+
+
+def test_ghostfacenet_pretrained_without_shipped_weights_raises(monkeypatch) -> None:
+    # An install without trained weights (the default card resolves to the untrained one) gets a clear error.
+    monkeypatch.setattr(ghostfacenet_module, "resolve_card", lambda _weights: untrained_card())
     with pytest.raises(WeightsError, match="no trained face weights ship") as info:
         ghostfacenet(pretrained=True)
     assert "facegnet train" in str(info.value)
