@@ -202,7 +202,7 @@ def main() -> None:
     repeats = 1 if args.smoke else args.repeats
     batch_size = 8 if args.smoke else 64
     card = resolve_card(args.weights)
-    pack = args.calibration or default_calibration_dir()
+    pack = args.calibration or default_calibration_dir() or (HERE.parent.parent / "shared" / "data" / "train")
     crops = benchmark_crops(batch_size, pack)
     training = subprocess.run(["pgrep", "-f", TRAINING_PROCESS], capture_output=True, text=True).stdout.strip()
 

@@ -3,9 +3,15 @@
 A card names the architecture and its configuration, the input size and normalisation, the embedding size,
 the calibrated verification threshold (with the dev false-accept rate it targets), the training data and its
 licence, the measured LFW accuracy, and the sha256 fingerprint of the weights, which galleries record.
+
+Thresholds belong to an *embedding procedure*, not to weights alone: the same weights with or without flip
+test-time augmentation, in fp32 or int8, give different similarities. ``thresholds`` holds one calibrated entry
+per procedure ("flip:fp32", "noflip:fp32", "flip:int8", "noflip:int8"); :meth:`ModelCard.for_procedure` returns
+the card with that procedure's thresholds, or refuses a procedure that was never calibrated.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -40,6 +46,10 @@ class ModelCard:
     identify_threshold_far: float | None = None  # per-comparison dev false-accept rate it targets
     weights_file: str | None = None  # relative to the card
     sha256: str = UNTRAINED_FINGERPRINT
+    # Per embedding procedure ("flip:fp32", ...): threshold, threshold_far, identify_threshold,
+    # identify_threshold_far and the dev figures they came from. Absent in older cards: then the top-level
+    # thresholds are those of "flip:fp32", the procedure facegnet.train.export calibrates with.
+    thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     licence: str = ""
     lfw: dict[str, Any] = field(default_factory=dict)
@@ -59,6 +69,46 @@ class ModelCard:
     @property
     def trained(self) -> bool:
         return self.weights_file is not None
+
+    def procedure(self, flip: bool, numerics: str = "fp32") -> str:
+        """The name of an embedding procedure of these weights: ``<sha256>:<flip|noflip>:<numerics>``.
+
+        Embeddings are comparable only within one procedure; galleries record it.
+        """
+        return f"{self.fingerprint}:{procedure_key(flip, numerics)}"
+
+    def calibrated_procedures(self) -> list[str]:
+        """The procedure keys ("flip:fp32", ...) this card holds thresholds for."""
+        return sorted(self.thresholds) if self.thresholds else ["flip:fp32"]
+
+    def for_procedure(self, flip: bool, numerics: str = "fp32") -> "ModelCard":
+        """This card with the thresholds calibrated for one procedure (the top-level threshold fields replaced).
+
+        Raises :class:`WeightsError` when trained weights have no thresholds for it (an untrained network's
+        thresholds mean nothing under any procedure, so it is let through).
+        """
+        key = procedure_key(flip, numerics)
+        if not self.thresholds:
+            entry = {"threshold": self.threshold, "threshold_far": self.threshold_far,
+                     "identify_threshold": self.identify_threshold,
+                     "identify_threshold_far": self.identify_threshold_far} if key == "flip:fp32" else None
+        else:
+            entry = self.thresholds.get(key)
+        if entry is None:
+            if not self.trained:
+                return self
+            raise WeightsError(
+                f"no thresholds calibrated for the procedure {key} of these weights (calibrated: "
+                f"{', '.join(self.calibrated_procedures())}); choose one of those or give a threshold",
+                self.path or self.name,
+            )
+        return dataclasses.replace(
+            self,
+            threshold=float(entry["threshold"]),
+            threshold_far=entry.get("threshold_far"),
+            identify_threshold=entry.get("identify_threshold"),
+            identify_threshold_far=entry.get("identify_threshold_far"),
+        )
 
     @property
     def weights_path(self) -> Path | None:
@@ -86,6 +136,11 @@ class ModelCard:
             if key in kwargs:
                 kwargs[key] = tuple(float(v) for v in kwargs[key])
         return cls(**kwargs, path=path)
+
+
+def procedure_key(flip: bool, numerics: str = "fp32") -> str:
+    """The per-weights part of a procedure name: "flip:fp32", "noflip:int8", ..."""
+    return f"{'flip' if flip else 'noflip'}:{numerics}"
 
 
 def untrained_card() -> ModelCard:

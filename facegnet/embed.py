@@ -1,8 +1,9 @@
-"""Embedding: aligned 112×112 crops → L2-normalised embeddings with a GhostNet face model.
+"""Embedding: aligned 112×112 crops → L2-normalised embeddings with a GhostNet face model (PyTorch).
 
 The model card gives the architecture, the normalisation and the weights; the network is built once per
 :class:`Embedder` and run under ``torch.inference_mode`` in batches, optionally with the horizontal flip
-added (test-time augmentation: the embedding of the crop plus that of its mirror image).
+added (test-time augmentation). Normalisation and flip live in :mod:`facegnet.preprocess`, shared with the
+ONNX Runtime back-end, so both compute the same procedure.
 """
 from __future__ import annotations
 
@@ -11,16 +12,10 @@ import torch
 from torch import nn
 
 from facegnet.card import ModelCard, resolve_card
+from facegnet.preprocess import crop_batch, embed_normalised, normalise
 
-
-def as_crop_batch(crops: np.ndarray, size: int) -> np.ndarray:
-    """Check aligned crops: one (S, S, 3) crop or a (N, S, S, 3) batch, returned as the batch."""
-    crops = np.asarray(crops)
-    if crops.ndim == 3:
-        crops = crops[None]
-    if crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
-        raise ValueError(f"expected aligned crops of shape (N, {size}, {size}, 3), got {crops.shape}")
-    return crops
+#: Kept for callers of the old name: see :func:`facegnet.preprocess.crop_batch`.
+as_crop_batch = crop_batch
 
 
 class Embedder:
@@ -29,10 +24,13 @@ class Embedder:
     Args:
         card: the model card of the weights (default: the shipped model, or the untrained fallback).
         model: an already built network to use instead of the card's weights (e.g. during training).
-        flip: add the embedding of the mirrored crop (slightly more accurate, twice the compute).
+        flip: add the embedding of the mirrored crop (twice the compute; see the card's thresholds per procedure).
         batch_size: crops per forward pass.
         device: torch device.
     """
+
+    #: Numerics of this back-end, one part of :attr:`facegnet.recognizer.FaceRecognizer.procedure`.
+    numerics = "fp32"
 
     def __init__(
         self,
@@ -52,30 +50,22 @@ class Embedder:
 
             model = build_from_card(self.card)
         self.model = model.to(self.device).eval()
-        mean = torch.tensor(self.card.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-        std = torch.tensor(self.card.std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-        self._mean, self._std = mean.to(self.device), std.to(self.device)
 
     @property
     def dim(self) -> int:
         return int(self.card.embedding_size)
 
     def preprocess(self, crops: np.ndarray) -> torch.Tensor:
-        """uint8 (N, H, W, 3) RGB crops → normalised float (N, 3, H, W) tensor."""
-        tensor = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
-        tensor = tensor.permute(0, 3, 1, 2).float()
-        return (tensor - self._mean) / self._std
+        """uint8 (N, H, W, 3) RGB crops → normalised float (N, 3, H, W) tensor on the device."""
+        return torch.from_numpy(normalise(crops, self.card.mean, self.card.std)).to(self.device)
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         """Embed (N, S, S, 3) uint8 crops (S = the card's input size): float32 (N, D) unit vectors."""
-        crops = as_crop_batch(crops, self.card.input_size)
+        crops = crop_batch(crops, self.card.input_size)
         out = np.empty((len(crops), self.dim), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(crops), self.batch_size):
                 batch = self.preprocess(crops[start : start + self.batch_size])
-                features = self.model(batch)
-                if self.flip:
-                    features = features + self.model(torch.flip(batch, dims=[3]))
-                features = nn.functional.normalize(features.float(), dim=1)
+                features = embed_normalised(self.model, batch, self.flip)
                 out[start : start + len(batch)] = features.cpu().numpy()
         return out

@@ -10,15 +10,18 @@ treat the export's embeddings as the weights' own). The graph holds the network 
 
 int8 is static post-training quantization with ONNX Runtime (QDQ, per-channel int8 weights, uint8
 activations, 7-bit weight range for CPUs without VNNI), calibrated on crops of the training pack; never on LFW.
+The activation ranges found on those crops ship beside the weights (``<weights>.int8-ranges.json``, written by
+:func:`write_int8_ranges`), so an installed user's int8 export is made from them without any training data.
 
 :func:`cached_onnx` returns the ONNX export of a card's weights from ``~/.cache/facegnet/onnx`` (or
 ``$FACEGNET_CACHE/onnx``), keyed by the weights' sha256, exporting it (atomically) when it is missing.
+Paths and card reading live in :mod:`facegnet.onnx_cache` (no PyTorch), so the ONNX Runtime back-end
+never imports this module.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import os
 import tempfile
@@ -33,18 +36,26 @@ from torch import nn
 
 from facegnet.card import ModelCard, resolve_card, sha256_file
 from facegnet.errors import DataError, ExportError
+from facegnet.onnx_backend import make_session
+from facegnet.onnx_cache import (  # noqa: F401  (re-exported: the names callers of this module know)
+    DEFAULT_QUANT_FORMAT,
+    EXPORT_VERSION,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    cache_dir,
+    cache_key,
+    cache_valid,
+    cached_onnx_path,
+    card_path_for,
+    read_export_card,
+)
+from facegnet.preprocess import normalise
 
 #: ONNX opset of the exports (ONNX Runtime ≥ 1.17 runs it; 17 is the oldest with every op we need in QDQ form).
 ONNX_OPSET = 17
-#: Bumped whenever the export recipe changes, so that cached exports made by older code are not reused.
-EXPORT_VERSION = 1
-INPUT_NAME, OUTPUT_NAME = "input", "embedding"
 #: Crops of the training pack used to calibrate int8 activations (a few hundred cover the ranges well).
 CALIBRATION_COUNT = 256
-#: Default int8 layout: QDQ measured faster than QOperator on this CPU (benchmarks/embed_backends.py).
-DEFAULT_QUANT_FORMAT = "qdq"
 QUANT_FORMATS = ("qdq", "qoperator")
-_REPO_PACK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train"
 _IMAGE_SUFFIXES = {".webp", ".png", ".jpg", ".jpeg", ".bmp"}
 
 
@@ -73,11 +84,8 @@ def load_source(source: Source = None, card: ModelCard | None = None) -> tuple[n
 
 
 def preprocess(crops: np.ndarray, card: ModelCard) -> np.ndarray:
-    """uint8 (N, H, W, 3) RGB crops → float32 (N, 3, H, W), ``(rgb / 255 - mean) / std`` (as Embedder does)."""
-    mean = np.asarray(card.mean, dtype=np.float32).reshape(1, 3, 1, 1) * np.float32(255.0)
-    std = np.asarray(card.std, dtype=np.float32).reshape(1, 3, 1, 1) * np.float32(255.0)
-    batch = np.asarray(crops).transpose(0, 3, 1, 2).astype(np.float32)
-    return np.ascontiguousarray((batch - mean) / std)
+    """uint8 (N, H, W, 3) RGB crops → float32 (N, 3, H, W) network input with the card's normalisation."""
+    return normalise(crops, card.mean, card.std)
 
 
 # -- output paths and cards ------------------------------------------------------------------------------------------
@@ -95,11 +103,6 @@ def _refuse_foreign_card(path: Path) -> None:
     if not is_export:  # e.g. OUT beside the shipped weights: never overwrite a source card or its weights
         raise ExportError(f"{card_path.name} beside it is not the card of an export and would be overwritten; "
                           "choose another name", path)
-
-
-def card_path_for(path: str | Path) -> Path:
-    """Where the card of an export lives: beside it, same stem, ``.json``."""
-    return Path(path).with_suffix(".json")
 
 
 def _check_out(path: str | Path, suffixes: tuple[str, ...], what: str) -> Path:
@@ -172,20 +175,6 @@ def _write_card(path: Path, card: ModelCard, fmt: str, *, opset: int | None, int
     return target
 
 
-def read_export_card(path: str | Path) -> dict[str, Any]:
-    """The card of an export (given the export or its card), as a dict; ExportError when missing or unreadable."""
-    target = card_path_for(path)
-    try:
-        data = json.loads(target.read_text())
-    except FileNotFoundError:
-        raise ExportError("no model card beside the export", target) from None
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"unreadable model card ({exc.__class__.__name__})", target) from None
-    if not isinstance(data, dict) or "format" not in data:
-        raise ExportError("not the card of an export (no 'format')", target)
-    return data
-
-
 # -- ONNX ------------------------------------------------------------------------------------------------------------
 
 
@@ -221,8 +210,6 @@ def check_onnx(path: str | Path) -> None:
 
 def _agreement(model: nn.Module, card: ModelCard, onnx_path: Path, crops: np.ndarray) -> float:
     """Smallest per-face cosine between PyTorch's and ONNX Runtime's raw embeddings of ``crops``."""
-    from facegnet.onnx_backend import make_session
-
     batch = preprocess(crops, card)
     with torch.inference_mode():
         expected = model(torch.from_numpy(batch)).numpy()
@@ -259,7 +246,8 @@ def export_onnx(
         card: the card of ``source`` when it is a module (default: the active card).
         opset: ONNX opset.
         calibration: int8 only: uint8 crops (N, 112, 112, 3), a folder of crop images, or the training pack's
-            folder; default: ``$FACEGNET_CALIBRATION`` or the repository's ``../shared/data/train``.
+            folder; default: ``$FACEGNET_CALIBRATION``, else the activation ranges shipped with the weights
+            (:func:`shipped_ranges`), else a DataError.
         calibration_count: crops drawn (evenly spread over the train split) for calibration.
         quant_format: "qdq" or "qoperator".
 
@@ -271,8 +259,7 @@ def export_onnx(
         raise ExportError(f"unknown quantization format {quant_format!r} (choose from {', '.join(QUANT_FORMATS)})")
     model, card = load_source(source, card)
     if int8:
-        crops = calibration if isinstance(calibration, np.ndarray) else calibration_crops(
-            calibration, calibration_count, card.input_size)
+        crops = _calibration_for(card, calibration, calibration_count)
         with tempfile.TemporaryDirectory(prefix="facegnet-export-") as scratch:
             fp32 = export_onnx(model, Path(scratch) / "fp32.onnx", card=card, opset=opset)
             return _quantize_file(fp32, path, card, crops, quant_format)
@@ -308,11 +295,37 @@ def _pack_crops(folder: Path) -> list[Path]:
 
 
 def default_calibration_dir() -> Path | None:
-    """``$FACEGNET_CALIBRATION``, else the repository's training pack when it is there, else None."""
+    """``$FACEGNET_CALIBRATION`` when set, else None (then int8 uses the ranges shipped with the weights)."""
     env = os.environ.get("FACEGNET_CALIBRATION")
-    if env:
-        return Path(env)
-    return _REPO_PACK if _REPO_PACK.is_dir() else None
+    return Path(env) if env else None
+
+
+def shipped_ranges(card: ModelCard) -> Path | None:
+    """The int8 activation ranges shipped beside the card's weights (``<weights stem>.int8-ranges.json``), if any.
+
+    They are ONNX Runtime's calibration cache (tensor → min/max) of the export of these weights, measured on
+    training-pack crops by :func:`write_int8_ranges`; with them an installed user needs no training data.
+    """
+    if card.weights_path is None:
+        return None
+    path = card.weights_path.with_name(card.weights_path.stem + ".int8-ranges.json")
+    return path if path.is_file() else None
+
+
+def _calibration_for(card: ModelCard, calibration: str | Path | np.ndarray | None,
+                     count: int = CALIBRATION_COUNT) -> np.ndarray | Path:
+    """What int8 is calibrated from: crops (given, or read from a folder), else the shipped ranges file."""
+    if isinstance(calibration, np.ndarray):
+        return calibration
+    folder = Path(calibration) if calibration is not None else default_calibration_dir()
+    if folder is not None:
+        return calibration_crops(folder, count, card.input_size)
+    ranges = shipped_ranges(card)
+    if ranges is None:
+        raise DataError("int8 calibration needs aligned training crops (no int8 ranges ship with these weights): "
+                        "set FACEGNET_CALIBRATION to the training pack (or a folder of 112×112 crops) or pass "
+                        "--calibration DIR")
+    return ranges
 
 
 def calibration_crops(folder: str | Path | None = None, count: int = CALIBRATION_COUNT, size: int = 112) -> np.ndarray:
@@ -379,13 +392,19 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def quantize_onnx(fp32_path: str | Path, out_path: str | Path, crops: np.ndarray, card: ModelCard,
-                  quant_format: str = DEFAULT_QUANT_FORMAT) -> dict[str, Any]:
-    """Static int8 quantization of an fp32 ONNX export, calibrated on ``crops``; returns the settings used."""
+def quantize_onnx(fp32_path: str | Path, out_path: str | Path, crops: np.ndarray | str | Path, card: ModelCard,
+                  quant_format: str = DEFAULT_QUANT_FORMAT, save_ranges: str | Path | None = None) -> dict[str, Any]:
+    """Static int8 quantization of an fp32 ONNX export; returns the settings used.
+
+    ``crops`` are uint8 calibration crops, or the path of an activation-ranges file (ONNX Runtime's calibration
+    cache, e.g. :func:`shipped_ranges`) to quantize with instead of calibrating. ``save_ranges``: write the
+    ranges found on ``crops`` there (what :func:`write_int8_ranges` ships).
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if len(crops) == 0:
+    from_ranges = not isinstance(crops, np.ndarray)
+    if not from_ranges and len(crops) == 0:
         raise DataError("no calibration crops")
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     prepared = out_path.with_name(out_path.stem + "-prepared.onnx")
@@ -393,28 +412,75 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, crops: np.ndarray
         warnings.simplefilter("ignore")
         # Shape inference and graph folding first, as ONNX Runtime recommends (fewer, larger quantized ops).
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        if from_ranges:
+            _check_ranges_cover(prepared, Path(crops))
         settings = {
             "method": "static post-training quantization (onnxruntime.quantization.quantize_static)",
             "format": quant_format.upper(),
             "weights": "int8, per channel, 7-bit range (reduce_range: no saturation on CPUs without VNNI)",
             "activations": "uint8, asymmetric, MinMax calibration",
-            "calibration": f"{len(crops)} aligned crops of the training pack (train split; never LFW)",
+            "calibration": (f"activation ranges shipped with the weights ({Path(crops).name}), measured on "
+                            "aligned crops of the training pack (train split; never LFW)") if from_ranges else
+            f"{len(crops)} aligned crops (the training pack's train split by default; never LFW)",
         }
-        quantize_static(
-            str(prepared),
-            str(out_path),
-            _CropReader(crops, card),
-            quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
-            per_channel=True,
-            reduce_range=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            # MinMax keeps only per-tensor min/max (ReduceMin/ReduceMax outputs), so memory stays small. Do not add
-            # CalibMaxIntermediateOutputs: onnxruntime 1.32 drops the collected batches instead of merging them.
-            calibrate_method=CalibrationMethod.MinMax,
-        )
+        cache = Path(crops) if from_ranges else (Path(save_ranges) if save_ranges is not None else None)
+        if cache is not None and not from_ranges:
+            cache.unlink(missing_ok=True)  # ONNX Runtime reads an existing cache instead of calibrating
+        try:
+            quantize_static(
+                str(prepared),
+                str(out_path),
+                None if from_ranges else _CropReader(crops, card),
+                quant_format=QuantFormat.QDQ if quant_format == "qdq" else QuantFormat.QOperator,
+                per_channel=True,
+                reduce_range=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                # MinMax keeps only per-tensor min/max (ReduceMin/ReduceMax outputs), so memory stays small. Do not
+                # add CalibMaxIntermediateOutputs: onnxruntime 1.32 drops the collected batches instead of merging.
+                calibrate_method=CalibrationMethod.MinMax,
+                calibration_cache_path=None if cache is None else str(cache),
+            )
+        except TypeError as exc:  # an onnxruntime without calibration caches (< 1.32)
+            if cache is None:
+                raise
+            raise ExportError(f"int8 from stored activation ranges needs onnxruntime ≥ 1.32 ({exc})", cache) from None
     prepared.unlink(missing_ok=True)
     return settings
+
+
+def _check_ranges_cover(prepared: Path, ranges: Path) -> None:
+    """Refuse a ranges file measured on another graph (another exporter names tensors differently)."""
+    import onnx
+
+    try:
+        data = json.loads(ranges.read_text())
+        names = set(data["data"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ExportError(f"unreadable int8 ranges file ({exc.__class__.__name__})", ranges) from None
+    graph = onnx.load(str(prepared)).graph
+    tensors = {name for node in graph.node for name in node.output} | {i.name for i in graph.input}
+    missing = names - tensors
+    if missing or not names:
+        raise ExportError(f"the int8 ranges do not fit this export ({len(missing)} of {len(names)} tensors missing: "
+                          "another exporter version?); calibrate with --calibration DIR", ranges)
+
+
+def write_int8_ranges(card: ModelCard, crops: np.ndarray, out: str | Path) -> Path:
+    """Measure int8 activation ranges of ``card``'s export on ``crops`` (training crops, never LFW) into ``out``.
+
+    What ships beside the weights (:func:`shipped_ranges`): quantizing from it gives the same int8 model as
+    calibrating on ``crops`` does.
+    """
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix="facegnet-export-") as scratch:
+        fp32 = export_onnx(card, Path(scratch) / "fp32.onnx")
+        quantize_onnx(fp32, Path(scratch) / "int8.onnx", crops, card, save_ranges=Path(scratch) / "ranges.json")
+        data = json.loads((Path(scratch) / "ranges.json").read_text())
+    data["facegnet"] = {"source_sha256": card.fingerprint, "crops": int(len(crops)), "export_version": EXPORT_VERSION}
+    with _atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(data, indent=0, sort_keys=True) + "\n")
+    return out
 
 
 # -- TorchScript -----------------------------------------------------------------------------------------------------
@@ -440,37 +506,6 @@ def export_torchscript(source: Source, path: str | Path, *, card: ModelCard | No
 # -- the cache -------------------------------------------------------------------------------------------------------
 
 
-def cache_dir() -> Path:
-    """``$FACEGNET_CACHE`` or ``~/.cache/facegnet``."""
-    env = os.environ.get("FACEGNET_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "facegnet"
-
-
-def cache_key(card: ModelCard) -> str:
-    """The weights' sha256; for the untrained network (one fingerprint for every config) a hash of its config."""
-    if card.trained:
-        return card.fingerprint
-    described = json.dumps([card.fingerprint, card.architecture, card.config, card.input_size,
-                            card.embedding_size], sort_keys=True)
-    return "untrained-" + hashlib.sha256(described.encode()).hexdigest()[:16]
-
-
-def cached_onnx_path(card: ModelCard, int8: bool = False) -> Path:
-    """Where :func:`cached_onnx` keeps the export of ``card``'s weights."""
-    variant = f"int8-{DEFAULT_QUANT_FORMAT}" if int8 else "fp32"
-    return cache_dir() / "onnx" / f"{cache_key(card)}-{variant}-v{EXPORT_VERSION}.onnx"
-
-
-def _cache_valid(path: Path, card: ModelCard) -> bool:
-    if not path.is_file():
-        return False
-    try:
-        data = read_export_card(path)
-    except ExportError:
-        return False
-    return data.get("source_sha256") == card.fingerprint and data.get("file_sha256") == sha256_file(path)
-
-
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
     """An exclusive lock on ``path`` (POSIX), so that two processes do not export the same model at once."""
@@ -487,16 +522,16 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def cached_onnx(card: ModelCard | None = None, *, int8: bool = False,
-                calibration: str | Path | None = None) -> Path:
+def cached_onnx(card: ModelCard | None = None, *, int8: bool = False) -> Path:
     """The ONNX export of ``card``'s weights (default: the active ones), exported into the cache if missing.
 
     A cached file is reused only when its card names the same source weights and its own sha256 still
-    matches; anything else is exported again. int8 exports are quantized from the cached fp32 one.
+    matches; anything else is exported again. int8 exports are quantized from the cached fp32 one with the
+    activation ranges shipped with the weights (no training data needed; DataError when none ship).
     """
     card = card if card is not None else resolve_card(None)
     path = cached_onnx_path(card, int8)
-    if _cache_valid(path, card):
+    if cache_valid(path, card):
         return path
     _refuse_foreign_card(path)
     try:
@@ -505,16 +540,18 @@ def cached_onnx(card: ModelCard | None = None, *, int8: bool = False,
         raise ExportError(f"cannot create the export cache ({exc.strerror}); set FACEGNET_CACHE", path.parent) \
             from None
     with _lock(path.with_suffix(".lock")):
-        if _cache_valid(path, card):  # another process made it while we waited
+        if cache_valid(path, card):  # another process made it while we waited
             return path
         if not int8:
             return export_onnx(card, path)
-        fp32 = cached_onnx(card)
-        crops = calibration_crops(calibration, CALIBRATION_COUNT, card.input_size)
-        return _quantize_file(fp32, path, card, crops)
+        ranges = shipped_ranges(card)
+        if ranges is None:
+            raise DataError(f"no int8 activation ranges ship with the weights {card.name}: make an int8 export "
+                            "with `facegnet export --int8 --calibration DIR` (training crops) and run it instead")
+        return _quantize_file(cached_onnx(card), path, card, ranges)
 
 
-def _quantize_file(fp32: Path, path: Path, card: ModelCard, crops: np.ndarray,
+def _quantize_file(fp32: Path, path: Path, card: ModelCard, crops: np.ndarray | Path,
                    quant_format: str = DEFAULT_QUANT_FORMAT) -> Path:
     """int8 export of an existing fp32 export (no second trip through PyTorch), with its card."""
     fp32_card = read_export_card(fp32)
@@ -526,5 +563,7 @@ def _quantize_file(fp32: Path, path: Path, card: ModelCard, crops: np.ndarray,
             tmp.write_bytes(out.read_bytes())
     extra = {k: v for k, v in fp32_card["export"].items() if k in ("onnx", "onnxruntime")}
     extra["fp32_agreement_cosine_min"] = fp32_card["export"].get("agreement_cosine_min")
+    # "shipped": the weights' own ranges, the procedure whose thresholds the card holds; else other data.
+    extra["int8_calibration"] = "shipped" if isinstance(crops, Path) and crops == shipped_ranges(card) else "custom"
     _write_card(path, card, "onnx", opset=fp32_card.get("opset"), int8=True, extra={**extra, "quantization": settings})
     return path

@@ -1,9 +1,10 @@
 """Embedding with ONNX Runtime: the same contract as :class:`facegnet.embed.Embedder`, without PyTorch at run time.
 
 :class:`OnnxEmbedder` takes aligned uint8 crops (N, 112, 112, 3) and returns float32 (N, 512) unit vectors,
-with the same normalisation (from the model card), flip test-time augmentation and batching as the PyTorch
-embedder. By default it runs the cached ONNX export of the card's weights (fp32 or int8), made on first use
-(:func:`facegnet.export.cached_onnx`).
+with the same normalisation and flip test-time augmentation (:mod:`facegnet.preprocess`, shared with the PyTorch
+embedder) and batching. It runs a given export, or the cached export of the card's weights (fp32 or int8) that
+:func:`facegnet.export.cached_onnx` makes on first use. This module imports neither PyTorch nor
+:mod:`facegnet.export`: a machine with onnxruntime, numpy and an export runs it.
 """
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from facegnet.card import ModelCard, resolve_card
-from facegnet.embed import as_crop_batch
-from facegnet.errors import FacegnetError
+from facegnet.errors import ExportError, FacegnetError
+from facegnet.onnx_cache import find_cached, read_export_card
+from facegnet.preprocess import crop_batch, embed_normalised, normalise
 
 
 def default_threads() -> int:
@@ -53,19 +55,29 @@ def make_session(path: str | Path, threads: int | None = None, spin: bool = True
         raise WeightsError(f"ONNX Runtime cannot load the model ({first[:200]})", path) from None
 
 
+def _int8_of(path: str | Path, default: bool) -> tuple[bool, str | None]:
+    """Whether an export is int8 and how it was calibrated, from its card (``default`` when it has none)."""
+    try:
+        card = read_export_card(path)
+    except ExportError:
+        return default, None
+    int8 = bool(card.get("int8", default))
+    return int8, (card.get("export", {}).get("int8_calibration") if int8 else None)
+
+
 class OnnxEmbedder:
     """Turns aligned face crops into unit-length embeddings with ONNX Runtime (CPU).
 
     Args:
         card: the model card of the weights (default: the shipped model, or the untrained fallback).
-        model: path of an ONNX export to run instead of the cached export of ``card``'s weights.
-        int8: run the int8 (statically quantized) export rather than the fp32 one.
-        flip: add the embedding of the mirrored crop (slightly more accurate, twice the compute).
+        model: path of an ONNX export to run; default: the cached export of ``card``'s weights (made by
+            :func:`facegnet.export.cached_onnx`, which ``FaceRecognizer(backend="onnx")`` calls on first use).
+        int8: with ``model=None``: the cached int8 (statically quantized) export rather than the fp32 one.
+        flip: add the embedding of the mirrored crop (twice the compute; see the card's thresholds per procedure).
         batch_size: crops per forward pass (with flip, each pass runs twice as many images).
         device: only "cpu" (kept for the same signature as :class:`facegnet.embed.Embedder`).
         threads: intra-op threads (default: :func:`default_threads`).
         spin: let idle ONNX Runtime threads busy-wait (lower latency; see :func:`make_session`).
-        calibration: int8 only, when the export must be made: the training crops to calibrate on.
     """
 
     def __init__(
@@ -79,7 +91,6 @@ class OnnxEmbedder:
         device: str = "cpu",
         threads: int | None = None,
         spin: bool = True,
-        calibration: str | Path | None = None,
     ) -> None:
         if str(device) != "cpu":
             raise FacegnetError(f"the ONNX back-ends run on the CPU only (device {device!r} asked for): "
@@ -88,20 +99,18 @@ class OnnxEmbedder:
         self.flip = flip
         self.batch_size = max(1, int(batch_size))
         if model is None:
-            from facegnet.export import cached_onnx
-
-            model = cached_onnx(self.card, int8=int8, calibration=calibration)
+            model = find_cached(self.card, int8)
+            if model is None:
+                raise ExportError("no ONNX export of these weights is cached yet: make it with "
+                                  "facegnet.export.cached_onnx(card) (needs PyTorch) or pass model=PATH")
+        self.int8, self.int8_calibration = _int8_of(model, int8)
         self.path = Path(model)
         self.session = make_session(self.path, threads, spin)
         self._input = self.session.get_inputs()[0].name
-        self._mean = np.asarray(self.card.mean, dtype=np.float32).reshape(1, 3, 1, 1) * np.float32(255.0)
-        self._std = np.asarray(self.card.std, dtype=np.float32).reshape(1, 3, 1, 1) * np.float32(255.0)
 
     @classmethod
     def from_export(cls, path: str | Path, **options) -> "OnnxEmbedder":
         """Run an ONNX export written by :func:`facegnet.export.export_onnx`, with the card beside it."""
-        from facegnet.export import read_export_card
-
         card = ModelCard.from_dict(read_export_card(path), path=Path(path).with_suffix(".json").resolve())
         return cls(card, model=path, **options)
 
@@ -109,25 +118,26 @@ class OnnxEmbedder:
     def dim(self) -> int:
         return int(self.card.embedding_size)
 
+    @property
+    def numerics(self) -> str:
+        """Part of the embedding procedure: "fp32" (ONNX fp32 agrees with PyTorch to a cosine ≥ 0.9999, tested),
+        "int8" (quantized with the ranges shipped with the weights) or "int8-custom" (other calibration data)."""
+        if not self.int8:
+            return "fp32"
+        return "int8" if self.int8_calibration == "shipped" else "int8-custom"
+
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, 3) RGB crops → normalised float32 (N, 3, H, W) array."""
-        batch = np.asarray(crops).transpose(0, 3, 1, 2).astype(np.float32)
-        return np.ascontiguousarray((batch - self._mean) / self._std)
+        return normalise(crops, self.card.mean, self.card.std)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input: batch})[0]
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         """Embed (N, S, S, 3) uint8 crops (S = the card's input size): float32 (N, D) unit vectors."""
-        crops = as_crop_batch(crops, self.card.input_size)
+        crops = crop_batch(crops, self.card.input_size)
         out = np.empty((len(crops), self.dim), dtype=np.float32)
         for start in range(0, len(crops), self.batch_size):
             batch = self.preprocess(crops[start : start + self.batch_size])
-            n = len(batch)
-            if self.flip:
-                # One run over the crops and their mirror images together: one call, twice the batch.
-                both = np.concatenate([batch, batch[:, :, :, ::-1]])
-                features = self.session.run(None, {self._input: both})[0]
-                features = features[:n] + features[n:]
-            else:
-                features = self.session.run(None, {self._input: batch})[0]
-            norms = np.linalg.norm(features, axis=1, keepdims=True)
-            out[start : start + n] = features / np.maximum(norms, 1e-12)
+            out[start : start + len(batch)] = embed_normalised(self._run, batch, self.flip)
         return out

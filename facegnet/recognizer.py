@@ -20,11 +20,14 @@ from facegnet.align import align_face, align_faces, central_landmarks
 from facegnet.card import ModelCard, resolve_card
 from facegnet.detect import Detector, Face
 from facegnet.embed import Embedder
-from facegnet.errors import DeviceError, FacegnetError, NoFaceError
+from facegnet.errors import DeviceError, FacegnetError, NoFaceError, WeightsError
 from facegnet.io import ImageLike, describe, load_image
 
 #: Embedding engines of FaceRecognizer(backend=...).
 BACKENDS = ("torch", "onnx", "onnx-int8")
+#: The numerics of each engine, one part of the embedding procedure. PyTorch and ONNX Runtime fp32 give the same
+#: embeddings (cosine ≥ 0.9999 per face, tested in tests/test_export.py), so they are one procedure.
+NUMERICS = {"torch": "fp32", "onnx": "fp32", "onnx-int8": "int8"}
 
 
 @dataclass
@@ -76,12 +79,13 @@ class FaceRecognizer:
     Args:
         weights: None for the shipped default model (an untrained, fixed-seed network until weights ship),
             a card name in ``facegnet/weights``, or a path to a model card (.json) or weights (.pt) with its card.
-        threshold: cosine-similarity threshold for "same person" (default: the card's calibrated one).
+        threshold: cosine-similarity threshold for "same person" (default: the one the card calibrated for this
+            embedding procedure, see :attr:`procedure`; a procedure without one is refused unless given).
         min_face_size: smallest face side in pixels that counts as usable for verification and enrolment.
         detect_min_face_size: smallest face side MTCNN searches for (smaller is slower).
         detection_thresholds: MTCNN's three stage thresholds.
         max_side: longer image side above which images are downscaled for detection.
-        flip: flip test-time augmentation in the embedder.
+        flip: flip test-time augmentation in the embedder (part of the procedure: thresholds differ).
         batch_size: crops per embedding forward pass.
         device: torch device ("cpu", "cuda").
         threads: CPU threads for torch (process-wide; default: torch's choice, one per core). On a
@@ -115,7 +119,15 @@ class FaceRecognizer:
         device = check_device(device)
         if threads is not None:
             torch.set_num_threads(max(1, int(threads)))
-        self.card: ModelCard = resolve_card(weights)
+        self.flip = bool(flip)
+        base = resolve_card(weights)
+        try:
+            # The card as this procedure sees it: its thresholds were calibrated for it (galleries read them here).
+            self.card: ModelCard = base.for_procedure(self.flip, NUMERICS[backend])
+        except WeightsError:
+            if threshold is None:
+                raise
+            self.card = base  # the user's threshold stands in for the missing calibration
         self.threshold = float(self.card.threshold if threshold is None else threshold)
         self.threshold_given = threshold is not None  # galleries then use it instead of the card's open-set one
         self.min_face_size = int(min_face_size)
@@ -138,9 +150,12 @@ class FaceRecognizer:
     def embedder(self) -> Embedder:
         """The embedding network, built on first use and kept."""
         if self._embedder is None and self.backend != "torch":
-            from facegnet.onnx_backend import OnnxEmbedder  # onnxruntime is loaded only when asked for
+            from facegnet.export import cached_onnx  # onnxruntime is loaded only when asked for
+            from facegnet.onnx_backend import OnnxEmbedder
 
-            self._embedder = OnnxEmbedder(self.card, int8=self.backend == "onnx-int8", **self._embedder_options)
+            int8 = self.backend == "onnx-int8"
+            model = cached_onnx(self.card, int8=int8)
+            self._embedder = OnnxEmbedder(self.card, model=model, **self._embedder_options)
         if self._embedder is None:
             self._embedder = Embedder(self.card, **self._embedder_options)
         return self._embedder
@@ -149,6 +164,12 @@ class FaceRecognizer:
     def fingerprint(self) -> str:
         """sha256 of the weights; galleries record it and refuse embeddings from other weights."""
         return self.card.fingerprint
+
+    @property
+    def procedure(self) -> str:
+        """The embedding procedure, ``<weights sha256>:<flip|noflip>:<fp32|int8>``: embeddings (and the card's
+        thresholds) are comparable only within one; galleries record it and refuse a probe from another."""
+        return self.card.procedure(self.flip, NUMERICS[self.backend])
 
     # -- the stages --------------------------------------------------------------------------------------
     def detect(self, image: ImageLike) -> list[Face]:

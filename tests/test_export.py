@@ -16,17 +16,20 @@ import torch
 
 from facegnet.cli import main
 from facegnet.export import (
+    CALIBRATION_COUNT,
     ExportError,
     cached_onnx,
     cached_onnx_path,
     calibration_crops,
-    default_calibration_dir,
     export_onnx,
     export_torchscript,
+    shipped_ranges,
 )
 from facegnet.onnx_backend import OnnxEmbedder, make_session
 from facegnet.recognizer import FaceRecognizer
-from tests.conftest import LFW_IMAGES
+from tests.conftest import LFW_IMAGES, ROOT, SHARED
+
+PACK = SHARED / "data" / "train"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -135,20 +138,87 @@ def test_torchscript_equals_eager(tmp_path, recognizer, lfw_crops):
     assert card["format"] == "torchscript" and card["int8"] is False
 
 
-def test_int8_export_runs_and_stays_close(tmp_path, recognizer, lfw_crops, torch_embeddings):
-    pack = default_calibration_dir()
-    if pack is None or not pack.is_dir():
-        pytest.skip("training pack not available for calibration")
-    crops = calibration_crops(pack, count=64)
-    path = export_onnx(None, tmp_path / "net-int8.onnx", int8=True, calibration=crops)
-    onnx.checker.check_model(str(path), full_check=True)
-    card = json.loads(path.with_suffix(".json").read_text())
-    assert card["int8"] is True and "training pack" in card["export"]["quantization"]["calibration"]
-    assert path.stat().st_size < 0.4 * cached_onnx_path(recognizer.card).stat().st_size
-    got = OnnxEmbedder(recognizer.card, model=path, threads=1)(lfw_crops)
+@pytest.fixture(scope="module")
+def int8_path(onnx_path):
+    """The cached int8 export, quantized with the activation ranges shipped beside the weights (no pack)."""
+    return cached_onnx(int8=True)
+
+
+def test_int8_export_from_shipped_ranges_runs_and_stays_close(int8_path, recognizer, lfw_crops, torch_embeddings,
+                                                              monkeypatch):
+    monkeypatch.delenv("FACEGNET_CALIBRATION", raising=False)
+    if not recognizer.card.trained:
+        pytest.skip("no trained weights: no shipped int8 ranges")
+    onnx.checker.check_model(str(int8_path), full_check=True)
+    card = json.loads(int8_path.with_suffix(".json").read_text())
+    assert card["int8"] is True and card["export"]["int8_calibration"] == "shipped"
+    assert "shipped with the weights" in card["export"]["quantization"]["calibration"]
+    assert int8_path.stat().st_size < 0.4 * cached_onnx_path(recognizer.card).stat().st_size
+    embedder = OnnxEmbedder(recognizer.card, model=int8_path, threads=1)
+    assert embedder.numerics == "int8"
+    got = embedder(lfw_crops)
     cos = cosines(got, torch_embeddings)
     print(f"\nint8 vs PyTorch fp32 on {len(cos)} LFW faces: cosine mean {cos.mean():.4f}, min {cos.min():.4f}")
     assert cos.mean() >= 0.97 and cos.min() >= 0.9
+
+
+@pytest.mark.slow
+def test_shipped_int8_ranges_are_those_of_the_training_pack(tmp_path, int8_path, recognizer, lfw_crops):
+    """Quantizing with the shipped ranges gives the int8 model that calibrating on the pack's crops gives."""
+    if not PACK.is_dir() or shipped_ranges(recognizer.card) is None:
+        pytest.skip("training pack or shipped ranges not available")
+    crops = calibration_crops(PACK, CALIBRATION_COUNT, recognizer.card.input_size)
+    path = export_onnx(None, tmp_path / "net-int8.onnx", int8=True, calibration=crops)
+    custom = OnnxEmbedder(recognizer.card, model=path, threads=1)
+    assert custom.numerics == "int8-custom"  # other calibration data: not the procedure the card calibrated
+    shipped = OnnxEmbedder(recognizer.card, model=int8_path, threads=1)
+    assert np.allclose(custom(lfw_crops), shipped(lfw_crops), atol=1e-6)
+
+
+def test_int8_ranges_of_another_graph_are_refused(tmp_path, onnx_path, recognizer):
+    from facegnet.export import _quantize_file
+
+    bad = tmp_path / "ranges.json"
+    bad.write_text(json.dumps({"calibration_method": "MinMax", "data": {"no_such_tensor": {"lowest": 0, "highest": 1}}}))
+    with pytest.raises(ExportError, match="do not fit this export"):
+        _quantize_file(onnx_path, tmp_path / "x.onnx", recognizer.card, bad)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.slow
+def test_int8_backend_works_from_a_wheel_without_the_training_pack(tmp_path):
+    """Issue 13.7: an installed user (wheel contents only, no ../shared, empty cache) runs --backend onnx-int8."""
+    import subprocess
+    import sys
+    import zipfile
+
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(wheels), str(ROOT)], check=True, capture_output=True)
+    site = tmp_path / "site"
+    with zipfile.ZipFile(next(wheels.glob("facegnet-*.whl"))) as wheel:
+        wheel.extractall(site)  # a pure-Python wheel installs by unpacking
+    script = (
+        "import sys, facegnet; assert facegnet.__file__.startswith(sys.argv[1]), facegnet.__file__\n"
+        "from facegnet import FaceRecognizer\n"
+        "from pathlib import Path\n"
+        "rec = FaceRecognizer(backend='onnx-int8')\n"
+        "assets = Path(facegnet.__file__).parent / 'assets'\n"
+        "same = rec.verify(assets / 'colin_powell_1.jpg', assets / 'colin_powell_2.jpg')\n"
+        "diff = rec.verify(assets / 'colin_powell_1.jpg', assets / 'serena_williams_1.jpg')\n"
+        "print(rec.procedure, rec.threshold, same.same, diff.same)\n"
+    )
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k not in ("FACEGNET_CACHE", "FACEGNET_CALIBRATION", "PYTHONPATH")}
+    env.update(HOME=str(home), PYTHONPATH=str(site), OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-c", script, str(site)], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    procedure, threshold, same, diff = run.stdout.split()
+    assert procedure.endswith(":flip:int8") and (same, diff) == ("True", "False")
+    card = json.loads((site / "facegnet" / "weights" / "facegnet-default.json").read_text())
+    assert float(threshold) == card["thresholds"]["flip:int8"]["threshold"]
+    assert list((home / ".cache" / "facegnet" / "onnx").glob("*-int8-*.onnx"))  # made on first use, cached
 
 
 def test_calibration_refuses_lfw():
