@@ -93,23 +93,53 @@ def number(frame) -> int:
 
 
 # ============================================================================================ capture
+class SteppedVideoCapture(FakeVideoCapture):
+    """A camera that delivers frames only when the test says so: :meth:`step` lets ``n`` frames through and
+    returns once the capture thread has taken all of them and waits for the next (events, not timing)."""
+
+    def __init__(self, frames: int) -> None:
+        super().__init__(frames)
+        self._permits = threading.Semaphore(0)
+        self._cond = threading.Condition()
+        self.calls = 0  # read() calls entered
+        self.passed = 0  # read() calls let through
+
+    def read(self):
+        with self._cond:
+            self.calls += 1
+            self._cond.notify_all()
+        if self.next >= self.end or not self._permits.acquire(timeout=30):  # the end: no need to wait
+            return False, None
+        with self._cond:
+            self.passed += 1
+        return super().read()
+
+    def step(self, n: int) -> None:
+        with self._cond:
+            target = self.passed + n
+            for _ in range(n):
+                self._permits.release()
+            # read() entered again after the n-th frame: every one of them has reached the capture's slot.
+            done = self._cond.wait_for(lambda: self.passed >= target and self.calls > target, timeout=30)
+            assert done, "the capture thread stalled"
+
+
 def test_newest_frame_capture_drops_stale_frames_for_a_slow_consumer() -> None:
-    fake = FakeVideoCapture(150, delay=0.001)
-    capture = FrameCapture(Source("video", "fake.avi"), drop_stale=True, opener=lambda s: fake)
-    seen, behind = [], []
+    fake = SteppedVideoCapture(60)
+    capture = FrameCapture(Source("video", "camera.avi"), drop_stale=True, opener=lambda s: fake)
+    bursts = [1, 4, 1, 10, 2, 30, 12]  # frames that arrive while the consumer is busy elsewhere
+    seen = []
     with capture:
-        while (frame := capture.read(timeout=5)) is not None:
+        for burst in bursts:
+            fake.step(burst)
+            frame = capture.read(timeout=30)
             seen.append(number(frame))
-            behind.append(fake.next - 1 - frame.index)  # frames read since this one: its staleness
-            time.sleep(0.02)  # the slow consumer
-    assert seen == sorted(set(seen)) and seen == [i for i in seen if 0 <= i < 150]
-    assert seen[-1] == 149  # the newest frame is never lost
-    assert capture.frames_dropped > 50 and len(seen) < 100
-    assert capture.frames_delivered + capture.frames_dropped == capture.frames_read == 150
-    # No growing lag: each frame handed out was (nearly) the newest when it was taken (a queue of every
-    # frame would fall ~20 frames further behind per frame read here).
-    assert max(behind) <= 10, behind
-    assert capture.ended_by_eof and fake.released
+            assert number(frame) == frame.index == fake.next - 1  # always the newest frame, never a queued one
+        assert capture.read(timeout=30) is None  # nothing stale left behind, then the end
+    assert seen == list(np.cumsum(bursts) - 1)
+    assert capture.frames_read == 60 and capture.frames_delivered == len(bursts)
+    assert capture.frames_dropped == 60 - len(bursts)  # every frame the consumer was too busy for
+    assert fake.released and capture.ended_by_eof
 
 
 def test_video_file_capture_reads_every_frame_and_ends_cleanly() -> None:
@@ -252,13 +282,18 @@ def test_events_are_json_lines(capsys) -> None:
 
 
 def test_background_identifier_never_makes_the_display_wait() -> None:
-    """Detection (slow here: 0.15 s) runs on a worker; every frame is answered at once, names follow."""
+    """Detection runs on a worker: while it is held up, every frame is still answered; names follow after."""
     from facegnet.gallery import Identification
     from facegnet.live import BackgroundIdentifier, Frame, LiveConfig, LiveIdentifier
 
-    class SlowRecognizer:
+    detecting, release = threading.Event(), threading.Event()
+    calls = []
+
+    class HeldUpRecognizer:
         def detect(self, rgb):
-            time.sleep(0.15)
+            calls.append(1)
+            detecting.set()
+            assert release.wait(30), "the test never let detection finish"
             return [face(100, 50)]
 
         def embed_faces(self, rgb, faces):
@@ -269,21 +304,29 @@ def test_background_identifier_never_makes_the_display_wait() -> None:
             return [Identification("Ann", 0.9, 0.5, []) for _ in embeddings]
 
     events: list[dict] = []
-    identifier = LiveIdentifier(SlowRecognizer(), OnePersonGallery(), LiveConfig(detect_every=5),
+    identifier = LiveIdentifier(HeldUpRecognizer(), OnePersonGallery(), LiveConfig(detect_every=5),
                                 emit=events.append)
     worker = BackgroundIdentifier(identifier)
     image = np.zeros((8, 8, 3), np.uint8)
-    slowest, shown = 0.0, []
-    for index in range(40):  # a 25 fps camera for 1.6 s
-        start = time.perf_counter()
-        shown = worker.process(Frame(image, index, start, time.time(), index / 25))
-        slowest = max(slowest, time.perf_counter() - start)
-        time.sleep(0.04)
+
+    def frame(index: int) -> Frame:
+        return Frame(image, index, float(index), float(index), index / 25)
+
+    assert worker.process(frame(0)) == []  # frame 0 goes to the worker ...
+    assert detecting.wait(30)  # ... which is now inside a detection that cannot finish
+    for index in range(1, 30):  # a camera keeps delivering: each frame is answered on this thread, at once
+        assert worker.process(frame(index)) == []
+    assert len(calls) == 1 and not release.is_set()  # all of that while the one detection was still held up
+    release.set()
+    index, shown = 30, []
+    while not shown and index < 100_000:  # the worker's answers are taken up by the frames that follow
+        shown = worker.process(frame(index))
+        index += 1
+        detecting.clear() if shown else time.sleep(0.001)
     worker.finish()
-    assert slowest < 0.05  # never waited for the 0.15 s detection
     assert [o.name for o in shown] == ["Ann"] and shown[0].box[0] == pytest.approx(100)
     assert [e["event"] for e in events] == ["appeared", "left"] and events[0]["name"] == "Ann"
-    assert 3 <= identifier.detections <= 12  # every 5 frames (or when the worker is free), not every frame
+    assert len(calls) < index / 2  # detection every few frames (tracking in between), never every frame
 
 
 # ============================================================================================ the command
