@@ -24,6 +24,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (default: 1)")
     parser.add_argument("--min-face-size", type=int, default=20, metavar="PX", help="smallest face side (default: 20)")
     parser.add_argument("--all-faces", action="store_true", help="keep every face of a photo, not only the largest")
+    parser.add_argument("--unlabelled", action="store_true",
+                        help="every photo is an unlabelled face (sub-folders are layout, not people)")
+    parser.add_argument("--exclude-names", metavar="FILE",
+                        help="refuse person folders named in FILE (e.g. LFW's people.txt: never train on LFW people)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -32,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from facegnet.train.prepare import prepare
 
     summary = prepare(args.src, args.out, workers=args.workers, min_face_size=args.min_face_size,
-                      all_faces=args.all_faces, progress=not args.no_progress)
+                      all_faces=args.all_faces, progress=not args.no_progress,
+                      unlabelled=args.unlabelled, exclude_names=args.exclude_names)
     print(json.dumps(asdict(summary)))
     return 0

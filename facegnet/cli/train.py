@@ -28,7 +28,13 @@ HELP: dict[str, str] = {
     "min_faces": "identities with fewer faces get no margin loss (still distilled)",
     "distill": "teacher distillation loss: cosine (centred teacher), mse or none",
     "distill_weight": "weight of the distillation loss",
-    "teacher": "teacher embeddings file inside the pack",
+    "teacher": "stored teacher embeddings file inside the pack (none: no stored teacher)",
+    "teacher_model": "OpenVINO face embedder (.xml or its folder) run online on every augmented batch "
+                     "(needs pip install 'facegnet[train]')",
+    "teacher_weight": "weight of the online teacher's distillation loss",
+    "extra_data": "comma-separated folders of more faces made by `facegnet prepare` (unnamed faces: distillation only)",
+    "mixup": "fraction of faces blended with another face of the batch (needs --teacher-model)",
+    "cutmix": "fraction of faces with a rectangle pasted from another face (needs --teacher-model)",
     "optimizer": "sgd or adamw",
     "lr": "peak learning rate",
     "min_lr": "learning rate at the end of the cosine schedule",
@@ -101,7 +107,7 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-AUGMENT_PROBABILITIES = ("flip", "colour", "grayscale", "blur", "lowres", "jitter", "erase")
+AUGMENT_PROBABILITIES = ("flip", "colour", "grayscale", "blur", "lowres", "jitter", "erase", "mixup", "cutmix")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -133,6 +139,8 @@ def config_from_args(args: argparse.Namespace):
     for key in AUGMENT_PROBABILITIES:
         if key in values and not 0.0 <= values[key] <= 1.0:
             raise DataError(f"--{key} is a probability: between 0 and 1, not {values[key]}")
+    if (values.get("mixup") or values.get("cutmix")) and not values.get("teacher_model"):
+        raise DataError("--mixup and --cutmix need --teacher-model: only an online teacher can embed a mixed face")
     return TrainConfig(**values)
 
 

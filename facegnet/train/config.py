@@ -22,7 +22,10 @@ class TrainConfig:
     min_faces: int = 2  # identities with fewer faces get no margin loss (distillation only)
     distill: str = "cosine"  # cosine | mse | none
     distill_weight: float = 1.0
-    teacher: str = "teacher_dlib.npy"
+    teacher: str = "teacher_dlib.npy"  # stored teacher embeddings inside the pack; "none": no stored teacher
+    teacher_model: str | None = None  # an OpenVINO face embedder run online on every augmented batch
+    teacher_weight: float = 1.0  # weight of the online teacher's distillation loss
+    extra_data: str | None = None  # comma-separated `facegnet prepare` folders of more faces (labels where named)
     # optimisation
     optimizer: str = "sgd"  # sgd | adamw
     lr: float = 0.1
@@ -44,6 +47,8 @@ class TrainConfig:
     lowres: float = 0.0
     jitter: float = 0.0
     erase: float = 0.0
+    mixup: float = 0.0  # fraction of rows blended with another face (needs --teacher-model)
+    cutmix: float = 0.0  # fraction of rows with a rectangle pasted from another face (needs --teacher-model)
     # bookkeeping
     checkpoint_every: int = 500  # steps; 0: only at the end
     checkpoint_minutes: float = 0.0  # also checkpoint after this many minutes (0: off)

@@ -164,6 +164,105 @@ def pack_teacher_mean(root: str | Path, teacher: str = "teacher_dlib.npy") -> np
     return np.load(Path(root) / teacher).astype(np.float64).mean(axis=0).astype(np.float32)
 
 
+def is_pack(root: str | Path) -> bool:
+    """True for a training pack (its manifest has identity and split columns); ``facegnet prepare`` output
+    has a manifest too, with person columns instead."""
+    path = Path(root) / "manifest.csv"
+    if not path.exists():
+        return False
+    with open(path, newline="") as handle:
+        header = next(csv.reader(handle), [])
+    return {"crop", "identity", "split"} <= set(header)
+
+
+def load_prepared(root: str | Path, min_faces: int = 2, cache: str | Path | None = None,
+                  limit: int | None = None) -> FaceSet:
+    """Load the crops ``facegnet prepare`` wrote (``manifest.csv``: crop, person, …).
+
+    Faces of a person with at least ``min_faces`` crops get a class; loose photos (person "") and rarer people
+    get -1: they still teach through distillation. Without a manifest the folder layout is read instead
+    (:func:`load_folder`).
+    """
+    root = Path(root)
+    path = root / "manifest.csv"
+    if not path.exists():
+        faces = load_folder(root, min_faces, cache=cache)
+        return faces if not limit else faces.subset(np.arange(min(limit, len(faces))))
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and not {"crop", "person"} <= set(rows[0]):
+        raise DataError("not a prepare manifest (needs crop and person columns)", path)
+    rows = [r for r in rows if r.get("crop")]
+    if limit:
+        rows = rows[:limit]
+    if not rows:
+        raise DataError("no face crops listed in the manifest", path)
+    names = [r["person"] for r in rows]
+    counts = Counter(n for n in names if n)
+    identities = sorted(n for n, c in counts.items() if c >= min_faces)
+    class_of = {name: c for c, name in enumerate(identities)}
+    labels = np.array([class_of.get(n, -1) for n in names], dtype=np.int64)
+    paths = [r["crop"] for r in rows]
+    images = decode_crops([root / p for p in paths], cache=cache)
+    return FaceSet(images=images, labels=labels, paths=paths, identities=identities)
+
+
+def concat(sets: list[FaceSet], names: list[str] | None = None) -> FaceSet:
+    """One FaceSet of several: classes renumbered after each other (prefixed with the set's name, so two
+    sources' "7" stay apart), teacher rows NaN where a set has none."""
+    if len(sets) == 1:
+        return sets[0]
+    names = names or [str(i) for i in range(len(sets))]
+    dims = {s.teacher.shape[1] for s in sets if s.teacher is not None}
+    if len(dims) > 1:
+        raise DataError(f"the sources' stored teachers differ in size ({sorted(dims)})")
+    dim = dims.pop() if dims else None
+    labels, identities, teachers, paths = [], [], [], []
+    for name, s in zip(names, sets):
+        labels.append(np.where(s.labels >= 0, s.labels + len(identities), -1))
+        identities += [f"{name}/{i}" for i in s.identities]
+        paths += [f"{name}/{p}" for p in s.paths]
+        if dim is not None:
+            teachers.append(s.teacher if s.teacher is not None else np.full((len(s), dim), np.nan, np.float32))
+    return FaceSet(images=np.concatenate([s.images for s in sets]), labels=np.concatenate(labels), paths=paths,
+                   identities=identities, teacher=np.concatenate(teachers) if dim is not None else None)
+
+
+def mix_batch(x: torch.Tensor, mixup: float, cutmix: float, generator: torch.Generator) -> torch.Tensor:
+    """Mix faces of a batch with each other (only for an online teacher, which embeds the mixed image).
+
+    Returns a bool mask of the rows that were mixed: their identity labels and stored teacher vectors no longer
+    hold. ``mixup``: that fraction of rows becomes λ·a + (1−λ)·b with λ uniform in 0.5–0.8 (the row's own
+    face dominates); ``cutmix``: that fraction gets a rectangle (20–45% of the area) pasted from another face.
+    ``x`` is changed in place.
+    """
+    n = x.shape[0]
+    mixed = torch.zeros(n, dtype=torch.bool)
+    if n < 2:
+        return mixed
+    partner = (torch.arange(n) + torch.randint(1, n, (n,), generator=generator)) % n  # never the row itself
+    source = x.clone()
+    if mixup > 0:
+        rows = torch.rand(n, generator=generator) < mixup
+        if rows.any():
+            lam = _uniform(int(rows.sum()), 0.5, 0.8, generator).to(x.dtype).view(-1, 1, 1, 1)
+            x[rows] = lam * source[rows] + (1 - lam) * source[partner[rows]]
+            mixed |= rows
+    if cutmix > 0:
+        rows = (torch.rand(n, generator=generator) < cutmix) & ~mixed
+        if rows.any():
+            h, w = x.shape[-2:]
+            for i in torch.nonzero(rows).flatten().tolist():
+                area = float(_uniform(1, 0.2, 0.45, generator)) * h * w
+                aspect = float(torch.exp(_uniform(1, -0.5, 0.5, generator)))
+                eh, ew = min(h, int((area * aspect) ** 0.5)), min(w, int((area / aspect) ** 0.5))
+                top = int(torch.randint(0, h - eh + 1, (1,), generator=generator))
+                left = int(torch.randint(0, w - ew + 1, (1,), generator=generator))
+                x[i, :, top : top + eh, left : left + ew] = source[partner[i], :, top : top + eh, left : left + ew]
+            mixed |= rows
+    return mixed
+
+
 def load_folder(root: str | Path, min_faces: int = 2, cache: str | Path | None = None) -> FaceSet:
     """Load a folder of crops: one sub-folder per person, or loose images (unlabelled, label -1)."""
     root = Path(root)

@@ -34,14 +34,37 @@ class PrepareSummary:
     skipped: int = 0
 
 
-def list_photos(src: Path) -> list[tuple[Path, str]]:
-    """``(photo, person)`` for every image under ``src``; person is "" for loose photos."""
+def list_photos(src: Path, unlabelled: bool = False) -> list[tuple[Path, str]]:
+    """``(photo, person)`` for every image under ``src``; person is "" for loose photos (every photo when
+    ``unlabelled``: sub-folders are then only a layout, e.g. a data set's ``train/`` and ``val/``)."""
     photos = []
     for path in sorted(src.rglob("*")):
         if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
             rel = path.relative_to(src)
-            photos.append((path, rel.parts[0] if len(rel.parts) > 1 else ""))
+            photos.append((path, rel.parts[0] if len(rel.parts) > 1 and not unlabelled else ""))
     return photos
+
+
+def read_excluded_names(path: str | Path) -> set[str]:
+    """Person names never to train on, normalised (case, spaces/underscores): LFW's ``people.txt`` (name
+    and count per line, a bare count line first) or a plain list of names, one per line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        raise DataError(f"cannot read the excluded names ({exc.strerror or exc.__class__.__name__})", path) from None
+    names = set()
+    for line in lines:
+        parts = line.split("\t") if "\t" in line else [line]
+        name = parts[0].strip()
+        if name and not name.isdigit():
+            names.add(normalise_name(name))
+    return names
+
+
+def normalise_name(name: str) -> str:
+    """``"George W Bush"``, ``"george_w_bush"`` → ``"george w bush"``."""
+    return " ".join(name.replace("_", " ").replace("-", " ").lower().split())
 
 
 # One detector per worker process, created on first use.
@@ -80,7 +103,8 @@ def _process(job: tuple[str, str, str, str, bool, int]) -> tuple[list[dict], lis
         faces = [max(faces, key=lambda f: f.area * f.score)]  # as the shared pack chose
     folder = Path(out) / (person or UNLABELLED)
     folder.mkdir(parents=True, exist_ok=True)
-    stem = Path(photo).stem
+    # Loose photos from different sub-folders (train/1.jpg, val/1.jpg) must not overwrite each other's crops.
+    stem = Path(rel).stem if person else "__".join(Path(rel).with_suffix("").parts)
     rows = []
     for k, face in enumerate(faces):
         name = f"{stem}.png" if len(faces) == 1 and not all_faces else f"{stem}_{k}.png"
@@ -111,13 +135,24 @@ def _appender(path: Path, fields: list[str]):
 
 
 def prepare(src: str | Path, out: str | Path, workers: int = 1, min_face_size: int = 20, all_faces: bool = False,
-            progress: bool = True) -> PrepareSummary:
-    """Detect and align every photo of ``src`` into ``out`` (see the module docstring); resumable."""
+            progress: bool = True, unlabelled: bool = False, exclude_names: str | Path | None = None) -> PrepareSummary:
+    """Detect and align every photo of ``src`` into ``out`` (see the module docstring); resumable.
+
+    ``exclude_names`` (e.g. LFW's ``people.txt``) refuses the whole run when a person folder carries one of
+    its names: an evaluation set's people must never be trained on.
+    """
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise DataError("source folder not found", src)
+    photos = list_photos(src, unlabelled)
+    if exclude_names is not None:
+        excluded = read_excluded_names(exclude_names)
+        clash = sorted({person for _, person in photos if person and normalise_name(person) in excluded})
+        if clash:
+            more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
+            raise DataError(f"{len(clash)} person folder(s) name people of the excluded list "
+                            f"({', '.join(clash[:3])}{more}); remove them first", src)
     out.mkdir(parents=True, exist_ok=True)
-    photos = list_photos(src)
     done = _done_sources(out)
     summary = PrepareSummary(skipped=sum(1 for p, _ in photos if str(p.relative_to(src)) in done))
     jobs = [(str(p), person, str(p.relative_to(src)), str(out), all_faces, min_face_size)

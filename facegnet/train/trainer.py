@@ -30,17 +30,21 @@ from facegnet.train import data as D
 from facegnet.train.distill import TeacherDistill
 from facegnet.train.config import DEFAULT_MODEL, TrainConfig
 from facegnet.train.evaluate import evaluate_pairs
+from facegnet.train.teacher import OnlineTeacher
 
 __all__ = ["DEFAULT_MODEL", "TrainConfig", "TrainModule", "train"]
 
 class TrainModule(nn.Module):
-    """Embedding network + margin head + distillation projection, so one DDP wrapper syncs them all."""
+    """Embedding network + margin head + distillation projections (stored and online teacher), so one DDP
+    wrapper syncs them all."""
 
-    def __init__(self, net: nn.Module, head: nn.Module | None, distill: TeacherDistill | None) -> None:
+    def __init__(self, net: nn.Module, head: nn.Module | None, distill: TeacherDistill | None,
+                 online: TeacherDistill | None = None) -> None:
         super().__init__()
-        self.net, self.head, self.distill = net, head, distill
+        self.net, self.head, self.distill, self.online = net, head, distill, online
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None, cfg: TrainConfig):
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None, cfg: TrainConfig,
+                online: torch.Tensor | None = None):
         emb = self.net(x)
         losses: dict[str, torch.Tensor] = {}
         total = emb.new_zeros(())
@@ -50,6 +54,11 @@ class TrainModule(nn.Module):
         if self.distill is not None and teacher is not None:
             losses["distill"] = self.distill(emb, teacher)
             total = total + cfg.distill_weight * losses["distill"]
+        if self.online is not None and online is not None:
+            # A second projection, not one onto the concatenated targets: rows a stored teacher cannot describe
+            # (mixed faces, unlabelled sources) still learn from the online one.
+            losses["online"] = self.online(emb, online)
+            total = total + cfg.teacher_weight * losses["online"]
         return total, losses
 
 
@@ -112,7 +121,7 @@ def load_init_parts(module: nn.Module, path: str | Path) -> list[str]:
     if not isinstance(saved, dict):
         return []
     restored = []
-    for name in ("head", "distill"):
+    for name in ("head", "distill", "online"):
         part = getattr(module, name, None)
         sub = {k[len(name) + 1:]: v for k, v in saved.items() if k.startswith(name + ".")}
         own = part.state_dict() if part is not None else {}
@@ -199,18 +208,30 @@ def _atomic_save(obj: Any, path: Path) -> None:
     tmp.replace(path)
 
 
+def uses_stored_teacher(cfg: TrainConfig) -> bool:
+    """Whether the run distils to stored descriptors (the pack's ``teacher_dlib.npy``)."""
+    return cfg.distill != "none" and bool(cfg.teacher) and cfg.teacher.lower() != "none" and D.is_pack(cfg.data)
+
+
 def load_data(cfg: TrainConfig) -> D.FaceSet:
-    """The training faces named by ``cfg.data`` (pack or folder)."""
+    """The training faces named by ``cfg.data`` (a pack, or ``facegnet prepare`` output / a folder of crops)
+    plus every folder of ``cfg.extra_data``."""
     root = Path(cfg.data)
-    if (root / "manifest.csv").exists():
-        teacher = cfg.teacher if cfg.distill != "none" else None
-        return D.load_pack(root, "train", cfg.min_faces, teacher=teacher, cache=cfg.cache, limit=cfg.limit)
-    if cfg.distill != "none":
-        raise DataError("distillation needs teacher embeddings; a plain folder has none (use --distill none)", root)
-    faces = D.load_folder(root, cfg.min_faces, cache=cfg.cache)
-    if cfg.limit:
-        faces = faces.subset(np.arange(min(cfg.limit, len(faces))))
-    return faces
+    if D.is_pack(root):
+        teacher = cfg.teacher if uses_stored_teacher(cfg) else None
+        faces = D.load_pack(root, "train", cfg.min_faces, teacher=teacher, cache=cfg.cache, limit=cfg.limit)
+    else:
+        if cfg.distill != "none" and not cfg.teacher_model:
+            raise DataError("distillation needs a teacher: this folder has no stored teacher embeddings "
+                            "(give --teacher-model, or --distill none)", root)
+        faces = D.load_prepared(root, cfg.min_faces, cache=cfg.cache, limit=cfg.limit)
+    sets, names = [faces], [root.name or "data"]
+    for extra in [e.strip() for e in (cfg.extra_data or "").split(",") if e.strip()]:
+        if not cfg.teacher_model and cfg.head == "none":
+            raise DataError("extra faces teach only through an online teacher or their names (--teacher-model)", extra)
+        sets.append(D.load_prepared(extra, cfg.min_faces, cache=cfg.cache, limit=cfg.limit))
+        names.append(Path(extra).name)
+    return D.concat(sets, names)
 
 
 # ----------------------------------------------------------------------------------------------- the loop
@@ -253,10 +274,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
             raise DataError(f"a margin loss needs ≥2 identities with ≥{cfg.min_faces} faces", cfg.data)
         head = build_head(cfg.head, emb_size, faces.num_classes, cfg.scale, cfg.margin)
     distill = None
-    if cfg.distill != "none":
+    if uses_stored_teacher(cfg):
         mean = D.pack_teacher_mean(cfg.data, cfg.teacher)
         distill = TeacherDistill(emb_size, faces.teacher.shape[1], cfg.distill, mean)
-    module = TrainModule(net, head, distill)
+    teacher_net, online = None, None
+    if cfg.teacher_model:
+        if cfg.distill == "none":
+            raise DataError("--teacher-model needs a distillation loss (--distill cosine or mse)")
+        teacher_net = OnlineTeacher(cfg.teacher_model, threads=cfg.threads)
+        # Centre on the teacher's mean over a fixed sample (restored from the checkpoint on resume).
+        mean = teacher_net.mean_embedding(faces.images, seed=cfg.seed) if state is None else None
+        online = TeacherDistill(emb_size, teacher_net.dim, cfg.distill, mean)
+    module = TrainModule(net, head, distill, online)
     restored = load_init_parts(module, cfg.init) if (cfg.init and state is None) else []
     module = module.to(device)
     if cfg.channels_last:
@@ -296,8 +325,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
         log = open(out / "log.jsonl", "a")
         _write(log, {"event": "resume" if state else "start", "step": step, "total": total, "world": world,
-                     "faces": len(faces), "classes": faces.num_classes, "frozen": frozen, "restored": restored,
-                     "time": time.time()})
+                     "faces": len(faces), "labelled": int((faces.labels >= 0).sum()), "classes": faces.num_classes,
+                     "frozen": frozen, "restored": restored, "time": time.time(),
+                     "teacher_model": str(teacher_net.path) if teacher_net else None,
+                     "teacher_sha256": teacher_net.sha256 if teacher_net else None})
 
     def checkpoint(path: Path, gather: bool = True) -> None:
         if gather:
@@ -315,7 +346,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
     eval_every = cfg.eval_every or sampler.steps_per_epoch
     start_time, last_ckpt = time.time(), time.time()
     minutes_before = clock["minutes"]
-    seen, window_t, window_n = 0, time.time(), 0
+    seen, window_t, window_n, window_teacher = 0, time.time(), 0, 0.0
     bar = None
     if rank == 0 and progress:
         from tqdm import tqdm
@@ -329,13 +360,23 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
         idx = torch.from_numpy(sampler.batch(step))
         x = D.to_input(images[idx])
         x = augment(x, gen)
+        y = labels_all[idx].clone()
+        t = teacher_all[idx].clone() if teacher_all is not None else None
+        if cfg.mixup > 0 or cfg.cutmix > 0:
+            mixed = D.mix_batch(x, cfg.mixup, cfg.cutmix, gen)
+            y[mixed] = -1  # a blend of two faces has no identity; only the online teacher can describe it
+            if t is not None:
+                t[mixed] = float("nan")
+        tick = time.time()
+        o = teacher_net(x).to(device) if teacher_net is not None else None  # the very views the student sees
+        window_teacher += time.time() - tick
         x = x.to(device, non_blocking=True)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        y = labels_all[idx].to(device)
-        t = teacher_all[idx].to(device) if teacher_all is not None else None
+        y = y.to(device)
+        t = t.to(device) if t is not None else None
         with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.bf16):
-            loss, parts = ddp(x, y, t, cfg)
+            loss, parts = ddp(x, y, t, cfg, o)
         opt.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -364,9 +405,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
         if rank == 0 and (step % cfg.log_every == 0 or step == total):
             now = time.time()
             ips = window_n / max(1e-9, now - window_t)
-            window_t, window_n = now, 0
+            teacher_share = window_teacher / max(1e-9, now - window_t)
+            window_t, window_n, window_teacher = now, 0, 0.0
             rec = {"step": step, "epoch": round(step / sampler.steps_per_epoch, 3), "loss": round(float(loss.detach()), 5),
                    **{k: round(float(v.detach()), 5) for k, v in parts.items()}, "lr": lr, "img_s": round(ips, 1),
+                   **({"teacher_share": round(teacher_share, 3)} if teacher_net is not None else {}),
                    "elapsed_min": round((now - start_time) / 60, 2)}
             _write(log, rec)
             if bar is not None:
