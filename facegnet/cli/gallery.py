@@ -182,6 +182,7 @@ def _print_matches(image: str, matches, top_k: int) -> None:
 # ---------------------------------------------------------------------------------------------------- gallery
 def run_gallery(args: argparse.Namespace) -> int:
     from facegnet.gallery import Gallery
+    from facegnet.gallery.procedure import short
 
     weights = getattr(args, "weights", None)
     with Gallery(args.gallery, weights=weights, check_fingerprint=False) as gallery:
@@ -202,6 +203,9 @@ def run_gallery(args: argparse.Namespace) -> int:
                     print(f"{key}: {value}")
                 if not info["fingerprint_matches"]:
                     warn("made with other weights than the current model: run `facegnet gallery rebuild`")
+                elif info["procedure"] != gallery.procedure_in_use:
+                    warn("made with another embedding procedure (flip, numerics) than the default one: identify "
+                         "with the options it was made with, or run `facegnet gallery rebuild`")
         elif args.action == "remove":
             if not args.names and not args.template:
                 raise FacegnetError("give the NAME of a person to remove (or --template ID)")
@@ -217,7 +221,7 @@ def run_gallery(args: argparse.Namespace) -> int:
             for source, reason in report.dropped:
                 print(f"facegnet: dropped {source}: {reason}", file=sys.stderr)
             print(f"re-embedded {report.reembedded} template(s) with {gallery.card.name} "
-                  f"({report.fingerprint[:12]}); dropped {len(report.dropped)}; index: {report.index_kind}")
+                  f"({short(report.procedure)}); dropped {len(report.dropped)}; index: {report.index_kind}")
             _untrained_warning(gallery)
     return 0
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from facegnet.errors import DataError, GalleryError
 from facegnet.gallery.results import UNKNOWN
+from facegnet.gallery.store import SCHEMA_VERSION, Store
 
 #: Environment variable naming the gallery directory used when none is given.
 GALLERY_ENV = "FACEGNET_GALLERY"
@@ -33,6 +36,45 @@ def default_gallery_dir() -> Path:
     # XDG: a relative XDG_DATA_HOME is invalid and must be ignored.
     base = Path(data_home) if data_home and Path(data_home).is_absolute() else Path.home() / ".local" / "share"
     return base / "facegnet" / "gallery"
+
+
+def open_store(directory: Path, *, create: bool, index: str | None,
+               writer: Callable[[], AbstractContextManager], initial: Callable[[], tuple]) -> Store:
+    """Open the database of the gallery in ``directory``; with ``create``, make the directory (owner-only:
+    embeddings are biometric data) and record ``initial()`` (the arguments of :meth:`Store.initialise`) in a
+    new one. ``writer()`` is the gallery's writer lock; ``index`` switches the recorded index kind."""
+    db = directory / DB_NAME
+    missing = f" (enroll people first: facegnet enroll FOLDER --gallery {directory})"
+    if directory.exists() and not directory.is_dir():
+        raise GalleryError("not a directory", directory)
+    if not db.exists():
+        if not create:
+            raise GalleryError(f"no gallery here{missing}", directory)
+        _make_private_dir(directory)
+    store = Store.open(db, create=create)
+    if store.get_meta("fingerprint") is None:  # new (or its creation was interrupted)
+        if not create:
+            store.close()
+            raise GalleryError(f"no gallery here{missing}", directory)
+        with writer():
+            store.initialise(*initial())
+    if index is not None and store.get_meta("index_kind") != index:
+        with writer(), store.write():
+            store.set_meta("index_kind", index)
+    version = int(store.get_meta("schema_version", "0") or 0)
+    if version > SCHEMA_VERSION:
+        store.close()
+        raise GalleryError(f"made by a newer facegnet (schema {version} > {SCHEMA_VERSION})", directory)
+    return store
+
+
+def _make_private_dir(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if directory.stat().st_uid == os.getuid():  # also an existing folder that becomes a gallery
+            os.chmod(directory, 0o700)
+    except OSError as exc:
+        raise GalleryError(f"cannot create the gallery ({exc.strerror or exc})", directory) from None
 
 
 def discover(folder: str | Path) -> list[tuple[str, Path]]:
@@ -73,4 +115,4 @@ def clean_name(name: str) -> str:
 
 
 __all__ = ["GALLERY_ENV", "DB_NAME", "INDEX_NAME", "LOCK_NAME", "IMAGE_SUFFIXES", "default_gallery_dir",
-           "discover", "clean_name"]
+           "open_store", "discover", "clean_name"]

@@ -24,9 +24,7 @@ file and SQLite's own locking.
 """
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,12 +36,12 @@ from facegnet.card import ModelCard, resolve_card
 from facegnet.errors import GalleryError, NoFaceError
 from facegnet.gallery.cache import IndexCache
 from facegnet.gallery.enrolment import Pending, QualityPolicy, enroll_photos, exists, face_quality, read_photo
-from facegnet.gallery.folders import DB_NAME, INDEX_NAME, LOCK_NAME, clean_name, discover
+from facegnet.gallery.folders import DB_NAME, INDEX_NAME, LOCK_NAME, clean_name, discover, open_store
 from facegnet.gallery.index import KINDS, GalleryIndex, normalise, resolve_kind
-from facegnet.gallery.rebuild import reembed
-from facegnet.gallery.results import EnrollReport, EnrollResult, Identification, RebuildReport
+from facegnet.gallery.procedure import compose, procedure_of, recorded_procedure, short
+from facegnet.gallery.maintenance import Maintenance
+from facegnet.gallery.results import EnrollReport, EnrollResult, Identification
 from facegnet.gallery.search import AGGREGATES, rank
-from facegnet.gallery.store import SCHEMA_VERSION, Store
 from facegnet.locking import FileLock, LockTimeout
 
 if TYPE_CHECKING:  # the recogniser pulls in torch: import it only when a model is really needed
@@ -53,7 +51,7 @@ if TYPE_CHECKING:  # the recogniser pulls in torch: import it only when a model 
 DEFAULT_GALLERY = Path("gallery")
 
 
-class Gallery:
+class Gallery(Maintenance):
     """A directory of enrolled people that identifies faces.
 
     Safe to share between threads and processes (see the module docstring); close it once, when no thread
@@ -96,58 +94,47 @@ class Gallery:
         self._mutex = threading.RLock()  # this object's database connection and index
         self._recognizer_lock = threading.Lock()
         self._writer_lock = FileLock(self.path / LOCK_NAME)
-        self.store = self._open(create, index)
+        self.store = open_store(self.path, create=create, index=index, writer=self._writer,
+                                initial=lambda: (self.card.fingerprint, self.card.name, self.card.embedding_size,
+                                                 index or "auto", self.procedure_in_use))
         self._cache = IndexCache(self.store, self.path / INDEX_NAME)
         if check_fingerprint:
             self.check_fingerprint()
 
-    # ------------------------------------------------------------------------------------------ opening
-    def _open(self, create: bool, index: str | None) -> Store:
-        db = self.path / DB_NAME
-        missing = f" (enroll people first: facegnet enroll FOLDER --gallery {self.path})"
-        if self.path.exists() and not self.path.is_dir():
-            raise GalleryError("not a directory", self.path)
-        if not db.exists():
-            if not create:
-                raise GalleryError(f"no gallery here{missing}", self.path)
-            self._create_dir()
-        store = Store.open(db, create=create)
-        if store.get_meta("fingerprint") is None:  # new (or its creation was interrupted)
-            if not create:
-                store.close()
-                raise GalleryError(f"no gallery here{missing}", self.path)
-            with self._writer():
-                store.initialise(self.card.fingerprint, self.card.name, self.card.embedding_size, index or "auto")
-        if index is not None and store.get_meta("index_kind") != index:
-            with self._writer(), store.write():
-                store.set_meta("index_kind", index)
-        version = int(store.get_meta("schema_version", "0") or 0)
-        if version > SCHEMA_VERSION:
-            store.close()
-            raise GalleryError(f"made by a newer facegnet (schema {version} > {SCHEMA_VERSION})", self.path)
-        return store
-
-    def _create_dir(self) -> None:
-        """Make the gallery directory, owner-only: embeddings are biometric data."""
-        try:
-            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if self.path.stat().st_uid == os.getuid():  # also an existing folder that becomes a gallery
-                os.chmod(self.path, 0o700)
-        except OSError as exc:
-            raise GalleryError(f"cannot create the gallery ({exc.strerror or exc})", self.path) from None
-
+    # ------------------------------------------------------------------------------------------ checks
     def check_fingerprint(self) -> None:
-        """Raise GalleryError if the gallery's embeddings came from other weights than the recogniser's."""
+        """Raise GalleryError if the gallery's embeddings were made by another embedding procedure (other
+        weights, flip or not, other numerics) than the recogniser's; see :mod:`facegnet.gallery.procedure`."""
+        self._check_procedure(self.procedure_in_use)
+
+    def _check_procedure(self, current: str) -> None:
         with self._mutex:
-            recorded = self.store.get_meta("fingerprint")
-            made_with = self.store.get_meta("model", "?")
-        if recorded != self.card.fingerprint:
-            raise GalleryError(
-                f"made with other weights ({made_with}, {str(recorded)[:12]}) than the current model "
-                f"({self.card.name}, {self.card.fingerprint[:12]}); run `facegnet gallery rebuild --gallery "
-                f"{self.path}` to re-embed it, or use the weights it was made with",
-                self.path,
-            )
+            meta = self.store.meta()
+        recorded = recorded_procedure(meta.get("procedure"), meta.get("fingerprint"))
+        same_weights = meta.get("fingerprint") == self.card.fingerprint
+        if recorded == current and same_weights:
+            return
+        why = "with another embedding procedure" if same_weights else "with other weights"
+        raise GalleryError(
+            f"made {why} ({meta.get('model', '?')}, {short(recorded)}) than the current one "
+            f"({self.card.name}, {short(current)}); run `facegnet gallery rebuild --gallery {self.path}` with the "
+            "options you identify with to re-embed it, or use the procedure it was made with",
+            self.path,
+        )
+
+    @property
+    def procedure(self) -> str:
+        """The embedding procedure the gallery's templates were made with."""
+        with self._mutex:
+            meta = self.store.meta()
+        return recorded_procedure(meta.get("procedure"), meta.get("fingerprint"))
+
+    @property
+    def procedure_in_use(self) -> str:
+        """The procedure of the recogniser (or, before one is created, of the default one for ``weights``)."""
+        if self._recognizer is not None:
+            return procedure_of(self._recognizer)
+        return compose(self.card.fingerprint)
 
     @property
     def recognizer(self) -> FaceRecognizer:
@@ -248,7 +235,7 @@ class Gallery:
     def _prepare_enrolment(self, name: str, image: Any, source: str | Path | None) -> EnrollResult | Pending:
         """Validate, fingerprint and decode one photo: an ``exists`` result, or what detection needs."""
         name = clean_name(name)
-        self.check_fingerprint()
+        self._check_procedure(procedure_of(self.recognizer))
         return read_photo(name, image, source, self._find_sha256)
 
     def _finish_enrolment(self, pending: Pending, faces: list[Face]) -> EnrollResult:
@@ -337,7 +324,7 @@ class Gallery:
         """
         from facegnet.io import load_image
 
-        self.check_fingerprint()
+        self._check_procedure(procedure_of(self.recognizer))
         array = load_image(image)
         faces, embeddings = self.recognizer.embed(array)  # outside the lock: other threads search meanwhile
         matches = self.search(embeddings, top_k=top_k, threshold=threshold, aggregate=aggregate)
@@ -397,6 +384,7 @@ class Gallery:
             "model": meta.get("model"),
             "fingerprint": meta.get("fingerprint"),
             "fingerprint_matches": meta.get("fingerprint") == self.card.fingerprint,
+            "procedure": recorded_procedure(meta.get("procedure"), meta.get("fingerprint")),
             "current_model": self.card.name,
             "embedding_size": int(meta.get("embedding_size", 512)),
             "index_kind": kind,
@@ -405,88 +393,6 @@ class Gallery:
             "created": float(meta.get("created", 0)),
             "bytes": {name: p.stat().st_size for name, p in files.items() if p.exists()},
         }
-
-    def remove_person(self, name: str) -> int:
-        """Remove a person and all their templates; returns how many templates went."""
-        return self.remove_people([name])[name]
-
-    def remove_people(self, names: list[str]) -> dict[str, int]:
-        """Remove several people in one transaction (all or none); returns templates removed per name."""
-        removed: dict[str, int] = {}
-        with self._writer(), self._mutex:
-            with self.store.write():
-                for name in names:
-                    if self.store.person_id(name) is None:
-                        raise GalleryError(f"no person named {name!r} in the gallery", self.path)
-                    removed[name] = len(self.store.remove_person(name))
-                self._bump_removals()
-            self._after_removal()
-        return removed
-
-    def remove_template(self, template_id: int) -> str:
-        """Remove one template (its person too if it was their last); returns the person's name."""
-        with self._writer(), self._mutex:
-            with self.store.write():
-                name = self.store.remove_template(template_id)
-                if name is None:
-                    raise GalleryError(f"no template with id {template_id} in the gallery", self.path)
-                self._bump_removals()
-            self._after_removal()
-        return name
-
-    def _bump_removals(self) -> None:
-        self.store.set_meta("removals", int(self.store.get_meta("removals", "0") or 0) + 1)
-
-    def _after_removal(self) -> None:
-        # A removed person must leave the index file too: a cache that still held them would be topped up,
-        # not trusted, but biometric data should not outlive its removal on disk.
-        if self._cache.loaded or (self.path / INDEX_NAME).exists():
-            self._cache.save()
-
-    def rebuild(
-        self,
-        *,
-        drop_missing: bool = False,
-        index: str | None = None,
-        progress: bool = True,
-    ) -> RebuildReport:
-        """Re-embed every template from its stored source photo with the current recogniser.
-
-        Use it after changing weights (the gallery then records the new fingerprint) or to change the
-        index kind. The whole rebuild is one transaction: interrupted, the gallery stays as it was.
-        Templates whose photo is gone or changed make it fail, unless ``drop_missing`` removes them.
-        """
-        if index is not None and index != "auto" and index not in KINDS:
-            raise GalleryError(f"unknown index kind {index!r} (choose from auto, {', '.join(KINDS)})")
-        rec = self.recognizer
-        with self._writer():  # no other writer for the whole re-embedding; readers go on meanwhile
-            templates = self.templates()
-            new, dropped = reembed(templates, rec, progress)
-            if dropped and not drop_missing:
-                first = dropped[0]
-                raise GalleryError(
-                    f"{len(dropped)} template(s) cannot be re-embedded (first: {first[1]}: {first[2]}); "
-                    "restore the photos or rebuild with --drop-missing to remove them",
-                    self.path,
-                )
-            with self._mutex:
-                with self.store.write():
-                    for template_id, emb in new.items():
-                        self.store.set_embedding(template_id, emb)
-                    for template_id, _, _ in dropped:
-                        self.store.remove_template(template_id)
-                    self.store.set_meta("fingerprint", self.card.fingerprint)
-                    self.store.set_meta("model", self.card.name)
-                    self.store.set_meta("embedding_size", self.card.embedding_size)
-                    self.store.set_meta("epoch", uuid.uuid4().hex)
-                    if index is not None:
-                        self.store.set_meta("index_kind", index)
-                    if dropped:
-                        self._bump_removals()
-                self._cache.build()
-                self._cache.save()
-                kind = self._cache.current().kind
-        return RebuildReport(len(new), [(s, r) for _, s, r in dropped], self.card.fingerprint, kind)
 
 
 def open_gallery(path: str | Path = DEFAULT_GALLERY, **kwargs: Any) -> Gallery:

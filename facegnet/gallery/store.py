@@ -125,14 +125,16 @@ class Store:
         """Set a meta value; call inside :meth:`write`."""
         self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, str(value)))
 
-    def initialise(self, fingerprint: str, model: str, dim: int, index_kind: str) -> bool:
-        """Record the model and layout of a new gallery; returns False if it was already initialised."""
+    def initialise(self, fingerprint: str, model: str, dim: int, index_kind: str, procedure: str) -> bool:
+        """Record the model, embedding procedure and layout of a new gallery; returns False if it was already
+        initialised."""
         with self.write():
             if self.get_meta("fingerprint") is not None:
                 return False
             for key, value in {
                 "schema_version": SCHEMA_VERSION,
                 "fingerprint": fingerprint,
+                "procedure": procedure,
                 "model": model,
                 "embedding_size": dim,
                 "index_kind": index_kind,
@@ -336,6 +338,29 @@ class Store:
         if left == 0:
             self.conn.execute("DELETE FROM people WHERE id=?", (row[0],))
         return row[1]
+
+    def rename_person(self, name: str, new_name: str) -> bool:
+        """Give a person another name; call inside :meth:`write`. False if there is no such person.
+
+        Template ids and embeddings stay: the index needs no change (names are looked up at search time).
+        Raises GalleryError when ``new_name`` is taken by someone else.
+        """
+        person = self.person_id(name)
+        if person is None:
+            return False
+        if new_name != name and self.person_id(new_name) is not None:
+            raise GalleryError(f"{new_name!r} is already in the gallery: merge {name!r} into {new_name!r} instead",
+                               self.path)
+        self.conn.execute("UPDATE people SET name=? WHERE id=?", (new_name, person))
+        return True
+
+    def merge_people(self, name: str, into: str) -> int:
+        """Move every template of ``name`` to ``into`` (who must exist) and delete ``name``; call inside
+        :meth:`write`. Returns the templates moved."""
+        source, target = self.person_id(name), self.person_id(into)
+        moved = self.conn.execute("UPDATE templates SET person_id=? WHERE person_id=?", (target, source)).rowcount
+        self.conn.execute("DELETE FROM people WHERE id=?", (source,))
+        return int(moved)
 
     def integrity_ok(self) -> bool:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
