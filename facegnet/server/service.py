@@ -48,7 +48,7 @@ class GalleryService:
         self.lock = threading.RLock()
         self.gallery = Gallery(self.path, recognizer=recognizer, create=True, quality=quality)
         self.photos = PhotoStore(self.path)
-        self._thumbnails: OrderedDict[int, bytes] = OrderedDict()
+        self._thumbnails: OrderedDict[int, tuple[str, bytes]] = OrderedDict()  # id → (person, JPEG)
 
     def close(self) -> None:
         with self.lock:
@@ -75,8 +75,9 @@ class GalleryService:
 
     def thumbnail(self, name: str, template_id: int) -> bytes:
         """A JPEG of one template's face, cut from its source photo."""
-        if template_id in self._thumbnails:
-            return self._thumbnails[template_id]
+        cached = self._thumbnails.get(template_id)
+        if cached is not None and cached[0] == name:
+            return cached[1]
         with self.lock:
             template = next((t for t in self.gallery.templates(name) if t.id == template_id), None)
         if template is None:
@@ -84,7 +85,7 @@ class GalleryService:
         if not template.source or not Path(template.source).is_file():
             raise ApiError(404, f"the photo of template {template_id} is not on disk")
         data = face_jpeg(load_image(template.source), template.box)
-        self._thumbnails[template_id] = data
+        self._thumbnails[template_id] = (name, data)
         while len(self._thumbnails) > 512:
             self._thumbnails.popitem(last=False)
         return data

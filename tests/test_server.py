@@ -1,0 +1,317 @@
+"""The HTTP API in-process (FastAPI's TestClient): every endpoint, every bad upload, the token rules.
+
+Real photos (LFW), the real recogniser and a real gallery on disk; no mocks.
+"""
+from __future__ import annotations
+
+import io
+import os
+import stat
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import lfw_photo
+
+pytest.importorskip("fastapi", reason="the server extra is not installed: pip install 'facegnet[server]'")
+with warnings.catch_warnings():  # starlette's TestClient prefers httpx2; httpx works
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+from facegnet.errors import FacegnetError  # noqa: E402
+from facegnet.gallery import Gallery  # noqa: E402
+from facegnet.server import create_app  # noqa: E402
+from facegnet.server.auth import TOKEN_FILE, is_loopback, resolve_token  # noqa: E402
+
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def photo_bytes(name: str, number: int = 1) -> bytes:
+    return lfw_photo(name, number).read_bytes()
+
+
+def jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=92)
+    return out.getvalue()
+
+
+def upload(data: bytes, name: str = "photo.jpg", field: str = "file"):
+    return (field, (name, data, "image/jpeg"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, recognizer):
+    """One app on a fresh gallery for the module: Alice (Colin Powell) and Bob (Serena Williams) enrolled."""
+    gallery = tmp_path_factory.mktemp("server") / "gallery"
+    app = create_app(gallery, TOKEN, recognizer=recognizer, max_upload_mb=1.0, max_request_mb=3.0)
+    with TestClient(app) as client:
+        for person, lfw_name in (("Alice", "Colin_Powell"), ("Bob", "Serena_Williams")):
+            files = [upload(photo_bytes(lfw_name, n), f"{lfw_name}_{n}.jpg") for n in (1, 2)]
+            response = client.post(f"/api/people/{person}/photos", files=files, headers=AUTH)
+            assert response.status_code == 201, response.text
+            assert len(response.json()["added"]) == 2
+        yield client, gallery
+
+
+def state(gallery: Path) -> tuple[list, list[str]]:
+    """What a failed request must not change: the people with their templates, and the stored photos."""
+    with Gallery(gallery, check_fingerprint=False) as g:
+        people = [(name, [t.id for t in g.templates(name)]) for name, _ in g.people()]
+    photos = sorted(p.name for p in (gallery / "photos").iterdir())
+    return people, photos
+
+
+# ---------------------------------------------------------------------------------------------- access
+def test_health_page_and_docs_need_no_token_but_the_api_does(server):
+    client, _ = server
+    assert client.get("/health").json() == {"status": "ok", "auth": True}
+    page = client.get("/")
+    assert page.status_code == 200 and "app.js" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/static-offline-docs/swagger-ui-bundle.js" in docs.text  # no CDN
+    assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/api/people", "/api/people/{name}/photos", "/api/identify", "/api/verify", "/api/info",
+                 "/api/clusters", "/api/live/{session}/frames"):
+        assert path in paths
+    for headers, reason in (({}, "missing token"), ({"Authorization": "Bearer nope-nope-nope"}, "wrong token"),
+                            ({"Authorization": TOKEN}, "missing token")):
+        response = client.get("/api/people", headers=headers)
+        assert response.status_code == 401 and response.json()["error"].startswith(reason)
+        assert response.headers["www-authenticate"] == "Bearer"
+    # Nothing personal leaks without the token: thumbnails, identification, clusters.
+    assert client.get("/api/people/Alice/templates/1/thumbnail").status_code == 401
+    assert client.post("/api/identify", files=[upload(photo_bytes("Colin_Powell", 3))]).status_code == 401
+    assert client.get("/api/clusters").status_code == 401
+
+
+def test_token_rules(tmp_path, monkeypatch):
+    monkeypatch.delenv("FACEGNET_TOKEN", raising=False)
+    token = resolve_token(tmp_path / "g")
+    path = tmp_path / "g" / TOKEN_FILE
+    assert len(token) >= 32 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert resolve_token(tmp_path / "g") == token  # kept across restarts
+    monkeypatch.setenv("FACEGNET_TOKEN", "from-the-environment")
+    assert resolve_token(tmp_path / "g") == "from-the-environment"
+    assert resolve_token(tmp_path / "g", given="from-the-flag-1") == "from-the-flag-1"
+    assert resolve_token(tmp_path / "g", no_auth=True, host="127.0.0.1") is None
+    assert resolve_token(tmp_path / "g", no_auth=True, host="::1") is None
+    with pytest.raises(FacegnetError, match="only on a loopback host"):
+        resolve_token(tmp_path / "g", no_auth=True, host="0.0.0.0")
+    with pytest.raises(FacegnetError, match="at least 8"):
+        resolve_token(tmp_path / "g", given="short")
+    os.chmod(path, 0o644)
+    monkeypatch.delenv("FACEGNET_TOKEN")
+    with pytest.raises(FacegnetError, match="readable by others"):
+        resolve_token(tmp_path / "g")
+    assert is_loopback("localhost") and is_loopback("127.0.0.2") and not is_loopback("192.168.1.4")
+
+
+def test_serve_refuses_no_auth_beyond_loopback(tmp_path, capsys):
+    from facegnet.cli import main
+
+    code = main(["serve", "--gallery", str(tmp_path / "g"), "--host", "0.0.0.0", "--no-auth"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and "--no-auth is allowed only on a loopback host" in err[0]
+
+
+def test_no_auth_app_serves_without_token(tmp_path, recognizer):
+    app = create_app(tmp_path / "open", None, recognizer=recognizer)
+    with TestClient(app) as client:
+        assert client.get("/health").json()["auth"] is False
+        assert client.get("/api/people").json() == {"people": []}
+
+
+# ---------------------------------------------------------------------------------------------- endpoints
+def test_people_identify_and_verify(server):
+    client, _ = server
+    assert client.get("/api/people", headers=AUTH).json() == {
+        "people": [{"name": "Alice", "templates": 2}, {"name": "Bob", "templates": 2}]
+    }
+    response = client.post("/api/identify", files=[upload(photo_bytes("Colin_Powell", 3), "probe.jpg")], headers=AUTH)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["image"] == "probe.jpg" and len(body["faces"]) == 1
+    face = body["faces"][0]
+    assert face["name"] == "Alice" and face["similarity"] >= client.get("/api/info", headers=AUTH).json()["threshold"]
+    assert len(face["box"]) == 4 and face["candidates"][0]["name"] == "Alice"
+    top2 = client.post("/api/identify?top_k=2", files=[upload(photo_bytes("Serena_Williams", 3))], headers=AUTH)
+    assert [c["name"] for c in top2.json()["faces"][0]["candidates"]] == ["Bob", "Alice"]
+
+    same = client.post("/api/verify", headers=AUTH, files=[upload(photo_bytes("Colin_Powell", 1), "a.jpg", "a"),
+                                                           upload(photo_bytes("Colin_Powell", 4), "b.jpg", "b")])
+    other = client.post("/api/verify", headers=AUTH, files=[upload(photo_bytes("Colin_Powell", 1), "a.jpg", "a"),
+                                                            upload(photo_bytes("Serena_Williams", 1), "b.jpg", "b")])
+    assert same.status_code == other.status_code == 200
+    assert same.json()["same"] is True and other.json()["same"] is False
+    assert set(same.json()) >= {"similarity", "same", "threshold", "box_a", "box_b", "notes"}
+    missing = client.post("/api/verify", headers=AUTH, files=[upload(photo_bytes("Colin_Powell", 1), "a.jpg", "a")])
+    assert missing.status_code == 422 and missing.json() == {"error": "missing field 'b'"}
+
+
+def test_info_person_and_thumbnail(server):
+    client, _ = server
+    info = client.get("/api/info", headers=AUTH).json()
+    assert info["people"] == 2 and info["templates"] == 4 and "path" not in info
+    person = client.get("/api/people/Alice", headers=AUTH).json()
+    assert person["name"] == "Alice" and len(person["templates"]) == 2
+    template = person["templates"][0]["id"]
+    thumb = client.get(f"/api/people/Alice/templates/{template}/thumbnail", headers=AUTH)
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    image = Image.open(io.BytesIO(thumb.content))
+    assert max(image.size) == 128
+    assert client.get("/api/people/Nobody", headers=AUTH).status_code == 404
+    assert client.get(f"/api/people/Bob/templates/{template}/thumbnail", headers=AUTH).status_code == 404
+
+
+def test_enrolling_a_photo_twice_adds_nothing(server):
+    client, gallery = server
+    before = state(gallery)
+    again = client.post("/api/people/Alice/photos", files=[upload(photo_bytes("Colin_Powell", 1))], headers=AUTH)
+    assert again.status_code == 200 and again.json()["added"] == [] and again.json()["existing"][0]["name"] == "Alice"
+    assert state(gallery) == before
+
+
+def bad_uploads() -> dict[str, tuple[bytes, int, str]]:
+    """name → (bytes, expected status, expected reason) for every bad input the CLI rejects."""
+    real = photo_bytes("Colin_Powell", 5)
+    blank = jpeg(Image.new("RGB", (200, 200), (120, 130, 140)))
+    small = jpeg(Image.open(lfw_photo("Colin_Powell", 5)).resize((70, 70)))
+    noise = np.random.default_rng(0).integers(0, 255, (800, 800, 3), np.uint8)
+    huge = io.BytesIO()
+    Image.fromarray(noise).save(huge, format="PNG")
+    assert len(huge.getvalue()) > 1024 * 1024
+    return {
+        "not-an-image.jpg": (b"this is text, not a photo\n" * 20, 415, "not an image"),
+        "empty.jpg": (b"", 400, "empty file"),
+        "truncated.jpg": (real[: len(real) // 2], 400, "truncated"),
+        "huge.png": (huge.getvalue(), 413, "upload too large"),
+        "blank.jpg": (blank, 422, "no face found"),
+        "small.jpg": (small, 422, "face too small"),
+    }
+
+
+def test_bad_uploads_get_one_line_errors_and_write_nothing(server):
+    client, gallery = server
+    before = state(gallery)
+    for name, (data, status, reason) in bad_uploads().items():
+        enroll = client.post("/api/people/Carol/photos", files=[upload(data, name)], headers=AUTH)
+        assert enroll.status_code == status, (name, enroll.text)
+        error = enroll.json()["error"]
+        assert error.startswith(f"{name}: ") and reason in error and "\n" not in error, error
+        if name == "small.jpg":
+            continue  # identify names faces of any size (the gallery's rule); verify refuses it below
+        identify = client.post("/api/identify", files=[upload(data, name)], headers=AUTH)
+        assert identify.status_code == status and reason in identify.json()["error"], (name, identify.text)
+    small, status, _ = bad_uploads()["small.jpg"]
+    verify = client.post("/api/verify", headers=AUTH,
+                         files=[upload(photo_bytes("Colin_Powell", 1), "a.jpg", "a"), upload(small, "small.jpg", "b")])
+    assert verify.status_code == 422 and verify.json()["error"].startswith("small.jpg: face too small")
+    # Several photos, the last bad: none is enrolled, none is kept.
+    files = [upload(photo_bytes("Tony_Blair", n), f"tb{n}.jpg") for n in (1, 2)]
+    files.append(upload(bad_uploads()["blank.jpg"][0], "blank.jpg"))
+    response = client.post("/api/people/Carol/photos", files=files, headers=AUTH)
+    assert response.status_code == 422 and response.json()["error"] == "blank.jpg: no face found"
+    assert state(gallery) == before
+    assert client.post("/api/people/unknown/photos", files=files[:1], headers=AUTH).status_code == 422
+
+
+def test_request_over_the_body_limit_is_refused(server):
+    client, _ = server
+    big = b"\xff" * (3 * 1024 * 1024 + 10)
+    response = client.post("/api/identify", files=[upload(big, "big.jpg")], headers=AUTH)
+    assert response.status_code == 413 and response.json()["error"].startswith("request too large")
+
+
+def test_rename_merge_and_remove(server):
+    client, gallery = server
+    tb = [upload(photo_bytes("Tony_Blair", n), f"tb{n}.jpg") for n in (1, 2, 3)]
+    assert client.post("/api/people/Tony/photos", files=tb[:2], headers=AUTH).status_code == 201
+    assert client.post("/api/people/Anthony/photos", files=tb[2:], headers=AUTH).status_code == 201
+    taken = client.patch("/api/people/Tony", json={"name": "Alice"}, headers=AUTH)
+    assert taken.status_code == 409 and "merge" in taken.json()["error"]
+    renamed = client.patch("/api/people/Tony", json={"name": "Tony Blair"}, headers=AUTH)
+    assert renamed.status_code == 200 and renamed.json() == {"name": "Tony Blair", "previous": "Tony"}
+    merged = client.post("/api/people/Anthony/merge", json={"into": "Tony Blair"}, headers=AUTH)
+    assert merged.status_code == 200 and merged.json()["templates_moved"] == 1
+    people = {p["name"]: p["templates"] for p in client.get("/api/people", headers=AUTH).json()["people"]}
+    assert people["Tony Blair"] == 3 and "Anthony" not in people and "Tony" not in people
+    probe = client.post("/api/identify", files=[upload(photo_bytes("Tony_Blair", 4))], headers=AUTH).json()
+    assert probe["faces"][0]["candidates"][0]["name"] == "Tony Blair"  # the new name, at once
+    templates = client.get("/api/people/Tony Blair", headers=AUTH).json()["templates"]
+    photos_before = set(os.listdir(gallery / "photos"))
+    gone = client.delete(f"/api/people/Tony Blair/templates/{templates[0]['id']}", headers=AUTH)
+    assert gone.status_code == 200
+    assert len(set(os.listdir(gallery / "photos"))) == len(photos_before) - 1  # its stored photo went too
+    assert client.delete("/api/people/Tony Blair", headers=AUTH).json() == {"removed": "Tony Blair", "templates": 2}
+    for method, path, body in (("delete", "/api/people/Tony Blair", None),
+                               ("patch", "/api/people/Nobody", {"name": "X"}),
+                               ("post", "/api/people/Nobody/merge", {"into": "Alice"}),
+                               ("delete", "/api/people/Alice/templates/999999", None)):
+        response = client.request(method.upper(), path, json=body, headers=AUTH)
+        assert response.status_code == 404 and "error" in response.json(), (path, response.text)
+    assert client.patch("/api/people/Alice", json={"name": "  "}, headers=AUTH).status_code == 422
+    assert client.patch("/api/people/Alice", json={}, headers=AUTH).json() == {"error": "missing field 'name'"}
+
+
+def test_live_frames_are_tracked_and_named(server):
+    client, _ = server
+    frame = jpeg(Image.open(lfw_photo("Serena_Williams", 4)))
+    answers = [client.post("/api/live/session-0001/frames", files=[upload(frame, "frame.jpg")], headers=AUTH).json()
+               for _ in range(4)]
+    assert [a["frame"] for a in answers] == [0, 1, 2, 3]
+    assert answers[0]["faces"] == []  # a track needs two detections before it counts
+    bob = [face for face in answers[-1]["faces"] if face["name"] == "Bob"]  # (the photo shows a second face)
+    assert len(bob) == 1 and bob[0]["track"] in {face["track"] for face in answers[1]["faces"]}  # one track
+    assert any(e["event"] == "appeared" and e["name"] == "Bob" for a in answers for e in a["events"])
+    end = client.delete("/api/live/session-0001", headers=AUTH).json()
+    assert any(e["event"] == "left" and e["name"] == "Bob" for e in end["events"])
+    assert client.delete("/api/live/session-0001", headers=AUTH).status_code == 404
+    bad = client.post("/api/live/x/frames", files=[upload(frame)], headers=AUTH)
+    assert bad.status_code == 422 and "session" in bad.json()["error"]
+
+
+def test_clusters_name_merge_dismiss(server):
+    client, gallery = server
+    files = [upload(photo_bytes(person, n), f"{person}_{n}.jpg") for person in ("George_W_Bush", "Gerhard_Schroeder")
+             for n in (1, 2, 3)]
+    files.append(upload(b"not a photo", "notes.txt"))
+    created = client.post("/api/clusters", files=files, headers=AUTH)
+    assert created.status_code == 201, created.text
+    job = created.json()
+    assert len(job["faces"]) >= 6 and job["errors"] == [{"image": "notes.txt",
+                                                         "error": "not an image (unrecognised file format)"}]
+    by_person = {}
+    for group in job["groups"]:
+        people = {job["faces"][i]["name"].rsplit("_", 1)[0] for i in group["faces"]}
+        assert len(people) == 1, group  # no group mixes the two men
+        by_person.setdefault(people.pop(), []).append(group["id"])
+    assert set(by_person) == {"George_W_Bush", "Gerhard_Schroeder"}
+    assert client.get("/api/clusters", headers=AUTH).json()["jobs"][0]["id"] == job["id"]
+    thumb = client.get(f"/api/clusters/{job['id']}/faces/0/thumbnail", headers=AUTH)
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    bush = by_person["George_W_Bush"]
+    if len(bush) > 1:
+        merged = client.post(f"/api/clusters/{job['id']}/merge", json={"groups": bush}, headers=AUTH)
+        assert merged.status_code == 200
+    named = client.post(f"/api/clusters/{job['id']}/groups/{bush[0]}/name", json={"name": "George"}, headers=AUTH)
+    assert named.status_code == 200, named.text
+    assert len(named.json()["added"]) == 3
+    probe = client.post("/api/identify", files=[upload(photo_bytes("George_W_Bush", 4))], headers=AUTH).json()
+    assert probe["faces"][0]["name"] == "George"
+    dismissed = client.post(f"/api/clusters/{job['id']}/groups/{by_person['Gerhard_Schroeder'][0]}/dismiss",
+                            headers=AUTH)
+    assert dismissed.json()["state"] == "dismissed"
+    states = {g["id"]: g["state"] for g in client.get(f"/api/clusters/{job['id']}", headers=AUTH).json()["groups"]}
+    assert states[bush[0]] == "named" and states[by_person["Gerhard_Schroeder"][0]] == "dismissed"
+    assert client.get("/api/clusters/000000000000", headers=AUTH).status_code == 404
+    assert client.delete(f"/api/clusters/{job['id']}", headers=AUTH).status_code == 200
+    assert not (gallery / "clusters" / job["id"]).exists()
+    none = client.post("/api/clusters", files=[upload(b"text", "a.txt")], headers=AUTH)
+    assert none.status_code == 422 and "no usable face" in none.json()["error"]
