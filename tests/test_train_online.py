@@ -188,3 +188,27 @@ def test_online_teacher_run_with_extra_faces_mixup_and_resume(prepared: Path, tm
     assert len(steps) == 4 and all(0.0 <= r["online"] <= 2.0 and "distill" in r for r in steps)
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert state["module"]["online.mean"].abs().sum() > 0  # the teacher's centre, kept for the resume
+
+
+def test_sources_unpack_a_pinned_commit_and_prepare_it_unlabelled(tmp_path: Path, monkeypatch) -> None:
+    """The rebuild command on a small local repository standing in for a fetched snapshot."""
+    import subprocess
+
+    from facegnet.train import sources
+
+    repo = tmp_path / "repo"
+    (repo / "faces" / "train").mkdir(parents=True)
+    for i, row in enumerate(D.read_manifest(PACK)[:3]):
+        shutil.copy(PACK / row["crop"], repo / "faces" / "train" / f"{i}.webp")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "faces"], check=True)
+    commit = subprocess.run(git + ["rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    (repo / "faces" / "train" / "0.webp").unlink()  # the work tree moved on; the pinned commit did not
+    monkeypatch.setitem(sources.SOURCES, "tiny", sources.Source("tiny", "x/y", commit, "faces", "test", 3))
+    code = sources.main(["--snapshot", f"tiny={repo / '.git'}", "--out", str(tmp_path / "out")])
+    assert code == 0
+    faces = D.load_prepared(tmp_path / "out" / "tiny")
+    assert len(faces) == 3 and faces.num_classes == 0
+    assert sources.main(["--snapshot", "nothing", "--out", str(tmp_path / "o2")]) == DataError.exit_code
