@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import json
 import sys
-import unicodedata
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import IO, Any
 
-import cv2
 import numpy as np
 
+from facegnet.draw import KNOWN_COLOUR, PENDING_COLOUR, UNKNOWN_COLOUR, draw_faces, face_label
 from facegnet.gallery import UNKNOWN
-
-KNOWN_BGR = (60, 200, 40)  # green
-UNKNOWN_BGR = (40, 50, 230)  # red
-PENDING_BGR = (200, 200, 200)  # grey: not identified yet
 
 
 class NameVoter:
@@ -206,37 +201,15 @@ class Summary:
 
 
 # ------------------------------------------------------------------------------------------------ drawing
-def _ascii(text: str) -> str:
-    # OpenCV's Hershey fonts draw ASCII only: "José" is drawn as "Jose" rather than "Jos??".
-    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii") or "?"
-
-
 def draw(image: np.ndarray, observations: Sequence[Observation], fps: float | None = None) -> np.ndarray:
-    """Draw each face's box, name and similarity (and the frame rate) onto ``image`` (BGR) in place."""
-    height, width = image.shape[:2]
-    scale = max(0.4, min(width, height) / 800.0)
-    thick = max(1, int(round(scale * 2)))
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    for obs in observations:
-        colour = PENDING_BGR if obs.name is None else KNOWN_BGR if obs.known else UNKNOWN_BGR
-        x1, y1, x2, y2 = (int(round(float(v))) for v in obs.box)
-        cv2.rectangle(image, (x1, y1), (x2, y2), colour, thick)
-        label = "..." if obs.name is None else _ascii(obs.name)
-        if obs.name is not None and np.isfinite(obs.similarity):
-            label += f" {obs.similarity:.2f}"
-        (tw, th), base = cv2.getTextSize(label, font, scale, thick)
-        top = y1 - th - base - 2 * thick
-        if top < 0:  # no room above the box: write inside its top edge
-            top = y1
-        cv2.rectangle(image, (x1, top), (x1 + tw + 2 * thick, top + th + base + 2 * thick), colour, cv2.FILLED)
-        cv2.putText(image, label, (x1 + thick, top + th + thick), font, scale, (255, 255, 255), thick,
-                    cv2.LINE_AA)
-    if fps is not None:
-        text = f"{fps:.1f} FPS"
-        (tw, th), base = cv2.getTextSize(text, font, scale, thick)
-        cv2.putText(image, text, (width - tw - 8, th + 8), font, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
-        cv2.putText(image, text, (width - tw - 8, th + 8), font, scale, (255, 255, 255), thick, cv2.LINE_AA)
-    return image
+    """Draw each face's box, name and similarity (and the frame rate) onto ``image`` (BGR) in place.
+
+    The drawing is :func:`facegnet.draw.draw_faces`, the one ``identify --annotate`` uses: names in any script.
+    """
+    faces = [(obs.box, face_label(obs.name, obs.similarity),
+              PENDING_COLOUR if obs.name is None else KNOWN_COLOUR if obs.known else UNKNOWN_COLOUR)
+             for obs in observations]
+    return draw_faces(image, faces, bgr=True, corner_text=None if fps is None else f"{fps:.1f} FPS")
 
 
 __all__ = ["UNKNOWN", "NameVoter", "Observation", "EventWriter", "Summary", "face_event", "iso_time", "draw"]
