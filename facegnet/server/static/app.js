@@ -96,6 +96,7 @@ async function start() {
     return;
   }
   $("#login").hidden = true;
+  $("#message").hidden = true;
   $("#tabs").hidden = false;
   showTab(sessionStorage.getItem("facegnet-tab") || "people");
 }
@@ -104,7 +105,8 @@ $("#login-form").addEventListener("submit", (event) => {
   event.preventDefault();
   api.token = $("#token").value.trim();
   $("#message").hidden = true;
-  start();
+  window.addEventListener("hashchange", () => { if (location.hash.includes("token=")) start(); });
+start();
 });
 $("#logout").addEventListener("click", () => { stopCamera(); api.token = null; showLogin(); });
 
@@ -395,4 +397,5 @@ $("#cluster-merge").addEventListener("click", async () => {
   } catch (error) { fail(error); }
 });
 
+window.addEventListener("hashchange", () => { if (location.hash.includes("token=")) start(); });
 start();

@@ -1,0 +1,183 @@
+"""The page in a real Chromium (Debian's ``chromium`` + ``chromium-driver``, driven by Selenium).
+
+A real server (uvicorn on loopback, in a thread) over a fresh gallery: sign in, enroll two people from LFW
+photos through the page, identify a third photo and find the right name drawn over the face, watch a (fake)
+camera that shows an enrolled person's photo and find the name over the face, group unsorted photos and name
+a group. Screenshots go to ``out/browser/`` (kept by CI, ignored by git).
+"""
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, lfw_photo
+
+pytest.importorskip("fastapi", reason="the server extra is not installed: pip install 'facegnet[server]'")
+pytest.importorskip("selenium", reason="selenium is not installed (it is in the test extra: pip install -e '.[test]')")
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+if not (CHROMIUM and CHROMEDRIVER):
+    pytest.skip("browser tests need Debian's chromium and chromium-driver: "
+                "apt-get install chromium chromium-driver (.ci/run installs them)", allow_module_level=True)
+
+import uvicorn  # noqa: E402
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+from facegnet.server import create_app  # noqa: E402
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+TOKEN = "browser-test-token-42"
+SHOTS = ROOT / "out" / "browser"
+WAIT = 90  # seconds: generous, the CPU may be shared with a training run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_y4m(photo: Path, out: Path, frames: int = 5, size: tuple[int, int] = (480, 360)) -> Path:
+    """A short raw video (YUV4MPEG2, 4:2:0) of one photo on grey: Chromium's fake camera plays it in a loop."""
+    canvas = Image.new("RGB", size, (90, 90, 90))
+    face = Image.open(photo).convert("RGB").resize((300, 300))
+    canvas.paste(face, ((size[0] - 300) // 2, (size[1] - 300) // 2))
+    y, u, v = (np.asarray(c) for c in canvas.convert("YCbCr").split())
+    half = (size[0] // 2, size[1] // 2)
+    u = np.asarray(Image.fromarray(u).resize(half, Image.BILINEAR))
+    v = np.asarray(Image.fromarray(v).resize(half, Image.BILINEAR))
+    with open(out, "wb") as f:
+        f.write(f"YUV4MPEG2 W{size[0]} H{size[1]} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            f.write(b"FRAME\n" + y.tobytes() + u.tobytes() + v.tobytes())
+    return out
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, recognizer):
+    """A uvicorn server on a free loopback port, serving a fresh gallery."""
+    gallery = tmp_path_factory.mktemp("browser") / "gallery"
+    app = create_app(gallery, TOKEN, recognizer=recognizer)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    video = write_y4m(lfw_photo("Serena_Williams", 3), tmp_path_factory.mktemp("camera") / "camera.y4m")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                     "--window-size=1200,900", "--use-fake-ui-for-media-stream",
+                     "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={video}"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)  # no Selenium Manager download
+    driver.set_script_timeout(WAIT)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    yield driver
+    driver.quit()
+
+
+def wait_for(driver, css: str, condition=None, timeout: float = WAIT):
+    """The first element matching ``css`` (and ``condition(element)``), waiting for it; shows the page's message."""
+    def found(d):
+        for element in d.find_elements(By.CSS_SELECTOR, css):
+            if element.is_displayed() and (condition is None or condition(element)):
+                return element
+        return False
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(found)
+    except Exception:
+        message = driver.find_element(By.ID, "message").text
+        driver.save_screenshot(str(SHOTS / "failure.png"))
+        raise AssertionError(f"{css} did not appear; the page says: {message!r}") from None
+
+
+def thumbnails_loaded(card) -> bool:
+    images = card.find_elements(By.CSS_SELECTOR, "img.thumb")
+    return bool(images) and all(img.get_property("naturalWidth") > 0 for img in images)
+
+
+def test_sign_in_is_required(site, browser):
+    browser.get(site + "/")
+    wait_for(browser, "#login")
+    assert not browser.find_element(By.ID, "tabs").is_displayed()
+    browser.find_element(By.ID, "token").send_keys("not-the-token")
+    browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
+    wait_for(browser, "#message.error", lambda e: "wrong token" in e.text)
+    assert browser.find_element(By.ID, "login").is_displayed()
+
+
+def test_enroll_two_people_then_identify_a_third_photo(site, browser):
+    browser.get(f"{site}/#token={TOKEN}")
+    wait_for(browser, "#people-grid")
+    assert "token" not in browser.current_url  # taken out of the address bar
+    for name, lfw in (("Colin Powell", "Colin_Powell"), ("Serena Williams", "Serena_Williams")):
+        browser.find_element(By.ID, "enroll-name").send_keys(name)
+        photos = "\n".join(str(lfw_photo(lfw, n)) for n in (1, 2))
+        browser.find_element(By.ID, "enroll-files").send_keys(photos)
+        browser.find_element(By.CSS_SELECTOR, "#enroll-form button[type=submit]").click()
+        card = wait_for(browser, f'.person[data-name="{name}"]', thumbnails_loaded)
+        assert "2 photos" in card.text and len(card.find_elements(By.CSS_SELECTOR, "img.thumb")) == 2
+    browser.save_screenshot(str(SHOTS / "people.png"))
+
+    browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="identify"]').click()
+    browser.find_element(By.ID, "identify-file").send_keys(str(lfw_photo("Colin_Powell", 3)))
+    box = wait_for(browser, "#identify-result .box")
+    label = box.find_element(By.CSS_SELECTOR, ".label")
+    assert box.get_attribute("data-name") == "Colin Powell" and label.text.startswith("Colin Powell")
+    # The box sits on the face: inside the photo, a plausible face size.
+    photo = browser.find_element(By.CSS_SELECTOR, "#identify-result img")
+    assert photo.rect["width"] > 100 and 0.15 < box.rect["width"] / photo.rect["width"] < 0.8
+    assert photo.rect["x"] <= box.rect["x"] <= photo.rect["x"] + photo.rect["width"]
+    browser.save_screenshot(str(SHOTS / "identify.png"))
+
+
+def test_camera_names_the_face(site, browser):
+    browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="camera"]').click()
+    browser.find_element(By.ID, "camera-start").click()
+    box = wait_for(browser, '#camera-stage .box[data-name="Serena Williams"]')
+    assert box.find_element(By.CSS_SELECTOR, ".label").text.startswith("Serena Williams")
+    assert "frames/s" in browser.find_element(By.ID, "camera-status").text
+    browser.save_screenshot(str(SHOTS / "camera.png"))
+    browser.find_element(By.ID, "camera-stop").click()
+
+
+def test_cluster_unsorted_photos_and_name_a_group(site, browser):
+    browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="clusters"]').click()
+    photos = [lfw_photo(person, n) for person in ("George_W_Bush", "Gerhard_Schroeder") for n in (1, 2, 3)]
+    browser.find_element(By.ID, "cluster-files").send_keys("\n".join(str(p) for p in photos))
+    browser.find_element(By.ID, "cluster-start").click()
+    first = wait_for(browser, "#cluster-groups .group.open", thumbnails_loaded)
+    groups = browser.find_elements(By.CSS_SELECTOR, "#cluster-groups .group.open")
+    assert len(groups) >= 2 and "6 faces" in browser.find_element(By.ID, "cluster-status").text
+    browser.save_screenshot(str(SHOTS / "clusters.png"))
+    group_id = first.get_attribute("data-group")
+    first.find_element(By.CSS_SELECTOR, "input:not([type=checkbox])").send_keys("First group")
+    first.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_for(browser, "#message.ok", lambda e: "as First group" in e.text)
+    named = wait_for(browser, f'#cluster-groups .group.named[data-group="{group_id}"]')
+    assert "First group (enrolled)" in named.text
+    browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="people"]').click()
+    wait_for(browser, '.person[data-name="First group"]', thumbnails_loaded)
