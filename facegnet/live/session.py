@@ -18,9 +18,7 @@ the loop for a video file read frame by frame), drawing into a window and/or a v
 """
 from __future__ import annotations
 
-import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +33,7 @@ from facegnet.errors import FacegnetError
 from facegnet.live.capture import CaptureError, Frame, FrameCapture
 from facegnet.live.events import NameVoter, Observation, Summary, draw, face_event
 from facegnet.live.tracker import Track, Tracker
+from facegnet.live.window import Recorder, Window, check_window_support  # noqa: F401 (re-exported)
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -277,85 +276,6 @@ class BackgroundIdentifier:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
-
-
-# ---------------------------------------------------------------------------------------------- window / file
-_NO_GUI = ("cannot open a window: this OpenCV has no GUI support (opencv-python-headless is installed); run "
-           "with --headless (and --record OUT.mp4 to keep the drawings), or install opencv-python in its place")
-
-
-def check_window_support() -> None:
-    """Raise FacegnetError (suggesting --headless) when no window can be shown here."""
-    build = cv2.getBuildInformation()
-    gui = next((line.split(":", 1)[1].strip() for line in build.splitlines() if line.strip().startswith("GUI:")),
-               "")
-    if gui.upper().startswith("NONE"):
-        raise FacegnetError(_NO_GUI)
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise FacegnetError("cannot open a window: no display (DISPLAY is not set); run with --headless "
-                            "(and --record OUT.mp4 to keep the drawings)")
-
-
-class Window:
-    """An OpenCV window; ``q`` or Esc (or closing it) quits."""
-
-    def __init__(self, title: str = "facegnet") -> None:
-        self.title = title
-        check_window_support()
-        try:
-            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
-        except cv2.error:
-            raise FacegnetError(_NO_GUI) from None
-        self._shown = False
-
-    def show(self, image: np.ndarray) -> bool:
-        """Show a frame; False when the user asked to quit."""
-        cv2.imshow(self.title, image)
-        key = cv2.waitKey(1) & 0xFF
-        if key in (ord("q"), ord("Q"), 27):
-            return False
-        if self._shown and cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
-            return False  # the window was closed
-        self._shown = True
-        return True
-
-    def close(self) -> None:
-        try:
-            cv2.destroyWindow(self.title)
-            cv2.waitKey(1)
-        except cv2.error:
-            pass
-
-
-class Recorder:
-    """Writes the drawn frames to a video file (opened at the first frame, with its size)."""
-
-    FOURCC = {".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v"}
-
-    def __init__(self, path: str | Path, fps: float | None) -> None:
-        self.path = Path(path)
-        if self.path.suffix.lower() not in self.FOURCC:
-            raise FacegnetError(f"cannot record to this file type (use one of {', '.join(self.FOURCC)})",
-                                self.path)
-        if not self.path.parent.is_dir():
-            raise FacegnetError("cannot record here: the folder does not exist", self.path)
-        self.fps = fps if fps else 25.0
-        self._writer: Any = None
-        self.frames = 0
-
-    def write(self, image: np.ndarray) -> None:
-        if self._writer is None:
-            fourcc = cv2.VideoWriter_fourcc(*self.FOURCC[self.path.suffix.lower()])
-            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (image.shape[1], image.shape[0]))
-            if not self._writer.isOpened():
-                raise FacegnetError("cannot write a video here", self.path)
-        self._writer.write(image)
-        self.frames += 1
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
 
 
 # ---------------------------------------------------------------------------------------------- the loop
