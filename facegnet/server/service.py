@@ -144,7 +144,7 @@ class GalleryService:
                     try:
                         result = self.gallery.enroll(name, path)
                     except FacegnetError as exc:
-                        if created:
+                        if created and not self._in_use(path):
                             self.photos.discard(str(path))
                         if skip_bad and not isinstance(exc, GalleryError):
                             skipped.append({"file": upload.name, "reason": exc.reason})
@@ -158,7 +158,7 @@ class GalleryService:
                     else:  # this photo is in the gallery already (perhaps as someone else)
                         existing.append({"file": upload.name, "template": result.template_id,
                                          "name": result.name})
-                        if created:  # the gallery holds it under another path
+                        if created and not self._in_use(path, result.name):  # held under another path
                             self.photos.discard(str(path))
                 if skip_bad and skipped and not added and not existing:
                     first = skipped[0]
@@ -171,6 +171,11 @@ class GalleryService:
                     self.photos.discard(str(path))
                 raise
         return {"name": name, "added": added, "existing": existing, "skipped": skipped}
+
+    def _in_use(self, path: Path, name: str | None = None) -> bool:
+        """Is this stored photo the source of a template (another process may have enrolled it meanwhile)?"""
+        source = str(Path(path).resolve())
+        return any(t.source == source for t in self.gallery.templates(name))
 
     def rename(self, name: str, new_name: str) -> dict[str, Any]:
         new_name = clean_name(new_name)
