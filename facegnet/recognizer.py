@@ -22,6 +22,7 @@ from facegnet.detect import Detector, Face
 from facegnet.embed import Embedder
 from facegnet.errors import DeviceError, FacegnetError, NoFaceError, WeightsError
 from facegnet.io import ImageLike, describe, load_image
+from facegnet.quality import MIN_FACE_SIZE, too_small
 
 #: Embedding engines of FaceRecognizer(backend=...).
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -81,7 +82,8 @@ class FaceRecognizer:
             a card name in ``facegnet/weights``, or a path to a model card (.json) or weights (.pt) with its card.
         threshold: cosine-similarity threshold for "same person" (default: the one the card calibrated for this
             embedding procedure, see :attr:`procedure`; a procedure without one is refused unless given).
-        min_face_size: smallest face side in pixels that counts as usable for verification and enrolment.
+        min_face_size: smallest face side in pixels that counts as usable for verification, enrolment and
+            identification (default: :data:`facegnet.quality.MIN_FACE_SIZE`, the one rule for all of them).
         detect_min_face_size: smallest face side MTCNN searches for (smaller is slower).
         detection_thresholds: MTCNN's three stage thresholds.
         max_side: longer image side above which images are downscaled for detection.
@@ -102,7 +104,7 @@ class FaceRecognizer:
         weights: str | Path | None = None,
         *,
         threshold: float | None = None,
-        min_face_size: int = 32,
+        min_face_size: int = MIN_FACE_SIZE,
         detect_min_face_size: int = 20,
         detection_thresholds: Sequence[float] = (0.6, 0.7, 0.7),
         max_side: int = 1280,
@@ -238,7 +240,7 @@ class FaceRecognizer:
                 result.faces = len(faces)
                 face = self._select(faces, array.shape, select)
                 if face is not None and face.size < self.min_face_size and not fallback_center:
-                    result.error = f"face too small ({face.size:.0f} px; at least {self.min_face_size} px needed)"
+                    result.error = too_small(face, self.min_face_size)
                     result.exit_code = NoFaceError.exit_code
                     continue
                 if face is not None:
@@ -294,10 +296,8 @@ class FaceRecognizer:
         if not faces:
             raise NoFaceError("no face found", describe(image))
         face = faces[0]
-        if face.size < self.min_face_size:
-            raise NoFaceError(
-                f"face too small ({face.size:.0f} px; at least {self.min_face_size} px needed)", describe(image)
-            )
+        if (why := too_small(face, self.min_face_size)) is not None:
+            raise NoFaceError(why, describe(image))
         return array, face, len(faces)
 
     def embed_largest(self, image: ImageLike) -> tuple[np.ndarray, Face, int]:

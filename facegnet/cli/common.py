@@ -5,9 +5,11 @@ import argparse
 import json
 import sys
 
+from facegnet.quality import MIN_FACE_SIZE
+
 
 def add_model_options(parser: argparse.ArgumentParser, threshold: bool = True,
-                      min_face_size: int | None = 32) -> None:
+                      min_face_size: int | None = MIN_FACE_SIZE) -> None:
     """--weights, --threshold, --min-face-size, --no-flip, --device, --threads, --backend.
 
     ``threshold=False`` or ``min_face_size=None`` leave those two out, for commands that define their own.
@@ -36,7 +38,7 @@ def make_recognizer(args: argparse.Namespace, **extra):
 
     options = {
         "threshold": getattr(args, "threshold", None),
-        "min_face_size": getattr(args, "min_face_size", None) or 32,
+        "min_face_size": getattr(args, "min_face_size", None) or MIN_FACE_SIZE,
         "flip": not args.no_flip,
         "device": args.device,
         "threads": args.threads,

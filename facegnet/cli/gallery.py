@@ -7,6 +7,7 @@ import sys
 from facegnet.cli.common import add_model_options, make_recognizer, print_json, warn
 from facegnet.cli.live import add_live_options, live_requested, run_live_cli
 from facegnet.errors import FacegnetError, GalleryError, NoFaceError
+from facegnet.quality import MIN_FACE_SIZE
 
 INDEX_CHOICES = ("auto", "flat", "pq", "ivf", "hnsw", "ivfpq")
 
@@ -22,8 +23,13 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _recognizer(args: argparse.Namespace):
-    # The enrolment quality rule (--min-face-size 40) is applied by the gallery, not by the recogniser.
-    return make_recognizer(args, min_face_size=32)
+    # Its min_face_size (--min-face-size, else facegnet.quality.MIN_FACE_SIZE) is the gallery's rule too.
+    return make_recognizer(args)
+
+
+def _min_face_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--min-face-size", type=int, default=MIN_FACE_SIZE, metavar="PX",
+                        help=f"{what} (default: {MIN_FACE_SIZE}, as for verify)")
 
 
 def _untrained_warning(gallery) -> None:
@@ -40,8 +46,7 @@ def register(subparsers) -> None:
     )
     enroll.add_argument("folder", metavar="FOLDER")
     _gallery_option(enroll)
-    enroll.add_argument("--min-face-size", type=int, default=40, metavar="PX",
-                        help="skip faces whose shorter side is below this (default: 40)")
+    _min_face_option(enroll, "skip faces whose shorter side is below this many pixels")
     enroll.add_argument("--min-score", type=float, default=0.95,
                         help="skip faces with a lower detection score (default: 0.95)")
     enroll.add_argument("--index", choices=INDEX_CHOICES, default=None,
@@ -67,6 +72,8 @@ def register(subparsers) -> None:
     identify.add_argument("--top-k", type=int, default=1, metavar="K", help="candidates per face (default: 1)")
     identify.add_argument("--aggregate", choices=("max", "mean"), default="max",
                           help="score a person by the best (max) or the mean of their templates (default: max)")
+    _min_face_option(identify, "faces whose shorter side is below this many pixels are not named, in photos "
+                               "and live video")
     _model_options(identify)
     add_live_options(identify)  # --camera/--video/--stream and their options (facegnet.cli.live)
     identify.set_defaults(func=run_identify)
@@ -152,7 +159,8 @@ def run_identify(args: argparse.Namespace) -> int:
                 status = max(status, exc.exit_code)
                 continue
             if not matches:
-                print(f"facegnet: error: {image}: no face found", file=sys.stderr)
+                print(f"facegnet: error: {image}: no face found of at least {gallery.quality.min_face} px",
+                      file=sys.stderr)
                 status = max(status, NoFaceError.exit_code)
             identified += bool(matches)
             if args.json:

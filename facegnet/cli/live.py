@@ -11,6 +11,7 @@ import sys
 
 from facegnet.cli.common import print_json, warn
 from facegnet.errors import FacegnetError, GalleryError
+from facegnet.quality import MIN_FACE_SIZE
 
 LIVE_THREADS = 1  # one torch thread by default: the capture thread and other programs keep a core
 
@@ -46,7 +47,7 @@ def add_live_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--retries", type=int, default=5, metavar="N",
                        help="times a dropped stream or camera is reopened before giving up (default: 5)")
     _add(group, "--min-face-size", type=int, default=None, metavar="PX",
-         help="smallest face side searched for, in pixels (live default: 40; smaller is slower)")
+         help=f"smallest face side searched for and named, in pixels (default: {MIN_FACE_SIZE}; smaller is slower)")
     _add(group, "--threads", type=int, default=None, metavar="N",
          help=f"CPU threads for torch (live default: {LIVE_THREADS})")
 
@@ -85,7 +86,7 @@ def _run(args: argparse.Namespace, capture) -> int:
 
     config = LiveConfig(detect_every=args.detect_every, embed_every=args.embed_every,
                         threshold=args.threshold, aggregate=getattr(args, "aggregate", "max"))
-    min_face = args.min_face_size or 40
+    min_face = args.min_face_size or MIN_FACE_SIZE
     recognizer = FaceRecognizer(
         args.weights, threshold=args.threshold, min_face_size=min_face, detect_min_face_size=min_face,
         flip=not args.no_flip, device=args.device, threads=args.threads or LIVE_THREADS,

@@ -14,6 +14,7 @@ import numpy as np
 from facegnet.card import sha256_file
 from facegnet.errors import FacegnetError, GalleryError, ImageError
 from facegnet.gallery.results import EnrollReport, EnrollResult
+from facegnet.quality import MIN_FACE_SIZE, too_small
 
 if TYPE_CHECKING:
     from facegnet.detect import Face
@@ -26,16 +27,16 @@ Finder = Callable[[str], "tuple[int, str] | None"]
 
 @dataclass
 class QualityPolicy:
-    """Which faces are good enough: shorter box side (for enrolment and identification) and, for enrolment,
-    MTCNN score."""
+    """Which faces are good enough: the shorter box side (to enroll and to be named; default
+    :data:`facegnet.quality.MIN_FACE_SIZE`, the rule verification uses too) and, to enroll, MTCNN's score."""
 
-    min_face: int = 40
+    min_face: int = MIN_FACE_SIZE
     min_score: float = 0.95
 
     def check(self, face: Face) -> str | None:
         """The reason a face is rejected for enrolment, or None when it is good enough."""
-        if face.size < self.min_face:
-            return f"face too small ({face.width:.0f}×{face.height:.0f} px; at least {self.min_face} px needed)"
+        if (why := too_small(face, self.min_face)) is not None:
+            return why
         if face.score < self.min_score:
             return f"low detection score ({face.score:.3f} < {self.min_score})"
         return None

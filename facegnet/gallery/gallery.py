@@ -43,6 +43,7 @@ from facegnet.gallery.maintenance import Maintenance
 from facegnet.gallery.results import EnrollReport, EnrollResult, Identification
 from facegnet.gallery.search import AGGREGATES, rank
 from facegnet.locking import FileLock, LockTimeout
+from facegnet.quality import MIN_FACE_SIZE
 
 if TYPE_CHECKING:  # the recogniser pulls in torch: import it only when a model is really needed
     from facegnet.detect import Face
@@ -66,7 +67,8 @@ class Gallery(Maintenance):
         index: index kind for a new gallery, or to switch an existing one (``auto``, ``flat``, ``pq``,
             ``ivf``, ``hnsw``, ``ivfpq``; see :mod:`facegnet.gallery.index`); None keeps what it records.
         check_fingerprint: refuse a gallery made with other weights (turn off to list, remove or rebuild).
-        quality: which enrolment faces are good enough.
+        quality: which faces are good enough to enroll and to be named; by default faces from the
+            recogniser's ``min_face_size`` (:data:`facegnet.quality.MIN_FACE_SIZE`) up.
         lock_timeout: seconds a writer waits for another writer before giving up.
     """
 
@@ -88,7 +90,8 @@ class Gallery(Maintenance):
         self._recognizer = recognizer
         self._weights = weights
         self.card: ModelCard = recognizer.card if recognizer is not None else resolve_card(weights)
-        self.quality = quality or QualityPolicy()
+        self.quality = quality or QualityPolicy(
+            min_face=recognizer.min_face_size if recognizer is not None else MIN_FACE_SIZE)
         self.lock_timeout = float(lock_timeout)
         # Lock order, always: the writer lock (file + thread), then the mutex; never the other way round.
         self._mutex = threading.RLock()  # this object's database connection and index
@@ -317,6 +320,8 @@ class Gallery(Maintenance):
     ) -> list[Identification]:
         """Every face of a photo (largest first) with its best person, or ``unknown`` below the threshold.
 
+        Faces smaller than ``quality.min_face`` are left out: too small to name (as to verify or enroll).
+
         Args:
             top_k: candidates listed for each face.
             threshold: open-set threshold (default: the model card's calibrated one).
@@ -326,7 +331,8 @@ class Gallery(Maintenance):
 
         self._check_procedure(procedure_of(self.recognizer))
         array = load_image(image)
-        faces, embeddings = self.recognizer.embed(array)  # outside the lock: other threads search meanwhile
+        faces = [face for face in self.recognizer.detect(array) if face.size >= self.quality.min_face]
+        embeddings = self.recognizer.embed_faces(array, faces)  # outside the lock: other threads search meanwhile
         matches = self.search(embeddings, top_k=top_k, threshold=threshold, aggregate=aggregate)
         for face, match in zip(faces, matches):
             match.face = face
