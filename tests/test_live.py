@@ -367,6 +367,7 @@ def live_gallery(tmp_path_factory, recognizer) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_headless_video_reports_each_person_arriving_and_leaving(live_video, live_gallery, tmp_path) -> None:
     record = tmp_path / "drawn.avi"
     result = subprocess.run(

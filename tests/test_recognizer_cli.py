@@ -132,6 +132,7 @@ def test_cli_usage_errors(capsys):
     assert "exactly two images" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_pairs_csv_and_app(tmp_path, not_an_image, capsys):
     pairs = tmp_path / "pairs.csv"
     a1, a2, b1 = (shutil.copy(lfw_photo(*p), tmp_path / f"{i}.jpg") for i, p in enumerate((A1, A2, B1)))
@@ -255,6 +256,7 @@ def test_cli_eval_on_lfw_pairs_meets_the_shipped_models_quality_bar(tmp_path, ca
         assert png.format == "PNG" and png.size[0] > 300
 
 
+@pytest.mark.slow
 def test_cli_eval_records_its_figures_in_the_model_card(tmp_path, capsys):
     from facegnet.card import WEIGHTS_DIR, load_card
 
