@@ -13,8 +13,11 @@ INDEX_CHOICES = ("auto", "flat", "pq", "ivf", "hnsw", "ivfpq")
 
 
 def _gallery_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gallery", default="gallery", metavar="DIR",
-                        help="gallery directory (default: ./gallery)")
+    # The default is resolved by facegnet.gallery.folders.default_gallery_dir (not imported here: --help
+    # stays quick without FAISS).
+    parser.add_argument("--gallery", default=None, metavar="DIR",
+                        help="gallery directory (default: $FACEGNET_GALLERY, else the per-user "
+                             "$XDG_DATA_HOME/facegnet/gallery, i.e. ~/.local/share/facegnet/gallery)")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -122,7 +125,7 @@ def run_enroll(args: argparse.Namespace) -> int:
         result = gallery.enroll_folder(args.folder, progress=progress, on_result=report)
         people, templates = gallery.store.count()
         _untrained_warning(gallery)
-    print(f"{result.summary()}. Gallery {args.gallery}: {people} people, {templates} templates.")
+    print(f"{result.summary()}. Gallery {gallery.path}: {people} people, {templates} templates.")
     return max((r.exit_code for r in result.skipped), default=0)
 
 
@@ -141,7 +144,7 @@ def run_identify(args: argparse.Namespace) -> int:
     gallery = Gallery(args.gallery, recognizer=_recognizer(args))  # refuses a gallery of other weights
     if not len(gallery):
         gallery.close()
-        raise GalleryError("the gallery is empty: enroll people first", args.gallery)
+        raise GalleryError("the gallery is empty: enroll people first", gallery.path)
     out_paths = annotation_paths(args.images, args.annotate) if args.annotate else []
     status, identified = 0, 0
     with gallery:

@@ -95,7 +95,7 @@ def _run(args: argparse.Namespace, capture) -> int:
     gallery = Gallery(args.gallery, recognizer=recognizer)  # refuses a gallery of other weights
     with gallery:
         if not len(gallery):
-            raise GalleryError("the gallery is empty: enroll people first", args.gallery)
+            raise GalleryError("the gallery is empty: enroll people first", gallery.path)
         if not gallery.card.trained:
             warn("no trained weights are installed: using an untrained network, so names are near chance")
         identifier = LiveIdentifier(recognizer, gallery, config, emit=EventWriter(sys.stdout))

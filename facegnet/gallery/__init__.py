@@ -7,7 +7,7 @@ ranking), :mod:`~.cache` (the index kept in step with SQLite), :mod:`~.rebuild` 
 :mod:`~.draw` (annotated copies); the writer lock is :mod:`facegnet.locking`.
 """
 from facegnet.gallery.enrolment import QualityPolicy
-from facegnet.gallery.folders import discover
+from facegnet.gallery.folders import GALLERY_ENV, default_gallery_dir, discover
 from facegnet.gallery.gallery import DEFAULT_GALLERY, Gallery, open_gallery
 from facegnet.gallery.results import (
     UNKNOWN,
@@ -20,6 +20,7 @@ from facegnet.gallery.results import (
 
 __all__ = [
     "DEFAULT_GALLERY",
+    "GALLERY_ENV",
     "UNKNOWN",
     "Candidate",
     "EnrollReport",
@@ -28,6 +29,7 @@ __all__ = [
     "Identification",
     "QualityPolicy",
     "RebuildReport",
+    "default_gallery_dir",
     "discover",
     "open_gallery",
 ]

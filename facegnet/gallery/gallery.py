@@ -1,6 +1,8 @@
 """The :class:`Gallery`: enroll people from photos, identify faces against them, safely shared on disk.
 
-A gallery is a directory (see ``gallery/README.md`` in the repository for the format)::
+A gallery is a directory (by default ``~/.local/share/facegnet/gallery``, see
+:func:`~facegnet.gallery.folders.default_gallery_dir`; ``gallery/README.md`` in the repository documents the
+format)::
 
     gallery.sqlite   people, templates (source photo, its sha256, box, score, quality, landmarks, embedding),
                      and meta (the model fingerprint, the index kind, a change counter)   <- source of truth
@@ -17,7 +19,7 @@ outside it. Processes (and other ``Gallery`` objects) share a gallery directory 
 file and SQLite's own locking.
 
     >>> from facegnet import Gallery
-    >>> with Gallery("gallery", create=True) as gallery:
+    >>> with Gallery(create=True) as gallery:                # the per-user default gallery
     ...     gallery.enroll_folder("people/")            # people/Alice/1.jpg, people/Bob.jpg, ...
     ...     for match in gallery.identify("group.jpg"):
     ...         print(match.name, match.similarity)
@@ -36,7 +38,15 @@ from facegnet.card import ModelCard, resolve_card
 from facegnet.errors import GalleryError, NoFaceError
 from facegnet.gallery.cache import IndexCache
 from facegnet.gallery.enrolment import Pending, QualityPolicy, enroll_photos, exists, face_quality, read_photo
-from facegnet.gallery.folders import DB_NAME, INDEX_NAME, LOCK_NAME, clean_name, discover, open_store
+from facegnet.gallery.folders import (
+    DB_NAME,
+    INDEX_NAME,
+    LOCK_NAME,
+    clean_name,
+    default_gallery_dir,
+    discover,
+    open_store,
+)
 from facegnet.gallery.index import KINDS, GalleryIndex, normalise, resolve_kind
 from facegnet.gallery.procedure import compose, procedure_of, recorded_procedure, short
 from facegnet.gallery.maintenance import Maintenance
@@ -49,7 +59,8 @@ if TYPE_CHECKING:  # the recogniser pulls in torch: import it only when a model 
     from facegnet.detect import Face
     from facegnet.recognizer import FaceRecognizer
 
-DEFAULT_GALLERY = Path("gallery")
+#: The default gallery as it was when facegnet was imported; ``Gallery()`` looks it up again on each call.
+DEFAULT_GALLERY = default_gallery_dir()
 
 
 class Gallery(Maintenance):
@@ -59,7 +70,8 @@ class Gallery(Maintenance):
     uses it any more.
 
     Args:
-        path: the gallery directory (default ``./gallery``).
+        path: the gallery directory (default: :func:`~facegnet.gallery.folders.default_gallery_dir`,
+            ``$FACEGNET_GALLERY`` or the per-user ``~/.local/share/facegnet/gallery``).
         recognizer: the :class:`~facegnet.recognizer.FaceRecognizer` that detects and embeds; created
             lazily from ``weights`` when needed (listing or removing people needs no model).
         weights: weights for that lazy recogniser (see :func:`facegnet.card.resolve_card`).
@@ -74,7 +86,7 @@ class Gallery(Maintenance):
 
     def __init__(
         self,
-        path: str | Path = DEFAULT_GALLERY,
+        path: str | Path | None = None,
         *,
         recognizer: FaceRecognizer | None = None,
         weights: str | Path | None = None,
@@ -86,7 +98,7 @@ class Gallery(Maintenance):
     ) -> None:
         if index is not None and index != "auto" and index not in KINDS:
             raise GalleryError(f"unknown index kind {index!r} (choose from auto, {', '.join(KINDS)})")
-        self.path = Path(path)
+        self.path = Path(path) if path is not None else default_gallery_dir()
         self._recognizer = recognizer
         self._weights = weights
         self.card: ModelCard = recognizer.card if recognizer is not None else resolve_card(weights)
@@ -401,7 +413,7 @@ class Gallery(Maintenance):
         }
 
 
-def open_gallery(path: str | Path = DEFAULT_GALLERY, **kwargs: Any) -> Gallery:
+def open_gallery(path: str | Path | None = None, **kwargs: Any) -> Gallery:
     """Open an existing gallery (same arguments as :class:`Gallery`)."""
     return Gallery(path, **kwargs)
 
