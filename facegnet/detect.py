@@ -2,6 +2,13 @@
 
 facenet-pytorch ships the MTCNN weights inside its package, so nothing is downloaded. Images of equal size
 are detected as one batch; very large images are downscaled for detection and the coordinates mapped back.
+
+The algorithm is facenet-pytorch's ``detect_face`` (the function its public ``MTCNN.detect`` calls); its three
+networks run in ONNX Runtime by default (``engine="onnx"``: exported from facenet-pytorch's own weights on first
+use and cached, see :mod:`facegnet.mtcnn_onnx`), or in PyTorch (``engine="torch"``). Both find the same faces
+to float tolerance; tests/test_detect_align.py checks that against ``MTCNN.detect`` on LFW photos, and checks
+the internal contract this module relies on (``detect_face``'s signature and the networks' outputs), so a
+facenet-pytorch upgrade that changes it fails a test instead of detection.
 """
 from __future__ import annotations
 
@@ -14,6 +21,9 @@ import numpy as np
 import torch
 
 from facegnet.io import ImageLike, load_image
+
+#: MTCNN engines: "onnx" (ONNX Runtime, faster on a CPU) or "torch" (facenet-pytorch's modules as they are).
+ENGINES = ("onnx", "torch")
 
 
 @dataclass
@@ -60,6 +70,10 @@ class Detector:
             boxes and landmarks are mapped back to the original pixels.
         device: torch device for MTCNN.
         batch_size: images of one size run through MTCNN together (8–16 is fastest on a CPU).
+        engine: "onnx" (ONNX Runtime; CPU only, the default there) or "torch"; None picks "onnx" on a CPU and
+            "torch" on a GPU.
+        threads: ONNX Runtime threads per network (default: torch's thread count, see
+            :func:`facegnet.onnx_backend.default_threads`).
     """
 
     def __init__(
@@ -70,6 +84,8 @@ class Detector:
         max_side: int = 1280,
         device: str | torch.device = "cpu",
         batch_size: int = 16,
+        engine: str | None = None,
+        threads: int | None = None,
     ) -> None:
         if min_face_size < 1:
             raise ValueError("min_face_size must be at least 1 pixel")
@@ -79,13 +95,26 @@ class Detector:
         self.max_side = int(max_side)
         self.device = torch.device(device)
         self.batch_size = max(1, int(batch_size))
+        if engine is None:
+            engine = "onnx" if self.device.type == "cpu" else "torch"
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        if engine == "onnx" and self.device.type != "cpu":
+            raise ValueError("the onnx MTCNN engine runs on the CPU; use engine='torch' on a GPU")
+        self.engine = engine
+        self.threads = threads
         self._nets = None  # created on first use: P-Net, R-Net, O-Net
 
     def _networks(self):
         if self._nets is None:
-            from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+            if self.engine == "onnx":
+                from facegnet.mtcnn_onnx import ort_networks
 
-            self._nets = tuple(net().to(self.device).eval() for net in (PNet, RNet, ONet))
+                self._nets = ort_networks(self.threads)
+            else:
+                from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+                self._nets = tuple(net().to(self.device).eval() for net in (PNet, RNet, ONet))
         return self._nets
 
     def detect(self, image: ImageLike) -> list[Face]:

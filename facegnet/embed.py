@@ -66,6 +66,6 @@ class Embedder:
         with torch.inference_mode():
             for start in range(0, len(crops), self.batch_size):
                 batch = self.preprocess(crops[start : start + self.batch_size])
-                features = embed_normalised(self.model, batch, self.flip)
+                features = embed_normalised(self.model, batch, self.flip, together=False)
                 out[start : start + len(batch)] = features.cpu().numpy()
         return out

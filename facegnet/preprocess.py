@@ -68,14 +68,15 @@ def l2_normalise(features: Any, eps: float = 1e-12) -> Any:
     return features / np.maximum(norms, eps)
 
 
-def embed_normalised(run: Callable[[Any], Any], batch: Any, flip: bool) -> Any:
+def embed_normalised(run: Callable[[Any], Any], batch: Any, flip: bool, together: bool = True) -> Any:
     """Unit embeddings of a normalised batch: ``run(batch)``, plus ``run(mirror(batch))`` when ``flip``.
 
-    With flip the crops and their mirror images go through ``run`` as one batch of twice the size (one call;
-    the raw embeddings are summed before normalising, as the cards' thresholds were calibrated).
+    The raw embeddings of a crop and of its mirror image are summed before normalising (the procedure the cards'
+    thresholds were calibrated with). ``together``: run crops and mirrors as one batch of twice the size (one
+    call: best for ONNX Runtime), else as two calls (PyTorch, whose results then do not depend on the batch).
     """
     n = len(batch)
-    if flip:
+    if flip and together:
         if _is_torch(batch):
             import torch
 
@@ -84,6 +85,8 @@ def embed_normalised(run: Callable[[Any], Any], batch: Any, flip: bool) -> Any:
             both = np.concatenate([batch, mirror(batch)])
         features = run(both)
         features = features[:n] + features[n:]
+    elif flip:
+        features = run(batch) + run(mirror(batch))
     else:
         features = run(batch)
     if _is_torch(features):

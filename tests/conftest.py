@@ -19,6 +19,14 @@ def lfw_photo(name: str, number: int = 1) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_export_cache(tmp_path_factory):
+    """ONNX exports made on first use (MTCNN, the embedding network) go to a fresh folder, never ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FACEGNET_CACHE", str(tmp_path_factory.mktemp("facegnet-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def recognizer():
     from facegnet.recognizer import FaceRecognizer

@@ -149,3 +149,71 @@ def test_central_landmarks_fallback():
     assert points.shape == (5, 2)
     assert np.allclose(points.mean(axis=0), [125 - 0.28 * 250 + TEMPLATE.mean(0)[0] * 0.56 * 250 / 112,
                                              125 - 0.28 * 250 + TEMPLATE.mean(0)[1] * 0.56 * 250 / 112])
+
+
+# -- the ONNX Runtime engine and facenet-pytorch's contract ------------------------------------------------------
+
+
+def _reference_faces(mtcnn, image: np.ndarray, min_size: float) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    """Faces from facenet-pytorch's public ``MTCNN.detect(..., landmarks=True)``, largest first, at least min_size."""
+    boxes, probs, points = mtcnn.detect(image, landmarks=True)
+    if boxes is None:
+        return []
+    boxes, points = np.asarray(boxes, dtype=np.float32), np.asarray(points, dtype=np.float32)
+    faces = [(b, float(p), pt) for b, p, pt in zip(boxes, probs, points)
+             if min(b[2] - b[0], b[3] - b[1]) >= min_size]
+    return sorted(faces, key=lambda f: -(f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
+
+
+def test_onnx_engine_finds_what_facenet_pytorch_finds_on_lfw(photos):
+    """The fast path changes nothing: same faces, boxes, landmarks and scores as facenet-pytorch's MTCNN.detect."""
+    from facenet_pytorch import MTCNN
+
+    from tests.conftest import LFW_IMAGES
+
+    paths = sorted(LFW_IMAGES.glob("*/*_0001.jpg"))[::350][:16]
+    if len(paths) < 16:
+        pytest.skip("LFW photos not available")
+    images = [load_image(p) for p in paths]
+    group = np.zeros((250, 500, 3), dtype=np.uint8)
+    group[:, :250], group[:, 250:] = photos[0], photos[1]
+    images.append(group)
+    reference = MTCNN(keep_all=True, min_face_size=20, thresholds=[0.6, 0.7, 0.7], factor=0.709, device="cpu")
+    detector = Detector(engine="onnx")
+    assert detector.engine == "onnx"
+    found = detector.detect_batch(images[:8]) + [detector.detect(image) for image in images[8:]]
+    total = 0
+    for image, faces in zip(images, found):
+        expected = _reference_faces(reference, image, detector.min_face_size)
+        assert len(faces) == len(expected)
+        for face, (box, prob, points) in zip(faces, expected):
+            assert np.allclose(face.box, box, atol=0.02) and np.allclose(face.landmarks, points, atol=0.02)
+            assert abs(face.score - prob) < 1e-4
+        total += len(faces)
+    assert total >= len(images)  # every photo has its face
+
+
+def test_the_internal_contract_of_facenet_pytorch_detect_face():
+    """detect.py calls facenet-pytorch's detect_face with its own networks: pin what that relies on."""
+    import inspect
+
+    import torch
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+    from facenet_pytorch.models.utils.detect_face import detect_face
+
+    from facegnet.mtcnn_onnx import ort_networks
+
+    assert list(inspect.signature(detect_face).parameters) == [
+        "imgs", "minsize", "pnet", "rnet", "onet", "threshold", "factor", "device"]
+    rng = np.random.default_rng(0)
+    inputs = {"pnet": (2, 3, 31, 47), "rnet": (5, 3, 24, 24), "onet": (5, 3, 48, 48)}
+    shapes = {"pnet": [(2, 4, 11, 19), (2, 2, 11, 19)], "rnet": [(5, 4), (5, 2)], "onet": [(5, 4), (5, 10), (5, 2)]}
+    for name, torch_net, ort_net in zip(inputs, (PNet(), RNet(), ONet()), ort_networks(threads=1)):
+        x = torch.from_numpy(rng.uniform(-1, 1, size=inputs[name]).astype(np.float32))
+        with torch.inference_mode():
+            expected = torch_net.eval()(x)
+        got = ort_net(x)
+        assert [tuple(t.shape) for t in expected] == shapes[name] == [tuple(t.shape) for t in got]
+        for e, g in zip(expected, got):
+            assert torch.allclose(e, g, atol=1e-4)
+        assert next(ort_net.parameters()).dtype == torch.float32  # detect_face casts the images to it
