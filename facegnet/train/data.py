@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from facegnet.errors import DataError
+from facegnet.preprocess import normalise
 
 CROP_SIZE = 112
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -294,8 +295,8 @@ def read_pairs(path: str | Path) -> list[tuple[str, str, int]]:
 
 
 def to_input(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, H, W, 3) → float (N, 3, H, W) normalised as (x/255 − 0.5)/0.5."""
-    return batch.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    """uint8 (N, H, W, 3) → float (N, 3, H, W) with the cards' normalisation (:mod:`facegnet.preprocess`)."""
+    return normalise(batch)
 
 
 @dataclass

@@ -10,26 +10,24 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from facegnet import metrics
+from facegnet.preprocess import embed_normalised
 from facegnet.train.data import to_input
 
 
 @torch.no_grad()
 def embed_crops(net: nn.Module, images: np.ndarray, device: torch.device | str = "cpu", batch: int = 256,
                 flip: bool = True) -> np.ndarray:
-    """L2-normalised embeddings (N, D) of uint8 (N, 112, 112, 3) crops; sums the flipped view when ``flip``."""
+    """L2-normalised embeddings (N, D) of uint8 (N, 112, 112, 3) crops, by the embedder's own procedure
+    (:func:`facegnet.preprocess.embed_normalised`: flipped view added when ``flip``)."""
     was_training = net.training
     net.eval()
     out = []
     for i in range(0, len(images), batch):
         x = to_input(torch.from_numpy(images[i : i + batch])).to(device)
-        e = net(x).float()
-        if flip:  # as facegnet.embed.Embedder does: sum the raw embeddings, then normalise
-            e = e + net(x.flip(-1)).float()
-        out.append(F.normalize(e, dim=1).cpu())
+        out.append(embed_normalised(lambda t: net(t).float(), x, flip).cpu())
     net.train(was_training)
     return torch.cat(out).numpy()
 
