@@ -36,6 +36,7 @@ from torch import nn
 
 from facegnet.card import ModelCard, resolve_card, sha256_file
 from facegnet.errors import DataError, ExportError
+from facegnet.locking import locked
 from facegnet.onnx_backend import make_session
 from facegnet.onnx_cache import (  # noqa: F401  (re-exported: the names callers of this module know)
     DEFAULT_QUANT_FORMAT,
@@ -506,22 +507,6 @@ def export_torchscript(source: Source, path: str | Path, *, card: ModelCard | No
 # -- the cache -------------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (POSIX), so that two processes do not export the same model at once."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: atomic renames alone keep the cache consistent
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def cached_onnx(card: ModelCard | None = None, *, int8: bool = False) -> Path:
     """The ONNX export of ``card``'s weights (default: the active ones), exported into the cache if missing.
 
@@ -539,7 +524,7 @@ def cached_onnx(card: ModelCard | None = None, *, int8: bool = False) -> Path:
     except OSError as exc:
         raise ExportError(f"cannot create the export cache ({exc.strerror}); set FACEGNET_CACHE", path.parent) \
             from None
-    with _lock(path.with_suffix(".lock")):
+    with locked(path.with_suffix(".lock")):  # two processes do not export the same model at once
         if cache_valid(path, card):  # another process made it while we waited
             return path
         if not int8:
