@@ -317,3 +317,16 @@ def test_clusters_name_merge_dismiss(server):
     assert not (gallery / "clusters" / job["id"]).exists()
     none = client.post("/api/clusters", files=[upload(b"text", "a.txt")], headers=AUTH)
     assert none.status_code == 422 and "no usable face" in none.json()["error"]
+
+
+def test_each_kind_of_error_has_its_status():
+    from facegnet.errors import GalleryError, ImageError, NoFaceError
+    from facegnet.server.errors import status_for
+
+    # facegnet.io's decompression-bomb guard (too many pixels): too costly to provoke with a real upload here.
+    assert status_for(ImageError("image too large (30000×30000 pixels)", "x.png")) == 413
+    assert status_for(ImageError("not an image (unrecognised file format)", "x")) == 415
+    assert status_for(ImageError("unreadable or truncated image (broken data stream)", "x")) == 400
+    assert status_for(NoFaceError("face too small (20 px; at least 32 px needed)", "x")) == 422
+    assert status_for(GalleryError("busy: another process (pid 1) is writing to it; try again later")) == 503
+    assert status_for(GalleryError("made with other weights")) == 409

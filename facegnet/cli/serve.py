@@ -20,7 +20,8 @@ def register(subparsers) -> None:
         "token ('Authorization: Bearer TOKEN'): given with --token or FACEGNET_TOKEN, otherwise generated "
         "on first start into DIR/server.token (owner-only).",
     )
-    parser.add_argument("--gallery", default="gallery", metavar="DIR", help="gallery directory (default: ./gallery)")
+    parser.add_argument("--gallery", default=None, metavar="DIR",
+                        help="gallery directory (default: the one `facegnet enroll` uses)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     parser.add_argument("--token", default=None, help="the token clients must send (default: $FACEGNET_TOKEN, "
@@ -52,6 +53,10 @@ def run_serve(args: argparse.Namespace) -> int:
         raise FacegnetError(f"--port must be between 1 and 65535, not {args.port}")
     if args.workers < 1:
         raise FacegnetError("--workers must be at least 1")
+    if args.gallery is None:
+        from facegnet.gallery import DEFAULT_GALLERY
+
+        args.gallery = str(DEFAULT_GALLERY)
     token = resolve_token(args.gallery, args.token, args.no_auth, args.host)
     # Workers are separate processes: each builds its app from these settings (see app_from_environment).
     os.environ.update({
