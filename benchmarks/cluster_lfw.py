@@ -19,7 +19,7 @@ one person, how many were put together), the number of groups against the true n
 people whose photos all landed in one group, and the time taken (the grouping only).
 
     python benchmarks/cluster_lfw.py [--people 200] [--singletons 200] [--max-per-person 8]
-    python benchmarks/cluster_lfw.py --all          # every LFW photo (13,233; about 20 minutes to embed)
+    python benchmarks/cluster_lfw.py --all          # every LFW photo (13,233; an estimated 17 minutes to embed)
 
 Embeddings are cached in runs/cluster_lfw_embeddings.npz (keyed by the photos and the weights).
 """
