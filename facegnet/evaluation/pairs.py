@@ -19,6 +19,8 @@ RESULT_FIELDS = ["a", "b", "similarity", "same", "threshold", "error"]
 
 @dataclass
 class PairRow:
+    """One line of a pairs CSV: the two image paths (resolved) and any further columns, by header name."""
+
     a: str
     b: str
     extra: dict[str, str]
