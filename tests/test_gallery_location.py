@@ -38,6 +38,9 @@ def test_default_gallery_dir_follows_xdg_and_the_environment(home: Path, tmp_pat
     assert default_gallery_dir() == home / ".local" / "share" / "facegnet" / "gallery"
     monkeypatch.setenv("FACEGNET_GALLERY", "~/galleries/office")
     assert default_gallery_dir() == home / "galleries" / "office"
+    import facegnet.gallery
+
+    assert facegnet.gallery.DEFAULT_GALLERY == home / "galleries" / "office"  # read when asked for
 
 
 def test_gallery_without_a_path_uses_the_per_user_directory(home: Path) -> None:

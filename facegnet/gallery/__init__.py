@@ -8,7 +8,7 @@ ranking), :mod:`~.cache` (the index kept in step with SQLite), :mod:`~.rebuild` 
 """
 from facegnet.gallery.enrolment import QualityPolicy
 from facegnet.gallery.folders import GALLERY_ENV, default_gallery_dir, discover
-from facegnet.gallery.gallery import DEFAULT_GALLERY, Gallery, open_gallery
+from facegnet.gallery.gallery import Gallery, open_gallery
 from facegnet.gallery.results import (
     UNKNOWN,
     Candidate,
@@ -17,6 +17,14 @@ from facegnet.gallery.results import (
     Identification,
     RebuildReport,
 )
+
+
+def __getattr__(name: str):
+    # DEFAULT_GALLERY follows $FACEGNET_GALLERY and $XDG_DATA_HOME as they are when it is read.
+    if name == "DEFAULT_GALLERY":
+        return default_gallery_dir()
+    raise AttributeError(f"module 'facegnet.gallery' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_GALLERY",

@@ -34,7 +34,10 @@ def default_gallery_dir() -> Path:
         return Path(named).expanduser()
     data_home = os.environ.get("XDG_DATA_HOME", "").strip()
     # XDG: a relative XDG_DATA_HOME is invalid and must be ignored.
-    base = Path(data_home) if data_home and Path(data_home).is_absolute() else Path.home() / ".local" / "share"
+    if data_home and Path(data_home).is_absolute():
+        base = Path(data_home)
+    else:
+        base = Path(os.path.expanduser("~")) / ".local" / "share"  # expanduser: no error without $HOME
     return base / "facegnet" / "gallery"
 
 

@@ -5,7 +5,7 @@ A gallery is a directory (by default ``~/.local/share/facegnet/gallery``, see
 format)::
 
     gallery.sqlite   people, templates (source photo, its sha256, box, score, quality, landmarks, embedding),
-                     and meta (the model fingerprint, the index kind, a change counter)   <- source of truth
+                     and meta (the embedding procedure, the index kind, a change counter) <- source of truth
     index.faiss      the FAISS index of the embeddings                                   <- a cache
     gallery.lock     writers take an exclusive lock on it
 
@@ -19,8 +19,8 @@ outside it. Processes (and other ``Gallery`` objects) share a gallery directory 
 file and SQLite's own locking.
 
     >>> from facegnet import Gallery
-    >>> with Gallery(create=True) as gallery:                # the per-user default gallery
-    ...     gallery.enroll_folder("people/")            # people/Alice/1.jpg, people/Bob.jpg, ...
+    >>> with Gallery(create=True) as gallery:               # the per-user default gallery
+    ...     gallery.enroll_folder("people/")               # people/Alice/1.jpg, people/Bob.jpg, ...
     ...     for match in gallery.identify("group.jpg"):
     ...         print(match.name, match.similarity)
 """
@@ -48,8 +48,8 @@ from facegnet.gallery.folders import (
     open_store,
 )
 from facegnet.gallery.index import KINDS, GalleryIndex, normalise, resolve_kind
-from facegnet.gallery.procedure import compose, procedure_of, recorded_procedure, short
 from facegnet.gallery.maintenance import Maintenance
+from facegnet.gallery.procedure import compose, procedure_of, recorded_procedure, short
 from facegnet.gallery.results import EnrollReport, EnrollResult, Identification
 from facegnet.gallery.search import AGGREGATES, rank
 from facegnet.locking import FileLock, LockTimeout
@@ -58,10 +58,6 @@ from facegnet.quality import MIN_FACE_SIZE
 if TYPE_CHECKING:  # the recogniser pulls in torch: import it only when a model is really needed
     from facegnet.detect import Face
     from facegnet.recognizer import FaceRecognizer
-
-#: The default gallery as it was when facegnet was imported; ``Gallery()`` looks it up again on each call.
-DEFAULT_GALLERY = default_gallery_dir()
-
 
 class Gallery(Maintenance):
     """A directory of enrolled people that identifies faces.
@@ -78,7 +74,9 @@ class Gallery(Maintenance):
         create: create the gallery if it does not exist (otherwise a missing gallery is a GalleryError).
         index: index kind for a new gallery, or to switch an existing one (``auto``, ``flat``, ``pq``,
             ``ivf``, ``hnsw``, ``ivfpq``; see :mod:`facegnet.gallery.index`); None keeps what it records.
-        check_fingerprint: refuse a gallery made with other weights (turn off to list, remove or rebuild).
+        check_fingerprint: refuse a gallery made by another embedding procedure (other weights, flip or not,
+            other numerics; see :mod:`facegnet.gallery.procedure`); turn off to list, remove or rebuild.
+            Identifying and enrolling check it anyway.
         quality: which faces are good enough to enroll and to be named; by default faces from the
             recogniser's ``min_face_size`` (:data:`facegnet.quality.MIN_FACE_SIZE`) up.
         lock_timeout: seconds a writer waits for another writer before giving up.
@@ -358,7 +356,8 @@ class Gallery(Maintenance):
         threshold: float | None = None,
         aggregate: str = "max",
     ) -> list[Identification]:
-        """Identify embeddings (one per row) made with this gallery's model. See :meth:`identify`."""
+        """Identify embeddings (one per row) made by this gallery's embedding procedure (the caller's
+        responsibility: raw vectors carry no procedure). See :meth:`identify`."""
         if aggregate not in AGGREGATES:
             raise GalleryError(f"aggregate must be one of {', '.join(AGGREGATES)}, not {aggregate!r}")
         threshold = self.threshold if threshold is None else float(threshold)
@@ -418,4 +417,4 @@ def open_gallery(path: str | Path | None = None, **kwargs: Any) -> Gallery:
     return Gallery(path, **kwargs)
 
 
-__all__ = ["Gallery", "open_gallery", "DEFAULT_GALLERY"]
+__all__ = ["Gallery", "open_gallery"]
