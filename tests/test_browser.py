@@ -31,6 +31,7 @@ if not (CHROMIUM and CHROMEDRIVER):
 import uvicorn  # noqa: E402
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -107,11 +108,13 @@ def wait_for(driver, css: str, condition=None, timeout: float = WAIT):
         return False
 
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(found)
-    except Exception:
+        # The camera redraws its boxes on every frame: an element found a moment ago may be gone.
+        return WebDriverWait(driver, timeout, poll_frequency=0.2,
+                             ignored_exceptions=[StaleElementReferenceException]).until(found)
+    except TimeoutException:
         message = driver.find_element(By.ID, "message").text
         driver.save_screenshot(str(SHOTS / "failure.png"))
-        raise AssertionError(f"{css} did not appear; the page says: {message!r}") from None
+        raise AssertionError(f"{css} did not appear within {timeout} s; the page says: {message!r}") from None
 
 
 def thumbnails_loaded(card) -> bool:
@@ -157,8 +160,11 @@ def test_enroll_two_people_then_identify_a_third_photo(site, browser):
 def test_camera_names_the_face(site, browser):
     browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="camera"]').click()
     browser.find_element(By.ID, "camera-start").click()
-    box = wait_for(browser, '#camera-stage .box[data-name="Serena Williams"]')
-    assert box.find_element(By.CSS_SELECTOR, ".label").text.startswith("Serena Williams")
+    # Read the drawn label in one step in the page (the boxes are redrawn with every frame).
+    label = WebDriverWait(browser, WAIT, poll_frequency=0.2).until(lambda d: d.execute_script(
+        "const label = document.querySelector('#camera-stage .box[data-name=\"Serena Williams\"] .label');"
+        "return label && label.textContent;"))
+    assert label.startswith("Serena Williams ")
     assert "frames/s" in browser.find_element(By.ID, "camera-status").text
     browser.save_screenshot(str(SHOTS / "camera.png"))
     browser.find_element(By.ID, "camera-stop").click()
