@@ -243,6 +243,29 @@ def test_gallery_fingerprint_refusal_and_writer_lock(tmp_path: Path) -> None:
         Gallery(tmp_path / "nowhere")
 
 
+def test_rename_and_merge_people(tmp_path: Path) -> None:
+    x, labels, centres = clustered(3, 2, seed=8)
+    with Gallery(tmp_path / "g", create=True) as gallery:
+        gallery.add_embeddings([f"p{label}" for label in labels], x)
+        assert gallery.search(centres[:1], threshold=0.0)[0].name == "p0"
+        gallery.rename_person("p0", "  Ann   Lee ")  # white space collapsed, as at enrolment
+        assert gallery.search(centres[:1], threshold=0.0)[0].name == "Ann Lee"  # the index needs no change
+        with pytest.raises(GalleryError, match="already in the gallery"):
+            gallery.rename_person("p1", "Ann Lee")
+        with pytest.raises(GalleryError, match="no person named 'nobody'"):
+            gallery.rename_person("nobody", "x")
+        with pytest.raises(GalleryError, match="reserved"):
+            gallery.rename_person("p1", "unknown")
+        assert gallery.merge_people("p1", "Ann Lee") == 2
+        assert gallery.people() == [("Ann Lee", 4), ("p2", 2)]
+        assert gallery.search(centres[1:2], threshold=0.0)[0].name == "Ann Lee"
+        with pytest.raises(GalleryError, match="no person named 'p1'"):
+            gallery.merge_people("p1", "p2")
+        with pytest.raises(GalleryError, match="themselves"):
+            gallery.merge_people("p2", "p2")
+        assert gallery.verify_consistency()["consistent"]
+
+
 def test_discover_layouts(tmp_path: Path) -> None:
     (tmp_path / "Alice").mkdir()
     for name in ("Alice/1.jpg", "Alice/2.PNG", "Alice/notes.txt", "Bob_1.jpg", "Bob-2.jpg", "Carol (3).jpeg",
