@@ -4,8 +4,10 @@
     python apps/webcam.py [N] [--gallery DIR] [--headless] [--record OUT.mp4] [--detect-every N] [...]
 
 N is the camera index (default 0). Enroll people first: ``facegnet enroll FOLDER --gallery DIR``.
-A window shows each face's box, name (or unknown), similarity and the frame rate; q quits. With
---headless, events go to stdout as JSON lines. Every option of ``facegnet identify --help`` applies.
+A window shows each face's box, name (or unknown), similarity and the frame rate; q quits. It is drawn with
+Tk (tkinter; on Debian/Ubuntu's system Python: apt install python3-tk), or OpenCV's own window where a GUI
+build of OpenCV is installed. With --headless (servers, no display), events go to stdout as JSON lines.
+Every option of ``facegnet identify --help`` applies.
 """
 import sys
 
