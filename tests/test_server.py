@@ -122,6 +122,20 @@ def test_serve_refuses_no_auth_beyond_loopback(tmp_path, capsys):
     assert code != 0 and len(err) == 1 and "--no-auth is allowed only on a loopback host" in err[0]
 
 
+def test_serve_says_so_when_the_port_is_taken(tmp_path, capsys):
+    import socket
+
+    from facegnet.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code = main(["serve", "--gallery", str(tmp_path / "g"), "--port", str(port), "--no-auth"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and err[0].endswith(f"cannot listen on 127.0.0.1:{port}: Address already in use")
+
+
 def test_no_auth_app_serves_without_token(tmp_path, recognizer):
     app = create_app(tmp_path / "open", None, recognizer=recognizer)
     with TestClient(app) as client:

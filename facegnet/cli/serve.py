@@ -58,6 +58,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
         args.gallery = str(DEFAULT_GALLERY)
     token = resolve_token(args.gallery, args.token, args.no_auth, args.host)
+    _check_port(args.host, args.port)  # before the model loads: a busy port is one line, at once
     # Workers are separate processes: each builds its app from these settings (see app_from_environment).
     os.environ.update({
         "FACEGNET_SERVE_GALLERY": os.path.abspath(args.gallery),
@@ -83,6 +84,23 @@ def run_serve(args: argparse.Namespace) -> int:
         uvicorn.run("facegnet.cli.serve:app_from_environment", factory=True, host=args.host, port=args.port,
                     workers=args.workers, log_level="warning")
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """FacegnetError when nothing can listen on host:port (in use, no such address, not permitted)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise FacegnetError(f"cannot listen on {host}:{port}: unknown host ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise FacegnetError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _options_json(args: argparse.Namespace) -> str:
