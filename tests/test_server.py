@@ -138,9 +138,12 @@ def test_serve_says_so_when_the_port_is_taken(tmp_path, capsys):
 
 def test_no_auth_app_serves_without_token(tmp_path, recognizer):
     app = create_app(tmp_path / "open", None, recognizer=recognizer)
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
         assert client.get("/health").json()["auth"] is False
         assert client.get("/api/people").json() == {"people": []}
+        # A page elsewhere reaching it by DNS rebinding names another host: refused.
+        rebound = client.get("/api/people", headers={"Host": "attacker.example:8000"})
+        assert rebound.status_code == 403 and "localhost" in rebound.json()["error"]
 
 
 # ---------------------------------------------------------------------------------------------- endpoints

@@ -10,9 +10,9 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline  # Swagger UI's files ship in the package: /docs works offline
 
 from facegnet import __version__
-from facegnet.server.auth import TokenGuard
+from facegnet.server.auth import TokenGuard, is_loopback
 from facegnet.server.clusters import ClusterJobs
-from facegnet.server.errors import install_error_handlers
+from facegnet.server.errors import error_response, install_error_handlers
 from facegnet.server.live import LiveSessions
 from facegnet.server.routes import clusters, live, people, recognition, system
 from facegnet.server.service import GalleryService
@@ -84,6 +84,10 @@ def create_app(
 
     @app.middleware("http")
     async def security_headers(request, call_next):
+        if token is None and not is_loopback(request.url.hostname or ""):
+            # Without a token only this machine may call: a page elsewhere could otherwise reach the API by
+            # DNS rebinding (a name of its own that resolves to 127.0.0.1).
+            return error_response(403, "without a token this server answers only requests for localhost")
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
