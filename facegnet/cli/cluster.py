@@ -24,7 +24,7 @@ def register(subparsers) -> None:
                         "components, or scikit-learn's HDBSCAN")
     parser.add_argument("--threshold", type=float, default=None,
                         help="cosine similarity that joins faces (default: the model card's verification threshold)")
-    add_model_options(parser, threshold=False, min_face_size=32)
+    add_model_options(parser, threshold=False)  # --min-face-size: facegnet's one rule (facegnet.quality)
     parser.set_defaults(func=run_cluster)
 
 

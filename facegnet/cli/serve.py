@@ -120,7 +120,7 @@ def app_from_environment():
     from facegnet.server import create_app
 
     options = json.loads(os.environ["FACEGNET_SERVE_OPTIONS"])
-    recognizer = make_recognizer(argparse.Namespace(**options), min_face_size=32)
+    recognizer = make_recognizer(argparse.Namespace(**options))
     token = os.environ.get("FACEGNET_TOKEN") if options["auth"] else None
     if options["auth"] and not token:
         raise FacegnetError("no token for the server (FACEGNET_TOKEN is not set)")

@@ -1,9 +1,7 @@
-"""What the server needs of a gallery beyond the public :class:`~facegnet.gallery.Gallery` API.
+"""What the server adds to a gallery: names checked for URLs, and a store for uploaded photos.
 
-- names checked before anything is written (the gallery's own rule, plus no '/', which cannot travel in a URL);
-- renaming and merging people: one SQLite transaction each through the gallery's store (template ids and
-  embeddings stay as they are, so the FAISS index needs no change: names are looked up at search time).
-  These belong in Gallery itself; they live here until it has them;
+- :func:`clean_name`: the gallery's own name rule (:func:`facegnet.gallery.folders.clean_name`) plus no '/',
+  which cannot travel in a URL path, as a 422 before anything is written;
 - :class:`PhotoStore`: uploaded photos kept in ``<gallery>/photos/<sha256>.<ext>`` (owner-only), so that
   templates enrolled through the server have a source photo (thumbnails, ``facegnet gallery rebuild``).
 """
@@ -14,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from facegnet.errors import GalleryError
-from facegnet.gallery import UNKNOWN
+from facegnet.gallery.folders import clean_name as gallery_clean_name
 from facegnet.server.errors import ApiError
 from facegnet.server.uploads import Upload
 
@@ -22,47 +20,16 @@ PHOTOS_DIR = "photos"
 
 
 def clean_name(name: str) -> str:
-    """A person's name with its whitespace collapsed; ApiError 422 for one the gallery cannot hold."""
-    cleaned = " ".join(str(name).split())
-    if not cleaned:
-        raise ApiError(422, "a person's name cannot be empty")
-    if cleaned == UNKNOWN:
-        raise ApiError(422, f"{UNKNOWN!r} is reserved for faces that match no one")
+    """A person's name as the gallery stores it; ApiError 422 for one it cannot hold or a URL cannot carry."""
+    try:
+        cleaned = gallery_clean_name(name)
+    except GalleryError as exc:
+        raise ApiError(422, exc.reason) from None
     if "/" in cleaned:
         raise ApiError(422, f"a person's name cannot contain '/' ({cleaned!r})")
     if len(cleaned) > 200:
         raise ApiError(422, "a person's name cannot be longer than 200 characters")
     return cleaned
-
-
-def _person_id(conn, name: str) -> int | None:
-    row = conn.execute("SELECT id FROM people WHERE name=?", (name,)).fetchone()
-    return None if row is None else int(row[0])
-
-
-def rename_person(gallery, name: str, new_name: str) -> None:
-    """Give a person another name (GalleryError when the new name is taken: merge instead)."""
-    with gallery.store.write() as conn:
-        person = _person_id(conn, name)
-        if person is None:
-            raise ApiError(404, f"no person named {name!r} in the gallery")
-        if new_name != name and _person_id(conn, new_name) is not None:
-            raise GalleryError(f"{new_name!r} is already in the gallery: merge {name!r} into {new_name!r} instead")
-        conn.execute("UPDATE people SET name=? WHERE id=?", (new_name, person))
-
-
-def merge_people(gallery, name: str, into: str) -> int:
-    """Move every template of ``name`` to ``into`` and remove ``name``; returns the templates moved."""
-    if name == into:
-        raise ApiError(422, "cannot merge a person into themselves")
-    with gallery.store.write() as conn:
-        source, target = _person_id(conn, name), _person_id(conn, into)
-        for who, pid in ((name, source), (into, target)):
-            if pid is None:
-                raise ApiError(404, f"no person named {who!r} in the gallery")
-        moved = conn.execute("UPDATE templates SET person_id=? WHERE person_id=?", (target, source)).rowcount
-        conn.execute("DELETE FROM people WHERE id=?", (source,))
-    return int(moved)
 
 
 class PhotoStore:

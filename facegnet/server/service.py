@@ -24,7 +24,7 @@ from facegnet.gallery import Gallery, QualityPolicy
 from facegnet.io import load_image
 from facegnet.recognizer import VerifyResult, cosine_similarity
 from facegnet.server.errors import ApiError
-from facegnet.server.people import PhotoStore, clean_name, merge_people, rename_person
+from facegnet.server.people import PhotoStore, clean_name
 from facegnet.server.uploads import Upload, decode, relabel
 
 THUMBNAIL_SIDE = 128
@@ -180,14 +180,25 @@ class GalleryService:
     def rename(self, name: str, new_name: str) -> dict[str, Any]:
         new_name = clean_name(new_name)
         with self.lock:
-            rename_person(self.gallery, name, new_name)
+            self._must_exist(name)
+            self.gallery.rename_person(name, new_name)  # GalleryError (409) when the new name is taken
         return {"name": new_name, "previous": name}
 
     def merge(self, name: str, into: str) -> dict[str, Any]:
         into = clean_name(into)
+        if name == into:
+            raise ApiError(422, "cannot merge a person into themselves")
         with self.lock:
-            moved = merge_people(self.gallery, name, into)
+            self._must_exist(name, into)
+            moved = self.gallery.merge_people(name, into)
         return {"name": into, "merged": name, "templates_moved": moved}
+
+    def _must_exist(self, *names: str) -> None:
+        """ApiError 404 for a person who is not in the gallery (call holding the lock)."""
+        known = {person for person, _ in self.gallery.people()}
+        for name in names:
+            if name not in known:
+                raise ApiError(404, f"no person named {name!r} in the gallery")
 
     def remove_person(self, name: str) -> dict[str, Any]:
         with self.lock:
