@@ -187,3 +187,12 @@ def test_cluster_unsorted_photos_and_name_a_group(site, browser):
     assert "First group (enrolled)" in named.text
     browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="people"]').click()
     wait_for(browser, '.person[data-name="First group"]', thumbnails_loaded)
+
+
+def test_api_docs_render_without_internet(site, browser):
+    # Swagger UI's files ship in the package (fastapi-offline): /docs renders with no CDN to reach.
+    browser.get(site + "/docs")
+    title = wait_for(browser, ".swagger-ui .info .title", lambda e: "facegnet" in e.text)
+    assert "facegnet" in title.text
+    assert browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path[data-path='/api/identify']")
+    browser.save_screenshot(str(SHOTS / "docs.png"))

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
-public = APIRouter()
-private = APIRouter(prefix="/api")
+public = APIRouter(tags=["system"])
+private = APIRouter(prefix="/api", tags=["system"])
 
 
 @public.get("/health", summary="Liveness check (no token needed)")
