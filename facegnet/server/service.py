@@ -1,9 +1,10 @@
 """The one place where the server touches the recogniser and the gallery.
 
-A :class:`~facegnet.gallery.Gallery` holds one SQLite connection and is not safe across threads, so every
-use goes through :attr:`GalleryService.lock` (requests run on a thread pool). Between processes (several
-uvicorn workers, or a CLI beside the server) the gallery's own writer lock and its index check keep one
-gallery on disk consistent.
+Requests run on a thread pool; :attr:`GalleryService.lock` lets one of them at a time use the recogniser, the
+gallery and the camera sessions. On a CPU the networks already use every core for one photo, so running two
+at once would only make both slower, and one lock keeps each camera session's tracking state whole. Between
+processes (several uvicorn workers, or a CLI beside the server) the gallery's own writer lock and its index
+check keep one gallery on disk consistent.
 
 A request either does all it says or writes nothing: an enrolment of several photos that fails on one removes
 what it had added before answering with the error.
@@ -85,9 +86,10 @@ class GalleryService:
         if not template.source or not Path(template.source).is_file():
             raise ApiError(404, f"the photo of template {template_id} is not on disk")
         data = face_jpeg(load_image(template.source), template.box)
-        self._thumbnails[template_id] = (name, data)
-        while len(self._thumbnails) > 512:
-            self._thumbnails.popitem(last=False)
+        with self.lock:
+            self._thumbnails[template_id] = (name, data)
+            while len(self._thumbnails) > 512:
+                self._thumbnails.popitem(last=False)
         return data
 
     # ------------------------------------------------------------------------------------------ recognition
