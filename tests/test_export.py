@@ -56,8 +56,13 @@ def lfw_crops(recognizer) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def torch_embeddings(recognizer, lfw_crops) -> np.ndarray:
-    return recognizer.embed_crops(lfw_crops)
+def torch_recognizer() -> FaceRecognizer:
+    return FaceRecognizer(backend="torch")
+
+
+@pytest.fixture(scope="module")
+def torch_embeddings(torch_recognizer, lfw_crops) -> np.ndarray:
+    return torch_recognizer.embed_crops(lfw_crops)
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +115,8 @@ def test_onnx_backend_agrees_with_pytorch_on_lfw_faces(onnx_path, recognizer, lf
 
 
 def test_recognizer_onnx_backend_uses_the_cached_export(onnx_path, lfw_crops, torch_embeddings):
+    assert FaceRecognizer().backend == "onnx"  # the default on a CPU
+    assert FaceRecognizer(device="cpu", backend="torch").backend == "torch"
     onnx_rec = FaceRecognizer(backend="onnx")
     assert isinstance(onnx_rec.embedder, OnnxEmbedder) and onnx_rec.embedder.path == onnx_path
     mtime = onnx_path.stat().st_mtime_ns
@@ -122,14 +129,14 @@ def test_recognizer_onnx_backend_uses_the_cached_export(onnx_path, lfw_crops, to
         FaceRecognizer(backend="tensorrt")
 
 
-def test_torchscript_equals_eager(tmp_path, recognizer, lfw_crops):
+def test_torchscript_equals_eager(tmp_path, torch_recognizer, recognizer, lfw_crops):
     from facegnet.export import preprocess
 
     path = export_torchscript(None, tmp_path / "net.pt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream, still supported
         loaded = torch.jit.load(str(path))
-    eager = recognizer.embedder.model  # the same weights, in eval mode
+    eager = torch_recognizer.embedder.model  # the same weights, in eval mode
     for n in (1, 7):
         batch = torch.from_numpy(preprocess(np.concatenate([lfw_crops, lfw_crops])[:n], recognizer.card))
         with torch.inference_mode():

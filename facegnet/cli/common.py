@@ -27,9 +27,9 @@ def add_model_options(parser: argparse.ArgumentParser, threshold: bool = True,
     group.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     group.add_argument("--threads", type=int, default=None, metavar="N",
                        help="CPU threads for torch (default: one per core)")
-    group.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
+    group.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default=None,
                        help="embedding engine: PyTorch, or ONNX Runtime fp32 / int8 (exported and cached on "
-                       "first use; default: torch)")
+                       "first use; default: onnx on a CPU, torch on a GPU)")
 
 
 def make_recognizer(args: argparse.Namespace, **extra):
@@ -42,7 +42,7 @@ def make_recognizer(args: argparse.Namespace, **extra):
         "flip": not args.no_flip,
         "device": args.device,
         "threads": args.threads,
-        "backend": getattr(args, "backend", "torch"),
+        "backend": getattr(args, "backend", None),
     }
     return FaceRecognizer(args.weights, **{**options, **extra})
 

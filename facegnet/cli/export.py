@@ -19,13 +19,14 @@ def register(subparsers) -> None:
     parser.add_argument("out", type=Path, metavar="OUT", help="file to write (.onnx; .pt or .ts for TorchScript)")
     parser.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="default: onnx")
     parser.add_argument("--int8", action="store_true",
-                        help="ONNX only: static int8 quantization calibrated on training-pack crops")
+                        help="ONNX only: static int8 quantization (activation ranges shipped with the weights, "
+                        "measured on training-pack crops; or --calibration)")
     parser.add_argument("--weights", default=None,
                         help="model card name, card (.json) or weights (.pt); default: the shipped model")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17)")
     parser.add_argument("--calibration", type=Path, metavar="DIR",
-                        help="with --int8: the training pack or a folder of aligned 112×112 crops (never LFW; "
-                        "default: $FACEGNET_CALIBRATION or ../shared/data/train)")
+                        help="with --int8: calibrate on the training pack or a folder of aligned 112×112 crops "
+                        "(never LFW; default: $FACEGNET_CALIBRATION, else the ranges shipped with the weights)")
     parser.add_argument("--calibration-count", type=int, default=None, metavar="N",
                         help="with --int8: crops used for calibration (default: 256)")
     parser.add_argument("--quant-format", choices=["qdq", "qoperator"], default=None,
