@@ -305,12 +305,18 @@ def shipped_ranges(card: ModelCard) -> Path | None:
     """The int8 activation ranges shipped beside the card's weights (``<weights stem>.int8-ranges.json``), if any.
 
     They are ONNX Runtime's calibration cache (tensor → min/max) of the export of these weights, measured on
-    training-pack crops by :func:`write_int8_ranges`; with them an installed user needs no training data.
+    training-pack crops by :func:`write_int8_ranges`; with them an installed user needs no training data. A file
+    measured on other weights (its recorded ``source_sha256`` differs) is ignored.
     """
     if card.weights_path is None:
         return None
     path = card.weights_path.with_name(card.weights_path.stem + ".int8-ranges.json")
-    return path if path.is_file() else None
+    try:
+        measured_on = json.loads(path.read_text()).get("facegnet", {}).get("source_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    # Ranges of other weights (e.g. new weights shipped under the same name) would quantize these wrongly.
+    return path if measured_on == card.fingerprint else None
 
 
 def _calibration_for(card: ModelCard, calibration: str | Path | np.ndarray | None,

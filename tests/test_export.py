@@ -262,3 +262,25 @@ def test_cli_bad_out_path_gives_one_clear_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and reason in err[0] and err[0].startswith("facegnet: error: ")
     assert sorted(os.listdir(tmp_path)) == ["mine.json", "notes.txt"]  # nothing written, nothing half-written
+
+
+def test_int8_ranges_measured_on_other_weights_are_not_used(tmp_path, recognizer):
+    """New weights shipped under the same name must not be quantized with the old weights' ranges."""
+    import shutil
+
+    from facegnet.card import load_card
+    from facegnet.errors import DataError
+
+    source = shipped_ranges(recognizer.card)
+    if source is None:
+        pytest.skip("no shipped int8 ranges")
+    data = json.loads(recognizer.card.path.read_text())
+    data["weights_file"] = "w.pt"
+    data["sha256"] = "0" * 64  # other weights, same file names
+    (tmp_path / "w.json").write_text(json.dumps(data))
+    (tmp_path / "w.pt").write_bytes(b"stand-in")
+    shutil.copy(source, tmp_path / "w.int8-ranges.json")
+    other = load_card(tmp_path / "w.json")
+    assert shipped_ranges(other) is None
+    with pytest.raises(DataError, match="no int8 activation ranges ship"):
+        cached_onnx(other, int8=True)
