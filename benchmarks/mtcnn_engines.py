@@ -3,10 +3,17 @@
 
     python benchmarks/mtcnn_engines.py 40      # 331 photos; writes benchmarks/results/mtcnn_engines.json
 """
-import glob, json, sys, time
-import numpy as np
-from facegnet.detect import Detector
+from __future__ import annotations
+
+import glob
+import json
+import sys
 from pathlib import Path
+
+import numpy as np
+
+from facegnet.detect import Detector
+
 HERE = Path(__file__).resolve().parent
 LFW = HERE.parent.parent / "shared" / "data" / "lfw" / "images"
 paths = sorted(glob.glob(str(LFW / "*" / "*.jpg")))[::int(sys.argv[1]) if len(sys.argv) > 1 else 40]
