@@ -30,11 +30,10 @@ from typing import Any
 import numpy as np
 
 from facegnet.errors import DataError, FacegnetError
-from facegnet.io import ImageLike, describe, load_image
+from facegnet.io import IMAGE_SUFFIXES, ImageLike, describe, load_image
 
 METHODS = ("average", "components", "hdbscan")
 #: The suffixes of photos :func:`list_photos` picks up.
-PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 
 
 @dataclass
@@ -90,7 +89,7 @@ def list_photos(folder: str | Path) -> list[Path]:
         raise DataError("folder not found" if not folder.exists() else "not a folder", folder)
     photos = sorted(
         p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
     if not photos:

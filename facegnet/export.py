@@ -36,6 +36,7 @@ from torch import nn
 
 from facegnet.card import ModelCard, resolve_card, sha256_file
 from facegnet.errors import DataError, ExportError
+from facegnet.io import IMAGE_SUFFIXES
 from facegnet.locking import locked
 from facegnet.onnx_backend import make_session
 from facegnet.onnx_cache import (  # noqa: F401  (re-exported: the names callers of this module know)
@@ -57,7 +58,6 @@ ONNX_OPSET = 17
 #: Crops of the training pack used to calibrate int8 activations (a few hundred cover the ranges well).
 CALIBRATION_COUNT = 256
 QUANT_FORMATS = ("qdq", "qoperator")
-_IMAGE_SUFFIXES = {".webp", ".png", ".jpg", ".jpeg", ".bmp"}
 
 
 Source = ModelCard | nn.Module | str | Path | None
@@ -292,7 +292,7 @@ def _pack_crops(folder: Path) -> list[Path]:
 
         with open(manifest, newline="") as handle:
             return [folder / row["crop"] for row in csv.DictReader(handle) if row.get("split", "train") == "train"]
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def default_calibration_dir() -> Path | None:

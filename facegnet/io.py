@@ -17,6 +17,9 @@ from facegnet.errors import ImageError
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
+#: Suffixes of the files facegnet reads as photos when it walks a folder (enrol, cluster, prepare, training crops).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
+
 #: Decompression-bomb guard: larger images are refused rather than exhausting memory.
 MAX_PIXELS = 200_000_000
 

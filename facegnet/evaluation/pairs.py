@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from facegnet.errors import DataError
+from facegnet.io import IMAGE_SUFFIXES
 
 RESULT_FIELDS = ["a", "b", "similarity", "same", "threshold", "error"]
 
@@ -61,8 +62,7 @@ def _resolve(base: Path, cell: str) -> str:
 
 def _looks_like_image(base: Path, cell: str) -> bool:
     name = cell.strip().lower()
-    suffixes = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".heic", ".pgm", ".ppm")
-    return name.endswith(suffixes) or Path(_resolve(base, cell)).is_file()
+    return name.endswith(tuple(IMAGE_SUFFIXES)) or Path(_resolve(base, cell)).is_file()
 
 
 @dataclass

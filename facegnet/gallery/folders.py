@@ -15,13 +15,13 @@ from pathlib import Path
 from facegnet.errors import DataError, GalleryError
 from facegnet.gallery.results import UNKNOWN
 from facegnet.gallery.store import SCHEMA_VERSION, Store
+from facegnet.io import IMAGE_SUFFIXES
 
 #: Environment variable naming the gallery directory used when none is given.
 GALLERY_ENV = "FACEGNET_GALLERY"
 DB_NAME = "gallery.sqlite"
 INDEX_NAME = "index.faiss"
 LOCK_NAME = "gallery.lock"
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
 # "Alice_2.jpg", "Alice-02.png", "Alice (3).jpg" in a flat folder are all Alice.
 _NUMBER_SUFFIX = re.compile(r"(?:[ _\-]+\(?\d+\)?|\s*\(\d+\))$")
 

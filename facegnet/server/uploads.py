@@ -16,7 +16,7 @@ from fastapi import HTTPException, UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facegnet.errors import FacegnetError
-from facegnet.io import load_image
+from facegnet.io import IMAGE_SUFFIXES, load_image
 from facegnet.server.errors import ApiError, error_response
 
 MB = 1024 * 1024
@@ -36,7 +36,7 @@ class Upload:
     @property
     def suffix(self) -> str:
         suffix = Path(self.name).suffix.lower()
-        return suffix if suffix in {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"} else ".img"
+        return suffix if suffix in IMAGE_SUFFIXES else ".img"
 
 
 async def read_upload(file: UploadFile, limit: int, field: str = "file") -> Upload:

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from facegnet.errors import DataError
+from facegnet.io import IMAGE_SUFFIXES
 from facegnet.preprocess import normalise
 
 CROP_SIZE = 112
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
 
 @dataclass

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from facegnet.errors import DataError, FacegnetError
+from facegnet.io import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 MANIFEST_FIELDS = ["crop", "person", "source", "face", "score", "box"]
 REPORT_FIELDS = ["source", "reason"]
 UNLABELLED = "_unlabelled"
