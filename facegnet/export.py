@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from facegnet.atomic import atomic_path
 from facegnet.card import ModelCard, resolve_card, sha256_file
 from facegnet.errors import DataError, ExportError
 from facegnet.io import IMAGE_SUFFIXES
@@ -130,19 +131,11 @@ def _check_out(path: str | Path, suffixes: tuple[str, ...], what: str) -> Path:
 @contextlib.contextmanager
 def _atomic_path(path: Path) -> Iterator[Path]:
     """A temporary name in ``path``'s folder, renamed onto ``path`` when the block succeeds (removed if not)."""
-    tmp_path: Path | None = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp_path = Path(tmp)
-        yield tmp_path
-        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600; an export is meant to be shipped and shared
-        os.replace(tmp_path, path)
+        with atomic_path(path, 0o644) as tmp:  # an export is meant to be shipped and shared
+            yield tmp
     except OSError as exc:
         raise ExportError(f"cannot write ({exc.strerror or exc.__class__.__name__})", path) from None
-    finally:
-        if tmp_path is not None:
-            tmp_path.unlink(missing_ok=True)
 
 
 def _write_card(path: Path, card: ModelCard, fmt: str, *, opset: int | None, int8: bool,

@@ -14,8 +14,6 @@ together with the contract of the internal function it calls).
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from facegnet.atomic import atomic_path
 from facegnet.errors import ExportError
 from facegnet.onnx_backend import make_session
 from facegnet.onnx_cache import cache_dir
@@ -60,20 +59,15 @@ def _export(name: str, path: Path) -> None:
     example = torch.zeros(2, 3, side or 48, side or 64)
     axes = {"input": {0: "batch"} if side else {0: "batch", 2: "height", 3: "width"}}
     axes.update({out: {0: "batch"} if side else {0: "batch", 2: "h", 3: "w"} for out in outputs})
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".onnx.tmp", dir=path.parent)
-    os.close(fd)
     try:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        with atomic_path(path, 0o644) as tmp, warnings.catch_warnings(), torch.inference_mode(False), \
+                torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(net, (example,), tmp, dynamo=False, opset_version=17, input_names=["input"],
+            torch.onnx.export(net, (example,), str(tmp), dynamo=False, opset_version=17, input_names=["input"],
                               output_names=outputs, dynamic_axes=axes, do_constant_folding=True)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
     except OSError as exc:
         raise ExportError(f"cannot write the MTCNN export ({exc.strerror or exc.__class__.__name__}); "
                           "set FACEGNET_CACHE", path) from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def mtcnn_onnx_paths() -> dict[str, Path]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +33,8 @@ from typing import Any
 
 import faiss
 import numpy as np
+
+from facegnet.atomic import atomic_path
 
 KINDS: tuple[str, ...] = ("flat", "pq", "ivf", "hnsw", "ivfpq")
 #: Below this many templates ``auto`` keeps exact search (about a millisecond a query on two cores);
@@ -315,22 +316,12 @@ class GalleryIndex:
             "count": len(self),
         }
         blob = json.dumps(meta).encode()
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(_MAGIC + struct.pack("<Q", len(blob)) + blob)
-                # Streams the FAISS bytes: no second in-memory copy of a large index.
-                faiss.write_index(self.index, faiss.PyCallbackIOWriter(handle.write))
-                if self.exact is not None:
-                    faiss.write_index(self.exact, faiss.PyCallbackIOWriter(handle.write))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            handle.write(_MAGIC + struct.pack("<Q", len(blob)) + blob)
+            # Streams the FAISS bytes: no second in-memory copy of a large index.
+            faiss.write_index(self.index, faiss.PyCallbackIOWriter(handle.write))
+            if self.exact is not None:
+                faiss.write_index(self.exact, faiss.PyCallbackIOWriter(handle.write))
         return path
 
     @classmethod
@@ -406,17 +397,3 @@ def _held_ids(index: Any, kind: str) -> np.ndarray:
         if size:
             parts.append(faiss.rev_swig_ptr(invlists.get_ids(list_no), size).copy())
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable (the directory entry itself must reach the disk)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from typing import Any
 
 from PIL import Image
 
+from facegnet.atomic import write_text
 from facegnet.cluster import cluster_faces, find_faces
 from facegnet.errors import FacegnetError, NoFaceError
 from facegnet.io import load_image
@@ -211,11 +211,4 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def _write_json(path: Path, obj: Any) -> None:
     """Atomic: a reader sees the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".job-")
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(obj, out, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text(path, json.dumps(obj, ensure_ascii=False))

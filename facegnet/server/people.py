@@ -7,10 +7,9 @@
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from facegnet.atomic import write_bytes
 from facegnet.errors import GalleryError
 from facegnet.gallery.folders import clean_name as gallery_clean_name
 from facegnet.server.errors import ApiError
@@ -44,16 +43,7 @@ class PhotoStore:
         if path.is_file():
             return path, False
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".upload-")  # mkstemp files are 0600
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(upload.data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes(path, upload.data, 0o600)
         return path, True
 
     def owns(self, source: str | None) -> bool:

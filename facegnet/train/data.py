@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from facegnet.atomic import atomic_path
 from facegnet.errors import DataError
 from facegnet.io import IMAGE_SUFFIXES
 from facegnet.preprocess import normalise
@@ -101,9 +102,8 @@ def decode_crops(paths: list[Path], cache: str | Path | None = None, threads: in
         list(pool.map(work, range(len(paths))))
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npy")
-        np.save(tmp, images)
-        tmp.replace(cache_file)
+        with atomic_path(cache_file, 0o644) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, images)
     return images
 
 

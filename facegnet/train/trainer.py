@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from facegnet.atomic import atomic_path
 from facegnet.errors import DataError, WeightsError
 from facegnet.models.heads import build_head
 from facegnet.train import data as D
@@ -203,9 +204,8 @@ def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_path(path, 0o644) as tmp:
+        torch.save(obj, tmp)
 
 
 def uses_stored_teacher(cfg: TrainConfig) -> bool:
