@@ -138,6 +138,19 @@ class ModelCard:
         return cls(**kwargs, path=path)
 
 
+#: The GhostFaceNet builder's keyword arguments and their defaults: the one place the model configuration is
+#: spelled (the network, the trainer's default model and the untrained card all read it).
+GHOSTFACENET_DEFAULTS: dict[str, Any] = {
+    "width": 1.0,
+    "stem_stride": 2,
+    "prelu": True,
+    "dfc": False,
+    "embedding_size": 512,
+    "dropout": 0.0,
+    "input_size": 112,
+}
+
+
 def procedure_key(flip: bool, numerics: str = "fp32") -> str:
     """The per-weights part of a procedure name: "flip:fp32", "noflip:int8", ..."""
     return f"{'flip' if flip else 'noflip'}:{numerics}"
@@ -147,7 +160,7 @@ def untrained_card() -> ModelCard:
     """The card of the fixed-seed untrained network used until trained weights ship."""
     return ModelCard(
         name="untrained",
-        config={"width": 1.0, "stem_stride": 2, "prelu": True, "dfc": False, "embedding_size": 512},
+        config={k: v for k, v in GHOSTFACENET_DEFAULTS.items() if k not in ("dropout", "input_size")},
         notes="Random initialisation (seed 0): verification accuracy is near chance. Train or install weights.",
     )
 

@@ -15,7 +15,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from facegnet.card import ModelCard, resolve_card, sha256_file
+from facegnet.card import GHOSTFACENET_DEFAULTS, ModelCard, resolve_card, sha256_file
 from facegnet.errors import WeightsError
 from facegnet.models.ghostnet import (
     LAST_CHANNELS,
@@ -35,15 +35,7 @@ FACE_VARIANTS: dict[str, dict[str, Any]] = {
     "ghostfacenet-w0.5-s2": {"width": 0.5, "stem_stride": 2, "prelu": True, "dfc": False},
 }
 
-_DEFAULTS: dict[str, Any] = {
-    "width": 1.0,
-    "stem_stride": 2,
-    "prelu": True,
-    "dfc": False,
-    "embedding_size": 512,
-    "dropout": 0.0,
-    "input_size": 112,
-}
+_DEFAULTS = GHOSTFACENET_DEFAULTS
 
 
 class GhostFaceNet(nn.Module):
@@ -62,15 +54,8 @@ class GhostFaceNet(nn.Module):
         super().__init__()
         if stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, not {stem_stride}")
-        self.config = {
-            "width": width,
-            "stem_stride": stem_stride,
-            "prelu": prelu,
-            "dfc": dfc,
-            "embedding_size": embedding_size,
-            "dropout": dropout,
-            "input_size": input_size,
-        }
+        given = locals()
+        self.config = {key: given[key] for key in GHOSTFACENET_DEFAULTS}
         self.embedding_size = embedding_size
         self.input_size = input_size
         act = "prelu" if prelu else "relu"
@@ -168,15 +153,8 @@ def ghostfacenet(
     loaded (sha256 checked); arguments changed from their defaults must agree with that card. Raises
     :class:`~facegnet.errors.WeightsError` when no trained weights ship.
     """
-    requested = {
-        "width": width,
-        "stem_stride": stem_stride,
-        "prelu": prelu,
-        "dfc": dfc,
-        "embedding_size": embedding_size,
-        "dropout": dropout,
-        "input_size": input_size,
-    }
+    given = locals()
+    requested = {key: given[key] for key in GHOSTFACENET_DEFAULTS}
     if not pretrained:
         return GhostFaceNet(**requested)
     card = resolve_card(None)

@@ -4,7 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-DEFAULT_MODEL = {"width": 1.0, "stem_stride": 2, "prelu": True, "dfc": False, "embedding_size": 512, "dropout": 0.0}
+from facegnet.card import GHOSTFACENET_DEFAULTS
+
+#: The trainer's default network: the GhostFaceNet defaults (the input size is fixed by the crops).
+DEFAULT_MODEL = {k: v for k, v in GHOSTFACENET_DEFAULTS.items() if k != "input_size"}
 
 
 @dataclass
