@@ -17,6 +17,7 @@ from torch import nn
 
 from facegnet.card import GHOSTFACENET_DEFAULTS, ModelCard, resolve_card, sha256_file
 from facegnet.errors import WeightsError
+from facegnet.torch_files import load_pt
 from facegnet.models.ghostnet import (
     LAST_CHANNELS,
     STEM_CHANNELS,
@@ -99,10 +100,7 @@ def _verify_and_load(model: nn.Module, card: ModelCard) -> None:
         raise WeightsError(
             f"sha256 of the weights ({digest[:12]}…) does not match the model card ({card.sha256[:12]}…)", path
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and torch errors all mean the same thing to the user
-        raise WeightsError(f"unreadable weight file ({exc.__class__.__name__})", path) from None
+    state = load_pt(path, "weight file")
     if not isinstance(state, dict):
         raise WeightsError("weight file does not hold a state_dict", path)
     try:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from facegnet.card import WEIGHTS_DIR, ModelCard, sha256_file
-from facegnet.errors import WeightsError
+from facegnet.torch_files import load_pt
 from facegnet.metrics import tar_at_far, threshold_at_far
 from facegnet.train.evaluate import pair_scores
 from facegnet.train.trainer import TrainConfig, _load_dev, build_net
@@ -82,10 +82,7 @@ def export(
 ) -> ModelCard:
     """Write ``<name>.pt`` (fp32 state_dict, fp16 when larger than ``half_above_mb``) and ``<name>.json``."""
     ckpt_path = Path(checkpoint)
-    try:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise WeightsError("checkpoint not found", ckpt_path) from None
+    state = load_pt(ckpt_path, "checkpoint")
     cfg = TrainConfig.from_dict(state["config"])
     net = build_net(cfg.model)
     net.load_state_dict(state["model"])

@@ -6,10 +6,10 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
 from facegnet.errors import WeightsError
+from facegnet.torch_files import load_pt
 from facegnet.train.config import TrainConfig
 
 __all__ = ["build_net", "freeze_early", "load_init_parts", "load_init_weights", "lr_lambda", "param_groups"]
@@ -25,12 +25,7 @@ def build_net(model_cfg: dict[str, Any]) -> nn.Module:
 def load_init_weights(net: nn.Module, path: str | Path) -> None:
     """Load a plain state_dict or a trainer checkpoint's embedding network into ``net``."""
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise WeightsError("weights to fine-tune from not found", path) from None
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise WeightsError(f"unreadable weights ({exc.__class__.__name__})", path) from None
+    state = load_pt(path, "weights to fine-tune from")
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     try:
@@ -45,7 +40,7 @@ def load_init_parts(module: nn.Module, path: str | Path) -> list[str]:
     Continuing a run with a new schedule (a warm restart) then starts from trained classifier centres instead of
     random ones, which would otherwise pull the embedding about during the first steps. Returns what was restored.
     """
-    state = torch.load(Path(path), map_location="cpu", weights_only=False)
+    state = load_pt(path, "weights to fine-tune from")
     saved = state.get("module") if isinstance(state, dict) else None
     if not isinstance(saved, dict):
         return []

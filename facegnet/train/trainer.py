@@ -34,6 +34,7 @@ from facegnet.train.evaluate import evaluate_pairs
 from facegnet.train.setup import (build_net, freeze_early, load_init_parts, load_init_weights, lr_lambda,
                                   param_groups)
 from facegnet.train.teacher import OnlineTeacher
+from facegnet.torch_files import load_pt
 
 __all__ = ["DEFAULT_MODEL", "TrainConfig", "TrainModule", "train"]
 
@@ -150,7 +151,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
     if resume and not ckpt_path.exists():
         raise DataError("nothing to resume (no last.pt)", out)
 
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if resume else None
+    state = load_pt(ckpt_path, "checkpoint") if resume else None
     if state is not None:
         cfg = TrainConfig.from_dict({**state["config"], "out": cfg.out, "max_minutes": cfg.max_minutes, "stop_at": cfg.stop_at,
                                      "device": cfg.device, "threads": cfg.threads, "cache": cfg.cache})
