@@ -278,6 +278,7 @@ async function sendFrames(video) {
     canvas.height = video.videoHeight;
     canvas.getContext("2d").drawImage(video, 0, 0);
     const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.85));
+    if (!camera.running) break; // stopped while the frame was encoded: its session is gone, send nothing
     try {
       // The next frame leaves when this answer is back: a slow server lowers the frame rate, never queues.
       const result = await api.post(`/api/live/${camera.session}/frames`, { body: form("file", [blob]) });
@@ -288,6 +289,7 @@ async function sendFrames(video) {
       const names = result.faces.map((f) => f.name || "…").join(", ") || "no face";
       $("#camera-status").textContent = `${fps.toFixed(1)} frames/s · ${names}`;
     } catch (error) {
+      if (!camera.running) break; // an answer to a frame of a camera already stopped: not an error to show
       fail(error);
       stopCamera();
     }
