@@ -84,6 +84,20 @@ def test_prepare_then_train_from_the_command_line(prepared: Path, tmp_path: Path
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log[0]["classes"] == 2 and log[-1]["event"] == "end" and log[-1]["step"] == 2
     assert (out / "last.pt").exists()
+    # ...and exporting it works: no pack, so no open-set threshold (export used to read the manifest as a pack's)
+    import csv
+
+    from facegnet.train.export import export
+
+    rows = D.read_pairs(PACK / "dev_pairs.csv")
+    pairs = tmp_path / "pairs.csv"
+    with open(pairs, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["a", "b", "same"])
+        for a, b, same in [r for r in rows if r[2]][:8] + [r for r in rows if not r[2]][:8]:
+            writer.writerow([PACK / a, PACK / b, same])
+    card = export(out / "last.pt", "tiny", tmp_path / "weights", far=1e-1, pairs=pairs)
+    assert card.embedding_size == 64 and card.identify_threshold is None and 0 <= card.training["dev"]["auc"] <= 1
 
 
 def test_distillation_on_a_folder_without_teacher_is_refused_in_one_line(prepared: Path, tmp_path: Path,

@@ -55,7 +55,7 @@ def dev_identity_similarities(net: torch.nn.Module, cfg: TrainConfig) -> tuple[n
     from facegnet.train import data as D
 
     root = Path(cfg.data)
-    if not (root / "manifest.csv").exists():
+    if not D.is_pack(root):  # `facegnet prepare` output has a manifest too, but no dev split
         return np.empty(0), np.empty(0)
     rows = [r for r in D.read_manifest(root) if r["split"] == "dev"]
     if len(rows) < 2:

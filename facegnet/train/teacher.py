@@ -13,13 +13,13 @@ resampling of the crop, done here on the whole batch. ``openvino`` is a training
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facegnet.card import sha256_file
 from facegnet.errors import DataError
 
 TEACHER_SIZE = 128
@@ -42,15 +42,6 @@ def teacher_input(x: torch.Tensor, size: int = TEACHER_SIZE) -> torch.Tensor:
     rgb = (x.float() + 1.0) * 127.5
     out = F.grid_sample(rgb, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     return out.flip(1).clamp_(0, 255)  # RGB → BGR
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class OnlineTeacher:
@@ -81,7 +72,7 @@ class OnlineTeacher:
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long messages
             raise DataError(f"cannot load the teacher ({str(exc).splitlines()[0][:120]})", xml) from None
         self.path = xml
-        self.sha256 = file_sha256(weights)
+        self.sha256 = sha256_file(weights)
         self.dim = int(np.prod(self._compiled.outputs[0].get_partial_shape().get_min_shape()[1:]))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
