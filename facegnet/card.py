@@ -198,15 +198,21 @@ def resolve_card(weights: str | Path | None = None) -> ModelCard:
     return load_card(candidate)
 
 
-def load_card(path: str | Path) -> ModelCard:
-    """Read a model card from a JSON file."""
-    path = Path(path)
+def read_card_json(path: Path, key: str, error: type[Exception] = WeightsError,
+                   missing: str = "model card not found", wrong: str = "not a model card") -> dict[str, Any]:
+    """A card file's JSON object, which must hold ``key``; ``error`` (naming the file) when it cannot be read."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise WeightsError("model card not found", path) from None
+        raise error(missing, path) from None
     except (OSError, ValueError) as exc:
-        raise WeightsError(f"unreadable model card ({exc.__class__.__name__})", path) from None
-    if not isinstance(data, dict) or "name" not in data:
-        raise WeightsError("not a model card (no 'name')", path)
-    return ModelCard.from_dict(data, path=path.resolve())
+        raise error(f"unreadable model card ({exc.__class__.__name__})", path) from None
+    if not isinstance(data, dict) or key not in data:
+        raise error(f"{wrong} (no {key!r})", path)
+    return data
+
+
+def load_card(path: str | Path) -> ModelCard:
+    """Read a model card from a JSON file."""
+    path = Path(path)
+    return ModelCard.from_dict(read_card_json(path, "name"), path=path.resolve())

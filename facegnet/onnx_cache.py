@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from facegnet.card import ModelCard, sha256_file
+from facegnet.card import ModelCard, read_card_json, sha256_file
 from facegnet.errors import ExportError
 
 #: Bumped whenever the export recipe changes, so that cached exports made by older code are not reused.
@@ -29,16 +29,8 @@ def card_path_for(path: str | Path) -> Path:
 
 def read_export_card(path: str | Path) -> dict[str, Any]:
     """The card of an export (given the export or its card), as a dict; ExportError when missing or unreadable."""
-    target = card_path_for(path)
-    try:
-        data = json.loads(target.read_text())
-    except FileNotFoundError:
-        raise ExportError("no model card beside the export", target) from None
-    except (OSError, ValueError) as exc:
-        raise ExportError(f"unreadable model card ({exc.__class__.__name__})", target) from None
-    if not isinstance(data, dict) or "format" not in data:
-        raise ExportError("not the card of an export (no 'format')", target)
-    return data
+    return read_card_json(card_path_for(path), "format", ExportError, missing="no model card beside the export",
+                          wrong="not the card of an export")
 
 
 def cache_dir() -> Path:
