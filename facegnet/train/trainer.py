@@ -159,6 +159,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
 
+    teacher_net = None
+    if cfg.teacher_model:  # before the data: a wrong path should not wait for thousands of crops to decode
+        if cfg.distill == "none":
+            raise DataError("--teacher-model needs a distillation loss (--distill cosine or mse)")
+        teacher_net = OnlineTeacher(cfg.teacher_model, threads=cfg.threads)
     faces = load_data(cfg)
     dev = None
     if cfg.dev_pairs != "none":
@@ -181,11 +186,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
     if uses_stored_teacher(cfg):
         mean = D.pack_teacher_mean(cfg.data, cfg.teacher)
         distill = TeacherDistill(emb_size, faces.teacher.shape[1], cfg.distill, mean)
-    teacher_net, online = None, None
-    if cfg.teacher_model:
-        if cfg.distill == "none":
-            raise DataError("--teacher-model needs a distillation loss (--distill cosine or mse)")
-        teacher_net = OnlineTeacher(cfg.teacher_model, threads=cfg.threads)
+    online = None
+    if teacher_net is not None:
         # Centre on the teacher's mean over a fixed sample (restored from the checkpoint on resume).
         mean = teacher_net.mean_embedding(faces.images, seed=cfg.seed) if state is None else None
         online = TeacherDistill(emb_size, teacher_net.dim, cfg.distill, mean)
