@@ -156,9 +156,13 @@ class Detector:
         return cv2.resize(array, size, interpolation=cv2.INTER_AREA), scale
 
     def _run_mtcnn(self, batch: np.ndarray, min_size: int):
+        pnet, rnet, onet = self._networks()
+        if self.engine == "onnx":
+            from facegnet.mtcnn_stages import detect_faces
+
+            return detect_faces(batch, min_size, pnet.infer, rnet.infer, onet.infer, self.thresholds, self.factor)
         from facenet_pytorch.models.utils.detect_face import detect_face
 
-        pnet, rnet, onet = self._networks()
         with torch.inference_mode():
             return detect_face(batch, min_size, pnet, rnet, onet, self.thresholds, self.factor, self.device)
 

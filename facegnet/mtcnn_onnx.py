@@ -99,8 +99,11 @@ class OrtNet(nn.Module):
         self.dtype_probe = nn.Parameter(torch.zeros(1), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        return tuple(torch.from_numpy(out) for out in self.session.run(None, {self.input: array}))
+        return tuple(torch.from_numpy(out) for out in self.infer(x.detach().cpu().numpy()))
+
+    def infer(self, x: np.ndarray) -> list[np.ndarray]:
+        """The network's outputs for a float32 (N, 3, H, W) array (what :mod:`facegnet.mtcnn_stages` calls)."""
+        return self.session.run(None, {self.input: np.ascontiguousarray(x, dtype=np.float32)})
 
 
 def ort_networks(threads: int | None = None) -> tuple[OrtNet, OrtNet, OrtNet]:
