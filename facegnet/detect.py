@@ -117,15 +117,17 @@ class Detector:
                 self._nets = tuple(net().to(self.device).eval() for net in (PNet, RNet, ONet))
         return self._nets
 
-    def detect(self, image: ImageLike) -> list[Face]:
-        """All faces of one image, largest first."""
-        return self.detect_batch([image])[0]
+    def detect(self, image: ImageLike, min_face_size: int | None = None) -> list[Face]:
+        """All faces of one image, largest first (``min_face_size``: this once, instead of the detector's)."""
+        return self.detect_batch([image], min_face_size)[0]
 
-    def detect_batch(self, images: Sequence[ImageLike]) -> list[list[Face]]:
+    def detect_batch(self, images: Sequence[ImageLike], min_face_size: int | None = None) -> list[list[Face]]:
         """Detect faces in many images; images of the same (detection) size run as one MTCNN batch.
 
-        Returns one list of faces per image, each sorted largest first.
+        Returns one list of faces per image, each sorted largest first. ``min_face_size`` overrides the
+        detector's for this call (a smaller one searches a deeper, slower pyramid).
         """
+        floor = self.min_face_size if min_face_size is None else int(min_face_size)
         arrays = [load_image(image) for image in images]
         results: list[list[Face]] = [[] for _ in arrays]
         groups: dict[tuple[int, int], list[tuple[int, np.ndarray, float]]] = defaultdict(list)
@@ -134,7 +136,7 @@ class Detector:
             groups[scaled.shape[:2]].append((index, scaled, scale))
         for (height, width), members in groups.items():
             # MTCNN's pyramid is empty when the image is smaller than the smallest face searched for.
-            min_size = max(1, int(round(self.min_face_size * members[0][2])))
+            min_size = max(1, int(round(floor * members[0][2])))
             if min(height, width) < max(min_size, 12):
                 continue
             for start in range(0, len(members), self.batch_size):  # bounded batches: flat memory, faster on CPU
@@ -144,7 +146,7 @@ class Detector:
                 for (index, _, scale), b, p in zip(chunk, boxes, points):
                     faces = self._faces(b, p, 1.0 / scale)
                     # MTCNN's box regression can return faces below the pyramid's floor: honour the minimum.
-                    results[index] = [face for face in faces if face.size >= self.min_face_size]
+                    results[index] = [face for face in faces if face.size >= floor]
         return results
 
     def _downscale(self, array: np.ndarray) -> tuple[np.ndarray, float]:

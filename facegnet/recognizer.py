@@ -74,6 +74,10 @@ class VerifyResult:
         }
 
 
+#: How small a face a photo without a usable one is searched down to, only to report "face too small".
+SMALL_FACE_PROBE = 20
+
+
 class FaceRecognizer:
     """Detector, aligner and embedder behind one object.
 
@@ -84,7 +88,10 @@ class FaceRecognizer:
             embedding procedure, see :attr:`procedure`; a procedure without one is refused unless given).
         min_face_size: smallest face side in pixels that counts as usable for verification, enrolment and
             identification (default: :data:`facegnet.quality.MIN_FACE_SIZE`, the one rule for all of them).
-        detect_min_face_size: smallest face side MTCNN searches for (smaller is slower).
+        detect_min_face_size: smallest face side MTCNN searches for (default: ``min_face_size``: a face that
+            cannot be used is not worth a pyramid twice as deep). When a photo holds no face that large, it is
+            searched again down to :data:`SMALL_FACE_PROBE` pixels, only to say "face too small" instead of
+            "no face found".
         detection_thresholds: MTCNN's three stage thresholds.
         max_side: longer image side above which images are downscaled for detection.
         flip: flip test-time augmentation in the embedder (part of the procedure: thresholds differ).
@@ -108,7 +115,7 @@ class FaceRecognizer:
         *,
         threshold: float | None = None,
         min_face_size: int = MIN_FACE_SIZE,
-        detect_min_face_size: int = 20,
+        detect_min_face_size: int | None = None,
         detection_thresholds: Sequence[float] = (0.6, 0.7, 0.7),
         max_side: int = 1280,
         flip: bool = True,
@@ -140,7 +147,7 @@ class FaceRecognizer:
         self.threshold_given = threshold is not None  # galleries then use it instead of the card's open-set one
         self.min_face_size = int(min_face_size)
         self.detector = Detector(
-            min_face_size=min(detect_min_face_size, self.min_face_size),
+            min_face_size=min(detect_min_face_size or self.min_face_size, self.min_face_size),
             thresholds=detection_thresholds,
             max_side=max_side,
             device=device,
@@ -181,13 +188,21 @@ class FaceRecognizer:
         return self.card.procedure(self.flip, NUMERICS[self.backend])
 
     # -- the stages --------------------------------------------------------------------------------------
-    def detect(self, image: ImageLike) -> list[Face]:
-        """All faces of an image, largest first."""
-        return self.detector.detect(image)
+    def detect(self, image: ImageLike, min_face_size: int | None = None) -> list[Face]:
+        """All faces of an image, largest first (down to ``min_face_size``, default the detector's floor)."""
+        return self.detector.detect(image, min_face_size)
 
-    def detect_batch(self, images: Sequence[ImageLike]) -> list[list[Face]]:
+    def detect_batch(self, images: Sequence[ImageLike], min_face_size: int | None = None) -> list[list[Face]]:
         """All faces of many images (batched through MTCNN), largest first in each."""
-        return self.detector.detect_batch(images)
+        return self.detector.detect_batch(images, min_face_size)
+
+    def detect_usable(self, images: Sequence[np.ndarray], min_face_size: int | None = None) -> list[list[Face]]:
+        """Faces of at least ``min_face_size`` px (default: this recognizer's) per image; where an image has
+        none, the faces found down to :data:`SMALL_FACE_PROBE` px instead, all too small, so that the caller
+        can say "face too small" rather than "no face found"."""
+        floor = self.min_face_size if min_face_size is None else int(min_face_size)
+        found = self.detect_batch(images, floor)
+        return [faces or self._small_faces(image, floor) for image, faces in zip(images, found)]
 
     def align(self, image: ImageLike, faces: Sequence[Face]) -> np.ndarray:
         """Aligned 112×112 crops of these faces: uint8 (N, 112, 112, 3)."""
@@ -284,6 +299,8 @@ class FaceRecognizer:
         for (i, array), faces in zip(loaded, detections):
             result = chunk_results[i]
             result.faces = len(faces)
+            if not faces and not fallback_center:
+                faces = self._small_faces(array, self.min_face_size)
             face = self._select(faces, array.shape, select)
             if face is not None and face.size < self.min_face_size and not fallback_center:
                 result.error = too_small(face, self.min_face_size)
@@ -317,6 +334,12 @@ class FaceRecognizer:
         found = dict(zip(todo, fresh))
         return [found[i] if i in found else cached[keys[i]] for i in range(len(arrays))]
 
+    def _small_faces(self, array: np.ndarray, floor: int) -> list[Face]:
+        """Faces below ``floor`` (down to SMALL_FACE_PROBE px) of an image that has none above it."""
+        if floor <= SMALL_FACE_PROBE:
+            return []
+        return self.detector.detect(array, min_face_size=SMALL_FACE_PROBE)
+
     @staticmethod
     def _select(faces: Sequence[Face], shape: tuple[int, ...], select: str) -> Face | None:
         if not faces:
@@ -335,7 +358,7 @@ class FaceRecognizer:
         Raises :class:`NoFaceError` naming the image when it holds no face, or none of ``min_face_size``.
         """
         array = load_image(image)
-        faces = self.detect(array)
+        faces = self.detect_usable([array])[0]
         if not faces:
             raise NoFaceError("no face found", describe(image))
         face = faces[0]

@@ -57,8 +57,10 @@ def test_one_default_everywhere(recognizer) -> None:
 
 
 def test_identify_does_not_name_faces_below_the_minimum(gallery_dir: Path, two_sizes: Path, recognizer) -> None:
-    faces = recognizer.detect(two_sizes)
+    faces = recognizer.detect(two_sizes, min_face_size=20)
     assert len(faces) == 2 and faces[1].size < MIN_FACE_SIZE <= faces[0].size  # MTCNN finds both
+    # By default the pyramid stops at the usable size: the small face is not even searched for.
+    assert [f.size >= MIN_FACE_SIZE for f in recognizer.detect(two_sizes)] == [True]
     with Gallery(gallery_dir, recognizer=recognizer) as gallery:
         matches = gallery.identify(two_sizes, threshold=-1.0)  # a threshold that names every face it sees
         assert [m.name for m in matches] == ["Colin_Powell"]

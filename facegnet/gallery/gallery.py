@@ -236,10 +236,12 @@ class Gallery(Maintenance):
         pending = self._prepare_enrolment(name, image, source)
         if isinstance(pending, EnrollResult):
             return pending
-        return self._finish_enrolment(pending, self.recognizer.detect(pending.array))
+        return self._finish_enrolment(pending, self._detect_batch([pending.array])[0])
 
     def _detect_batch(self, arrays: list[np.ndarray]) -> list[list[Face]]:
-        return self.recognizer.detect_batch(arrays)
+        # The gallery's own minimum sets the pyramid; photos without such a face are searched for smaller ones
+        # only to say "face too small".
+        return self.recognizer.detect_usable(arrays, self.quality.min_face)
 
     def _find_sha256(self, sha: str) -> tuple[int, str] | None:
         with self._mutex:
@@ -341,7 +343,8 @@ class Gallery(Maintenance):
 
         self._check_procedure(procedure_of(self.recognizer))
         array = load_image(image)
-        faces = [face for face in self.recognizer.detect(array) if face.size >= self.quality.min_face]
+        faces = [face for face in self.recognizer.detect(array, self.quality.min_face)
+                 if face.size >= self.quality.min_face]
         embeddings = self.recognizer.embed_faces(array, faces)  # outside the lock: other threads search meanwhile
         matches = self.search(embeddings, top_k=top_k, threshold=threshold, aggregate=aggregate)
         for face, match in zip(faces, matches):
