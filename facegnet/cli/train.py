@@ -65,6 +65,8 @@ HELP: dict[str, str] = {
     "limit": "use only the first N faces (quick checks)",
     "init": "weights to start from (.pt state_dict or checkpoint) for fine-tuning",
     "freeze_stages": "freeze the stem and this many early body stages",
+    "warm_start": "with --init, start the margin head at each identity's mean embedding and each distillation "
+                  "projection at its least-squares fit (instead of random)",
     "device": "auto, cpu or cuda",
     "max_minutes": "pause with a checkpoint after this many minutes, to --resume later (0: no limit)",
     "budget_minutes": "wall-clock budget: the cosine schedule follows time as well as steps and ends the run here",

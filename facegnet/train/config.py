@@ -66,6 +66,7 @@ class TrainConfig:
     init: str | None = None  # weights (.pt state_dict or checkpoint) to start the embedding network from; a trainer
     # checkpoint of the same data also restores its margin head and distillation projection (a warm restart)
     freeze_stages: int = 0  # freeze the stem and this many early body stages
+    warm_start: bool = True  # with init: class centres = identity means, projections = least-squares fits
     device: str = "auto"  # auto | cpu | cuda
     max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0: no limit
     budget_minutes: float = 0.0  # wall-clock schedule: the cosine follows max(step, time) progress and the run

@@ -193,6 +193,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
         online = TeacherDistill(emb_size, teacher_net.dim, cfg.distill, mean)
     module = TrainModule(net, head, distill, online)
     restored = load_init_parts(module, cfg.init) if (cfg.init and state is None) else []
+    warm = _warm_start(module, faces, teacher_net, cfg, restored) if (cfg.init and state is None) else {}
     module = module.to(device)
     if cfg.channels_last:
         module = module.to(memory_format=torch.channels_last)
@@ -232,7 +233,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
         log = open(out / "log.jsonl", "a")
         _write(log, {"event": "resume" if state else "start", "step": step, "total": total, "world": world,
                      "faces": len(faces), "labelled": int((faces.labels >= 0).sum()), "classes": faces.num_classes,
-                     "frozen": frozen, "restored": restored, "time": time.time(),
+                     "frozen": frozen, "restored": restored, "warm_start": warm, "time": time.time(),
                      "teacher_model": str(teacher_net.path) if teacher_net else None,
                      "teacher_sha256": teacher_net.sha256 if teacher_net else None})
 
@@ -359,6 +360,29 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
     if return_module:
         summary["module"] = module
     return summary
+
+
+def _warm_start(module: TrainModule, faces: D.FaceSet, teacher_net: OnlineTeacher | None, cfg: TrainConfig,
+                restored: list[str]) -> dict[str, Any]:
+    """Fit the parts not restored from ``cfg.init`` to the starting network (see :mod:`facegnet.train.warmstart`)."""
+    if not cfg.warm_start:
+        return {}
+    from facegnet.train import warmstart as W
+
+    done: dict[str, Any] = {}
+    if module.head is not None and "head" not in restored:
+        done["head_centres"] = W.centre_head(module.head, module.net, faces.images, faces.labels)
+    sample = W.sample_index(len(faces), 4096, cfg.seed)
+    if module.distill is not None and "distill" not in restored and faces.teacher is not None:
+        done["distill_cos"] = round(W.fit_projection(module.distill, module.net, faces.images[sample],
+                                                     faces.teacher[sample]), 4)
+    if module.online is not None and "online" not in restored and teacher_net is not None:
+        def embed(images: np.ndarray) -> torch.Tensor:
+            return torch.cat([teacher_net(D.to_input(torch.from_numpy(images[i:i + 256])))
+                              for i in range(0, len(images), 256)])
+
+        done["online_cos"] = round(W.fit_projection(module.online, module.net, faces.images[sample], embed), 4)
+    return done
 
 
 def _load_dev(cfg: TrainConfig, pairs_path: Path):
