@@ -65,6 +65,8 @@ HELP: dict[str, str] = {
     "limit": "use only the first N faces (quick checks)",
     "init": "weights to start from (.pt state_dict or checkpoint) for fine-tuning",
     "freeze_stages": "freeze the stem and this many early body stages",
+    "ema": "keep an exponential moving average of the weights with this decay (e.g. 0.999; 0: off); dev scores, "
+           "best.pt and exports then use the average",
     "warm_start": "with --init, start the margin head at each identity's mean embedding and each distillation "
                   "projection at its least-squares fit (instead of random)",
     "device": "auto, cpu or cuda",

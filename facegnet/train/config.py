@@ -66,6 +66,8 @@ class TrainConfig:
     init: str | None = None  # weights (.pt state_dict or checkpoint) to start the embedding network from; a trainer
     # checkpoint of the same data also restores its margin head and distillation projection (a warm restart)
     freeze_stages: int = 0  # freeze the stem and this many early body stages
+    ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.999); 0: off. When on, dev
+    # scores, best.pt and the exported weights are the average's
     warm_start: bool = True  # with init: class centres = identity means, projections = least-squares fits
     device: str = "auto"  # auto | cpu | cuda
     max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0: no limit

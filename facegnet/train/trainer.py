@@ -212,9 +212,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
         cfg.flip, cfg.colour, cfg.grayscale, cfg.blur, cfg.lowres, jitter=cfg.jitter, erase=cfg.erase
     )
 
+    # The average follows the embedding network only (heads are not exported); BatchNorm statistics are averaged
+    # too (use_buffers), so the averaged network can be evaluated as it is.
+    ema = (torch.optim.swa_utils.AveragedModel(module.net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(
+        cfg.ema), use_buffers=True) if cfg.ema > 0 else None)
     step, best, history = 0, -1.0, []
     if state is not None:
         module.load_state_dict(state["module"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, best = state["step"], state["best"]
@@ -237,14 +243,19 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
                      "teacher_model": str(teacher_net.path) if teacher_net else None,
                      "teacher_sha256": teacher_net.sha256 if teacher_net else None})
 
+    def exported() -> nn.Module:
+        """The embedding network a checkpoint's "model" holds and dev scores measure: the average when kept."""
+        return ema.module if ema is not None else module.net
+
     def checkpoint(path: Path, gather: bool = True) -> None:
         if gather:
             _sync_buffers(module, world)
         # The best-so-far copy is written by rank 0 alone (only it evaluates), so it keeps rank 0's RNG only.
         rngs = _gather_rng(gen, world) if gather else _rng_state(gen)
         if rank == 0:
-            _atomic_save({"config": asdict(cfg), "module": module.state_dict(), "model": module.net.state_dict(),
-                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+            _atomic_save({"config": asdict(cfg), "module": module.state_dict(), "model": exported().state_dict(),
+                          **({"ema": ema.state_dict()} if ema is not None else {}), "optimizer": opt.state_dict(),
+                          "scheduler": sched.state_dict(), "step": step,
                           "best": best, "minutes": clock["minutes"], "rng": rngs}, path)
 
     images = torch.from_numpy(faces.images)
@@ -297,6 +308,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
             scaler.update()
         else:
             opt.step()
+        if ema is not None:
+            ema.update_parameters(module.net)
         lr = opt.param_groups[0]["lr"]
         clock["minutes"] = minutes_before + (time.time() - start_time) / 60
         if cfg.budget_minutes > 0 and world > 1:  # every process must agree on the time-driven lr
@@ -329,7 +342,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
         out_of_time = budget_spent or paused
         if step % eval_every == 0 or step == total or budget_spent:
             if dev is not None:
-                scores = evaluate_pairs(module.net, *dev, device=device)
+                scores = evaluate_pairs(exported(), *dev, device=device)
                 module.train()
                 scores = {"step": step, "epoch": round(step / sampler.steps_per_epoch, 3), **scores}
                 history.append(scores)
