@@ -3,12 +3,17 @@
 facenet-pytorch ships the MTCNN weights inside its package, so nothing is downloaded. Images of equal size
 are detected as one batch; very large images are downscaled for detection and the coordinates mapped back.
 
-The algorithm is facenet-pytorch's ``detect_face`` (the function its public ``MTCNN.detect`` calls); its three
-networks run in ONNX Runtime by default (``engine="onnx"``: exported from facenet-pytorch's own weights on first
-use and cached, see :mod:`facegnet.mtcnn_onnx`), or in PyTorch (``engine="torch"``). Both find the same faces
-to float tolerance; tests/test_detect_align.py checks that against ``MTCNN.detect`` on LFW photos, and checks
-the internal contract this module relies on (``detect_face``'s signature and the networks' outputs), so a
+Two engines run the same algorithm (facenet-pytorch's ``detect_face``, the function its public ``MTCNN.detect``
+calls). ``engine="onnx"``, the default on a CPU, runs the three networks in ONNX Runtime (exported from
+facenet-pytorch's own weights on first use and cached, :mod:`facegnet.mtcnn_onnx`) and the stages around them
+in NumPy (:mod:`facegnet.mtcnn_stages`: one integral image per photo serves every resampling). ``engine="torch"``
+calls facenet-pytorch's ``detect_face`` with its PyTorch networks (GPUs). Both find the same faces to float
+tolerance; tests/test_detect_align.py checks that against ``MTCNN.detect`` on LFW photos, and pins the internal
+contract the torch engine relies on (``detect_face``'s signature and the networks' outputs), so a
 facenet-pytorch upgrade that changes it fails a test instead of detection.
+
+The pyramid starts at ``min_face_size``: each halving of it roughly quadruples the pixels P-Net scans, so
+callers search only as small as the task needs (see :class:`facegnet.recognizer.FaceRecognizer`).
 """
 from __future__ import annotations
 
