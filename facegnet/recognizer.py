@@ -218,6 +218,13 @@ class FaceRecognizer:
             return np.zeros((0, self.embedder.dim), dtype=np.float32)
         return self.embed_crops(self.align(image, faces))
 
+    def embed_face_list(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
+        """Embeddings of faces of several decoded images, ``(image, face)`` pairs, as one batch: (N, D)."""
+        if not faces:
+            return np.zeros((0, self.embedder.dim), dtype=np.float32)
+        crops = np.stack([align_face(array, face.landmarks, self.card.input_size) for array, face in faces])
+        return self.embed_crops(crops)
+
     def embed(self, image: ImageLike) -> tuple[list[Face], np.ndarray]:
         """Detect every face of one image and embed each: (faces, (N, D) embeddings)."""
         array = load_image(image)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,13 +96,23 @@ def enroll_photos(
     items: list[tuple[str, Path]],
     prepare: Callable[[str, Path, None], "EnrollResult | Pending"],
     detect_batch: Callable[[list[np.ndarray]], list[list[Face]]],
-    finish: Callable[[Pending, list[Face]], EnrollResult],
+    choose: Callable[[Pending, list[Face]], Face],
+    embed: Callable[[list[tuple[np.ndarray, Face]]], np.ndarray],
+    store: Callable[[Pending, Face, np.ndarray, int], EnrollResult],
     *,
     progress: bool = True,
     on_result: Callable[[EnrollResult], None] | None = None,
+    readers: int = 2,
 ) -> EnrollReport:
-    """Enroll (person, photo) items: ``prepare`` reads each, ``detect_batch`` finds the faces of a chunk,
-    ``finish`` stores one photo. Bad photos are skipped with their reason; a GalleryError stops the run."""
+    """Enroll (person, photo) items, a chunk at a time, as a pipeline.
+
+    ``prepare`` reads each photo (sha256, decode) on ``readers`` threads, one chunk ahead of the networks;
+    ``detect_batch`` finds the faces of a chunk together, ``choose`` picks the face to enroll (raising
+    :class:`FacegnetError` with the reason when none will do), ``embed`` embeds the chosen faces of the chunk
+    in one batch, and ``store`` writes each photo in its own transaction, so an interruption leaves whole
+    photos only. Results come in the order of ``items``. Bad photos are skipped with their reason; a
+    GalleryError stops the run.
+    """
     from tqdm import tqdm
 
     report = EnrollReport()
@@ -113,35 +124,45 @@ def enroll_photos(
             on_result(result)
         bar.update(1)
 
-    def skipped(name: str, photo: Path, exc: FacegnetError) -> EnrollResult:
-        return EnrollResult(str(photo), name, "skipped", exc.reason, exit_code=exc.exit_code)
+    def read(name: str, photo: Path) -> EnrollResult | Pending | FacegnetError:
+        try:
+            return prepare(name, photo, None)
+        except GalleryError:
+            raise
+        except FacegnetError as exc:
+            return exc
 
-    # Photos are decoded a chunk at a time and detected together (MTCNN batches same-sized photos), then
-    # each is stored in its own transaction, so an interruption still leaves whole photos only.
-    for start in range(0, len(items), ENROLL_CHUNK):
-        prepared: list[tuple[str, Path, EnrollResult | Pending | FacegnetError]] = []
-        for name, photo in items[start : start + ENROLL_CHUNK]:
-            try:
-                prepared.append((name, photo, prepare(name, photo, None)))
-            except GalleryError:
-                raise
-            except FacegnetError as exc:
-                prepared.append((name, photo, exc))
-        pending = [p for _, _, p in prepared if isinstance(p, Pending)]
-        detections = iter(detect_batch([p.array for p in pending]) if pending else [])
-        for name, photo, item in prepared:
-            if isinstance(item, FacegnetError):
-                record(skipped(name, photo, item))
-            elif isinstance(item, EnrollResult):
-                record(item)
-            else:
-                faces = next(detections)
-                try:
-                    record(finish(item, faces))
-                except GalleryError:
-                    raise
-                except FacegnetError as exc:
-                    record(skipped(name, photo, exc))
+    chunks = [items[i : i + ENROLL_CHUNK] for i in range(0, len(items), ENROLL_CHUNK)]
+    with ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="enroll-read") as pool:
+        ahead = [pool.submit(read, name, photo) for name, photo in chunks[0]] if chunks else []
+        for k, chunk in enumerate(chunks):
+            prepared = [future.result() for future in ahead]  # re-raises a GalleryError
+            # Read the next chunk while this one runs through the networks.
+            ahead = [pool.submit(read, name, photo) for name, photo in chunks[k + 1]] if k + 1 < len(chunks) else []
+            outcome: list[EnrollResult | FacegnetError | tuple[Pending, Face, int]] = []
+            pending = [item for item in prepared if isinstance(item, Pending)]
+            detections = iter(detect_batch([p.array for p in pending]) if pending else [])
+            for item in prepared:
+                if isinstance(item, Pending):
+                    faces = next(detections)
+                    try:
+                        outcome.append((item, choose(item, faces), len(faces)))
+                    except GalleryError:
+                        raise
+                    except FacegnetError as exc:
+                        outcome.append(exc)
+                else:
+                    outcome.append(item)
+            chosen = [o for o in outcome if isinstance(o, tuple)]
+            vectors = iter(embed([(p.array, face) for p, face, _ in chosen]) if chosen else [])
+            for (name, photo), item in zip(chunk, outcome):
+                if isinstance(item, FacegnetError):
+                    record(EnrollResult(str(photo), name, "skipped", item.reason, exit_code=item.exit_code))
+                elif isinstance(item, EnrollResult):
+                    record(item)
+                else:
+                    p, face, count = item
+                    record(store(p, face, next(vectors), count))
     bar.close()
     return report
 

@@ -255,13 +255,26 @@ class Gallery(Maintenance):
 
     def _finish_enrolment(self, pending: Pending, faces: list[Face]) -> EnrollResult:
         """Check the largest detected face, embed it and store it in its own transaction."""
+        face = self._choose_face(pending, faces)
+        embedding = self._embed_faces([(pending.array, face)])[0]  # outside the locks: the slow part
+        return self._store_enrolment(pending, face, embedding, len(faces))
+
+    def _choose_face(self, pending: Pending, faces: list[Face]) -> Face:
+        """The face of a photo to enroll: its largest, when good enough (else NoFaceError with the reason)."""
         if not faces:
             raise NoFaceError("no face found", pending.label)
         face = max(faces, key=lambda f: f.area)
         if (why := self.quality.check(face)) is not None:
             raise NoFaceError(why, pending.label)
-        embedding = self.recognizer.embed_faces(pending.array, [face])[0]  # outside the locks: the slow part
-        warning = f"{len(faces)} faces in the photo; enrolled the largest" if len(faces) > 1 else None
+        return face
+
+    def _embed_faces(self, faces: list[tuple[np.ndarray, Face]]) -> np.ndarray:
+        """Embeddings of (photo, face) pairs, aligned and embedded as one batch."""
+        return self.recognizer.embed_face_list(faces)
+
+    def _store_enrolment(self, pending: Pending, face: Face, embedding: np.ndarray, count: int) -> EnrollResult:
+        """Store one photo's template in its own transaction (``count``: faces the photo held)."""
+        warning = f"{count} faces in the photo; enrolled the largest" if count > 1 else None
         with self._writer(), self._mutex:
             with self.store.write():
                 if (found := self.store.find_sha256(pending.sha)) is not None:  # another writer was quicker
@@ -271,7 +284,7 @@ class Gallery(Maintenance):
                     box=face.box, score=face.score, quality=face_quality(face), landmarks=face.landmarks,
                 )
             self._cache.dirty = True
-        return EnrollResult(pending.label, pending.name, "enrolled", template_id=template_id, faces=len(faces),
+        return EnrollResult(pending.label, pending.name, "enrolled", template_id=template_id, faces=count,
                             warning=warning)
 
     def add_embedding(self, name: str, embedding: np.ndarray, *, source: str | None = None,
@@ -315,8 +328,8 @@ class Gallery(Maintenance):
         Photos already in the gallery (same sha256) are not enrolled again; bad photos are skipped with
         their reason. ``on_result`` sees each result as it happens (the CLI prints warnings with it).
         """
-        report = enroll_photos(discover(folder), self._prepare_enrolment, self._detect_batch, self._finish_enrolment,
-                               progress=progress, on_result=on_result)
+        report = enroll_photos(discover(folder), self._prepare_enrolment, self._detect_batch, self._choose_face,
+                               self._embed_faces, self._store_enrolment, progress=progress, on_result=on_result)
         if report.enrolled or not (self.path / INDEX_NAME).exists():
             self.save()
         return report
