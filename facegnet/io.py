@@ -13,7 +13,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facegnet.errors import ImageError
+from facegnet.errors import FacegnetError, ImageError
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -96,6 +96,14 @@ def load_image(source: ImageLike) -> np.ndarray:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageError(f"unreadable or truncated image ({exc})", path) from None
 
+
+
+def load_image_or_error(source: ImageLike) -> np.ndarray | FacegnetError:
+    """:func:`load_image`, returning the error instead of raising it (for pipelines that go on past a bad photo)."""
+    try:
+        return load_image(source)
+    except FacegnetError as exc:
+        return exc
 
 def describe(source: ImageLike) -> str:
     """A short name for ``source`` in messages: the path, or the kind of object."""

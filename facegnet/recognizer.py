@@ -268,27 +268,16 @@ class FaceRecognizer:
         A pipeline: while MTCNN and the embedding network work on one chunk, ``decode_threads`` threads decode
         (and EXIF-orient) the next, so decoding costs no wall time when the networks are the slower stage.
         """
-        from concurrent.futures import ThreadPoolExecutor
-
         from tqdm import tqdm
 
-        def decode(image: ImageLike) -> np.ndarray | FacegnetError:
-            try:
-                return load_image(image)
-            except FacegnetError as exc:
-                return exc
+        from facegnet.io import load_image_or_error
+        from facegnet.prefetch import read_ahead
 
-        chunk = max(1, int(chunk))
-        starts = range(0, len(images), chunk)
         bar = tqdm(total=len(images), desc=progress if isinstance(progress, str) else "embedding",
                    unit="img", disable=not progress, dynamic_ncols=True)
-        with ThreadPoolExecutor(max(1, int(decode_threads)), thread_name_prefix="facegnet-decode") as pool:
-            ahead = [pool.submit(decode, image) for image in images[:chunk]]
-            for start in starts:
-                batch, decoded = images[start : start + chunk], [f.result() for f in ahead]
-                ahead = [pool.submit(decode, image) for image in images[start + chunk : start + 2 * chunk]]
-                yield from self._embed_chunk(batch, decoded, select, fallback_center)
-                bar.update(len(batch))
+        for batch, decoded in read_ahead(images, load_image_or_error, chunk, decode_threads, "facegnet-decode"):
+            yield from self._embed_chunk(batch, decoded, select, fallback_center)
+            bar.update(len(batch))
         bar.close()
 
     def _embed_chunk(self, batch: Sequence[ImageLike], decoded: Sequence[np.ndarray | FacegnetError], select: str,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ import numpy as np
 from facegnet.card import sha256_file
 from facegnet.errors import FacegnetError, GalleryError, ImageError
 from facegnet.gallery.results import EnrollReport, EnrollResult
+from facegnet.prefetch import read_ahead
 from facegnet.quality import MIN_FACE_SIZE, too_small
 
 if TYPE_CHECKING:
@@ -132,37 +132,32 @@ def enroll_photos(
         except FacegnetError as exc:
             return exc
 
-    chunks = [items[i : i + ENROLL_CHUNK] for i in range(0, len(items), ENROLL_CHUNK)]
-    with ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="enroll-read") as pool:
-        ahead = [pool.submit(read, name, photo) for name, photo in chunks[0]] if chunks else []
-        for k, chunk in enumerate(chunks):
-            prepared = [future.result() for future in ahead]  # re-raises a GalleryError
-            # Read the next chunk while this one runs through the networks.
-            ahead = [pool.submit(read, name, photo) for name, photo in chunks[k + 1]] if k + 1 < len(chunks) else []
-            outcome: list[EnrollResult | FacegnetError | tuple[Pending, Face, int]] = []
-            pending = [item for item in prepared if isinstance(item, Pending)]
-            detections = iter(detect_batch([p.array for p in pending]) if pending else [])
-            for item in prepared:
-                if isinstance(item, Pending):
-                    faces = next(detections)
-                    try:
-                        outcome.append((item, choose(item, faces), len(faces)))
-                    except GalleryError:
-                        raise
-                    except FacegnetError as exc:
-                        outcome.append(exc)
-                else:
-                    outcome.append(item)
-            chosen = [o for o in outcome if isinstance(o, tuple)]
-            vectors = iter(embed([(p.array, face) for p, face, _ in chosen]) if chosen else [])
-            for (name, photo), item in zip(chunk, outcome):
-                if isinstance(item, FacegnetError):
-                    record(EnrollResult(str(photo), name, "skipped", item.reason, exit_code=item.exit_code))
-                elif isinstance(item, EnrollResult):
-                    record(item)
-                else:
-                    p, face, count = item
-                    record(store(p, face, next(vectors), count))
+    # Photos are read one chunk ahead of the networks (facegnet.prefetch); a GalleryError stops the run.
+    for chunk, prepared in read_ahead(items, lambda item: read(*item), ENROLL_CHUNK, readers, "enroll-read"):
+        outcome: list[EnrollResult | FacegnetError | tuple[Pending, Face, int]] = []
+        pending = [item for item in prepared if isinstance(item, Pending)]
+        detections = iter(detect_batch([p.array for p in pending]) if pending else [])
+        for item in prepared:
+            if isinstance(item, Pending):
+                faces = next(detections)
+                try:
+                    outcome.append((item, choose(item, faces), len(faces)))
+                except GalleryError:
+                    raise
+                except FacegnetError as exc:
+                    outcome.append(exc)
+            else:
+                outcome.append(item)
+        chosen = [o for o in outcome if isinstance(o, tuple)]
+        vectors = iter(embed([(p.array, face) for p, face, _ in chosen]) if chosen else [])
+        for (name, photo), item in zip(chunk, outcome):
+            if isinstance(item, FacegnetError):
+                record(EnrollResult(str(photo), name, "skipped", item.reason, exit_code=item.exit_code))
+            elif isinstance(item, EnrollResult):
+                record(item)
+            else:
+                p, face, count = item
+                record(store(p, face, next(vectors), count))
     bar.close()
     return report
 
