@@ -31,6 +31,7 @@ HELP: dict[str, str] = {
     "teacher": "stored teacher embeddings file inside the pack (none: no stored teacher)",
     "teacher_model": "OpenVINO face embedder (.xml or its folder) run online on every augmented batch "
                      "(needs pip install 'facegnet[train]')",
+    "teacher_engine": "what runs the teacher: auto (PyTorch on a GPU, OpenVINO on a CPU), openvino or torch",
     "teacher_weight": "weight of the online teacher's distillation loss",
     "extra_data": "comma-separated folders of more faces made by `facegnet prepare` (unnamed faces: distillation only)",
     "mixup": "fraction of faces blended with another face of the batch (needs --teacher-model)",
@@ -132,11 +133,12 @@ def config_from_args(args: argparse.Namespace):
             if not isinstance(extra, dict):
                 raise DataError("--model JSON must be an object of builder keyword arguments")
         values["model"] = {**DEFAULT_MODEL, **extra}
-    for key in ("head", "distill", "optimizer", "device"):
+    for key in ("head", "distill", "optimizer", "device", "teacher_engine"):
         if key in values:
             values[key] = values[key].lower()
     checks = {"head": ("arcface", "cosface", "none"), "distill": ("cosine", "mse", "none"),
-              "optimizer": ("sgd", "adamw"), "device": ("auto", "cpu", "cuda")}
+              "optimizer": ("sgd", "adamw"), "device": ("auto", "cpu", "cuda"),
+              "teacher_engine": ("auto", "openvino", "torch")}
     for key, allowed in checks.items():
         if key in values and values[key] not in allowed:
             raise DataError(f"--{key} must be one of {', '.join(allowed)}, not {values[key]!r}")

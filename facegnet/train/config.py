@@ -27,6 +27,7 @@ class TrainConfig:
     distill_weight: float = 1.0
     teacher: str = "teacher_dlib.npy"  # stored teacher embeddings inside the pack; "none": no stored teacher
     teacher_model: str | None = None  # an OpenVINO face embedder run online on every augmented batch
+    teacher_engine: str = "auto"  # auto (torch on a GPU, OpenVINO on a CPU), openvino or torch
     teacher_weight: float = 1.0  # weight of the online teacher's distillation loss
     extra_data: str | None = None  # comma-separated `facegnet prepare` folders of more faces (labels where named)
     # optimisation

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from facegnet.card import sha256_file
-from facegnet.errors import DataError
+from facegnet.errors import DataError, FacegnetError
 
 TEACHER_SIZE = 128
 
@@ -44,10 +44,20 @@ def teacher_input(x: torch.Tensor, size: int = TEACHER_SIZE) -> torch.Tensor:
     return out.flip(1).clamp_(0, 255)  # RGB → BGR
 
 
-class OnlineTeacher:
-    """An OpenVINO face embedder called on training batches; returns L2-normalised (N, D) float32 vectors."""
+ENGINES = ("auto", "openvino", "torch")
 
-    def __init__(self, xml: str | Path, threads: int = 0) -> None:
+
+class OnlineTeacher:
+    """A face embedder (OpenVINO IR) called on training batches; returns L2-normalised (N, D) float32 vectors.
+
+    Two engines run the same IR: ``openvino`` on the CPU (the default there: fastest on a CPU), and ``torch``
+    (:class:`facegnet.train.ir_torch.IRNetwork`, on ``device``: the default on a GPU, so the teacher keeps up with
+    the student there and needs no OpenVINO). Their embeddings agree to a cosine of 0.9999 (OpenVINO may
+    compute in bfloat16 where the CPU has it).
+    """
+
+    def __init__(self, xml: str | Path, threads: int = 0, device: str | torch.device = "cpu",
+                 engine: str = "auto") -> None:
         xml = Path(xml)
         if xml.is_dir():
             found = sorted(xml.glob("*.xml"))
@@ -59,10 +69,30 @@ class OnlineTeacher:
         weights = xml.with_suffix(".bin")
         if not weights.exists():
             raise DataError("teacher weights (.bin beside the .xml) not found", weights)
+        if engine not in ENGINES:
+            raise DataError(f"teacher engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        self.device = torch.device(device)
+        if engine == "auto":
+            engine = "torch" if self.device.type != "cpu" else "openvino"
+        self.engine = engine
+        self.path = xml
+        self.sha256 = sha256_file(weights)
+        if engine == "torch":
+            from facegnet.train.ir_torch import IRNetwork
+
+            try:
+                self._net = IRNetwork(xml).eval().to(self.device)
+            except FacegnetError as exc:
+                raise DataError(f"cannot load the teacher ({exc.reason})", xml) from None
+            with torch.no_grad():
+                probe = self._net(torch.zeros(1, 3, TEACHER_SIZE, TEACHER_SIZE, device=self.device))
+            self.dim = int(probe[0].numel())
+            return
         try:
             import openvino as ov
         except ImportError:
-            raise DataError("the online teacher needs OpenVINO: pip install 'facegnet[train]'") from None
+            raise DataError("the online teacher needs OpenVINO on a CPU: pip install 'facegnet[train]' "
+                            "(or --teacher-engine torch)") from None
         core = ov.Core()
         try:
             model = core.read_model(str(xml))
@@ -71,13 +101,15 @@ class OnlineTeacher:
             self._compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with long messages
             raise DataError(f"cannot load the teacher ({str(exc).splitlines()[0][:120]})", xml) from None
-        self.path = xml
-        self.sha256 = sha256_file(weights)
         self.dim = int(np.prod(self._compiled.outputs[0].get_partial_shape().get_min_shape()[1:]))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Teacher embeddings of normalised RGB crops (N, 3, 112, 112), on the CPU."""
+        """Teacher embeddings of normalised RGB crops (N, 3, 112, 112): on the teacher's device for the torch
+        engine, on the CPU for OpenVINO."""
         with torch.no_grad():
+            if self.engine == "torch":
+                out = self._net(teacher_input(x.detach().float().to(self.device)))
+                return F.normalize(out.reshape(len(x), -1).float(), dim=1)
             batch = teacher_input(x.detach().float().cpu()).numpy()
         out = self._compiled(batch)[0].reshape(len(batch), -1)
         return F.normalize(torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)), dim=1)
@@ -91,5 +123,5 @@ class OnlineTeacher:
         total = np.zeros(self.dim, dtype=np.float64)
         for i in range(0, len(index), batch):
             emb = self(to_input(torch.from_numpy(images[index[i : i + batch]])))
-            total += emb.double().sum(0).numpy()
+            total += emb.double().sum(0).cpu().numpy()
         return (total / max(1, len(index))).astype(np.float32)

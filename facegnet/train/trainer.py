@@ -163,7 +163,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
     if cfg.teacher_model:  # before the data: a wrong path should not wait for thousands of crops to decode
         if cfg.distill == "none":
             raise DataError("--teacher-model needs a distillation loss (--distill cosine or mse)")
-        teacher_net = OnlineTeacher(cfg.teacher_model, threads=cfg.threads)
+        teacher_net = OnlineTeacher(cfg.teacher_model, threads=cfg.threads, device=device, engine=cfg.teacher_engine)
     faces = load_data(cfg)
     dev = None
     if cfg.dev_pairs != "none":
@@ -285,10 +285,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
             y[mixed] = -1  # a blend of two faces has no identity; only the online teacher can describe it
             if t is not None:
                 t[mixed] = float("nan")
+        x = x.to(device, non_blocking=True)
         tick = time.time()
         o = teacher_net(x).to(device) if teacher_net is not None else None  # the very views the student sees
         window_teacher += time.time() - tick
-        x = x.to(device, non_blocking=True)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = y.to(device)
@@ -391,7 +391,7 @@ def _warm_start(module: TrainModule, faces: D.FaceSet, teacher_net: OnlineTeache
                                                      faces.teacher[sample]), 4)
     if module.online is not None and "online" not in restored and teacher_net is not None:
         def embed(images: np.ndarray) -> torch.Tensor:
-            return torch.cat([teacher_net(D.to_input(torch.from_numpy(images[i:i + 256])))
+            return torch.cat([teacher_net(D.to_input(torch.from_numpy(images[i:i + 256]))).cpu()
                               for i in range(0, len(images), 256)])
 
         done["online_cos"] = round(W.fit_projection(module.online, module.net, faces.images[sample], embed), 4)
