@@ -296,7 +296,7 @@ class FaceRecognizer:
             result = chunk_results[i]
             result.faces = len(faces)
             if not faces and not fallback_center:
-                faces = self._small_faces(array, self.min_face_size)
+                faces = self._small_faces(array, self.detector.min_face_size)
             face = self._select(faces, array.shape, select)
             if face is not None and face.size < self.min_face_size and not fallback_center:
                 result.error = too_small(face, self.min_face_size)
