@@ -4,14 +4,16 @@
 Each tool does the whole job on each photo, from the file: decode → detect every face → align → embed every
 face. Photo sets: LFW (250×250, one face mostly), 640×480 and 1920×1080 scenes with several faces (LFW photos
 tiled onto a canvas, saved as JPEG so decoding counts). Tools are interleaved round by round, one thread and all
-threads; the faces each found per photo are reported beside the times. A folder benchmark then embeds a folder
-the way enrolment does (facegnet: ``FaceRecognizer.embed_images``, decode threads ahead of the networks;
-face_recognition: its ``face_recognition`` command line with ``--cpus``), in photos per second.
+threads; the faces each found per photo are reported beside the times. A folder benchmark then runs the
+commands a user runs on a folder, each from a cold start, in photos per second: ``facegnet enroll`` (photos read
+on threads ahead of the networks, a chunk's faces embedded together) and ``facegnet identify`` of the same
+photos, against face_recognition's ``face_recognition KNOWN FOLDER --cpus N`` (which embeds and compares every
+photo of the folder).
 
 face_recognition runs in this process when importable, else in the Python given by ``--peer-python`` (or
 ``$FACEGNET_PEER_PYTHON``) as a worker process; without either the peer columns say how to install it.
 
-    python benchmarks/photo_speed.py [--photos 120] [--rounds 3] [--peer-python /work/peer-venv/bin/python]
+    python benchmarks/photo_speed.py [--photos 120] [--rounds 3] [--peer-python /work/peer-src-venv/bin/python]
 
 Writes benchmarks/results/photo_speed.{json,md}. Timings taken while other work shares the CPU are pessimistic
 (the load average at the start and the end is recorded).
@@ -33,14 +35,19 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 LFW = HERE.parent.parent / "shared" / "data" / "lfw" / "images"
-INSTALL_PEER = ("pip install dlib face_recognition   (builds dlib from source: needs cmake and libopenblas-dev, "
-                "about 25 CPU-minutes; e.g. into its own venv, then pass --peer-python VENV/bin/python)")
+INSTALL_PEER = ("python -m venv /work/peer-src-venv && /work/peer-src-venv/bin/pip install numpy pillow click 'setuptools<81' "
+                "face_recognition_models && /work/peer-src-venv/bin/pip install --no-binary dlib dlib && "
+                "/work/peer-src-venv/bin/pip install --no-deps face_recognition  (dlib builds from source with AVX "
+                "and OpenBLAS: apt-get install libopenblas-dev cmake first, about 25 CPU-minutes; the prebuilt "
+                "dlib-bin wheel has neither and is ~3x slower, not a fair peer); then pass --peer-python "
+                "/work/peer-src-venv/bin/python")
 
 # The peer's per-photo job, as face_recognition's README does it (HOG detector, upsample 1, 5-point landmarks).
 PEER_WORKER = r'''
 import json, os, sys, time
-import face_recognition
-print(json.dumps({"ready": face_recognition.__version__}), flush=True)
+import dlib, face_recognition
+flags = {k: bool(getattr(dlib, k, False)) for k in ("DLIB_USE_BLAS", "USE_AVX_INSTRUCTIONS", "DLIB_USE_CUDA")}
+print(json.dumps({"ready": face_recognition.__version__, "dlib": dlib.__version__, "flags": flags}), flush=True)
 for line in sys.stdin:
     job = json.loads(line)
     out = []
@@ -77,7 +84,9 @@ class Peer:
                 continue
             if "ready" in ready:
                 self.proc = proc
-                self.note = f"face_recognition {ready['ready']} ({exe}, OPENBLAS_NUM_THREADS={threads})"
+                on = ", ".join(k for k, v in ready.get("flags", {}).items() if v) or "no AVX, no BLAS"
+                self.note = (f"face_recognition {ready['ready']}, dlib {ready.get('dlib', '?')} built with {on} "
+                             f"({exe}, OPENBLAS_NUM_THREADS={threads})")
                 self.python = exe
                 return
             proc.kill()
@@ -158,16 +167,48 @@ def summary(samples: list[list[tuple[float, int]]]) -> dict:
             "photos": len(faces)}
 
 
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Wall seconds and exit code of one command."""
+    start = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    return time.perf_counter() - start, proc.returncode
+
+
+def rates(name: str, one: float, full: float, photos: int) -> dict:
+    """Photos/s from a cold start, the start-up (a one-photo run) and photos/s after it."""
+    return {f"{name}_photos_per_s": round(photos / full, 1), f"{name}_startup_s": round(one, 2),
+            f"{name}_photos_per_s_after_startup": round((photos - 1) / max(1e-9, full - one), 1)}
+
+
 def folder_speed(rec_factory, peer_python: str | None, folder: Path, threads: int) -> dict:
-    """Photos/s embedding a folder: facegnet's pipelined embed_images vs the face_recognition CLI."""
+    """Photos/s on a folder, as a user runs it: ``facegnet enroll`` and ``facegnet identify`` vs the
+    ``face_recognition`` command line on the same photos, each from a cold start, and each also on one photo (its
+    start-up: importing, loading models), so the throughput after start-up is known too; plus facegnet's
+    in-process ``embed_images`` (no start-up, no gallery writes)."""
     paths = sorted(folder.glob("*.jpg"))
     rec = rec_factory(threads)
     rec.embed_images(paths[:4])  # warm: exports and sessions made before timing
     start = time.perf_counter()
     results = rec.embed_images(paths, decode_threads=2)
     took = time.perf_counter() - start
-    out = {"photos": len(paths), "facegnet_photos_per_s": round(len(paths) / took, 1),
+    out = {"photos": len(paths), "facegnet_embed_images_photos_per_s": round(len(paths) / took, 1),
            "facegnet_with_a_face": sum(r.ok for r in results)}
+    single = folder.parent / "single"
+    single.mkdir(exist_ok=True)
+    shutil.copy(paths[0], single / paths[0].name)
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    facegnet = [sys.executable, "-m", "facegnet"]
+    with tempfile.TemporaryDirectory() as scratch:
+        one, _ = timed([*facegnet, "enroll", str(single), "--gallery", f"{scratch}/one", "--quiet", "--threads",
+                        str(threads)], env)
+        full, rc = timed([*facegnet, "enroll", str(folder), "--gallery", f"{scratch}/all", "--quiet", "--threads",
+                          str(threads)], env)
+        out.update(rates("facegnet_enroll", one, full, len(paths)), facegnet_enroll_rc=rc)
+        # Identifying the same photos against that gallery: the job the face_recognition command line does.
+        identify = [*facegnet, "identify", "--gallery", f"{scratch}/all", "--json", "--threads", str(threads)]
+        one, _ = timed([*identify, str(paths[0])], env)
+        full, rc = timed([*identify, *map(str, paths)], env)
+        out.update(rates("facegnet_identify", one, full, len(paths)), facegnet_identify_rc=rc)
     cli = None
     if peer_python:
         candidate = Path(peer_python).with_name("face_recognition")
@@ -179,14 +220,13 @@ def folder_speed(rec_factory, peer_python: str | None, folder: Path, threads: in
     with tempfile.TemporaryDirectory() as known:
         shutil.copy(paths[0], Path(known) / "someone.jpg")
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-        start = time.perf_counter()
-        proc = subprocess.run([cli, "--cpus", str(threads), known, str(folder)], capture_output=True, text=True,
-                              env=env)
-        took = time.perf_counter() - start
-    out["face_recognition_cli_photos_per_s"] = round(len(paths) / took, 1)
-    out["face_recognition_cli_rc"] = proc.returncode
-    out["ratio_facegnet_over_face_recognition"] = round(out["facegnet_photos_per_s"]
-                                                        / out["face_recognition_cli_photos_per_s"], 2)
+        one, _ = timed([cli, "--cpus", str(threads), known, str(single)], env)
+        full, rc = timed([cli, "--cpus", str(threads), known, str(folder)], env)
+    out.update(rates("face_recognition_cli", one, full, len(paths)), face_recognition_cli_rc=rc)
+    for tool in ("enroll", "identify"):
+        for suffix in ("", "_after_startup"):
+            out[f"ratio_{tool}{suffix}_over_face_recognition"] = round(
+                out[f"facegnet_{tool}_photos_per_s{suffix}"] / out[f"face_recognition_cli_photos_per_s{suffix}"], 2)
     return out
 
 
@@ -198,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-python", default=os.environ.get("FACEGNET_PEER_PYTHON"),
                         help="a Python where face_recognition imports (when it does not here)")
     parser.add_argument("--folder-photos", type=int, default=200, help="LFW photos for the folder benchmark (0: skip)")
+    parser.add_argument("--folder-only", action="store_true", help="only the folder benchmark (e.g. a bigger folder)")
     parser.add_argument("--before", action="store_true",
                         help="also time the previous defaults (PyTorch MTCNN and embedding) in the same run")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "photo_speed")
@@ -219,14 +260,14 @@ def main(argv: list[str] | None = None) -> int:
                     "results": {}}
     with tempfile.TemporaryDirectory(prefix="photo-speed-") as scratch:
         sets = make_sets(Path(scratch), args.photos)
-        for threads in [int(t) for t in args.threads.split(",")]:
-            tools = {"facegnet (ONNX Runtime MTCNN + embedding, flip)": facegnet(threads),
-                     # The pyramid an enrolment photo needs: faces of at least 40 px (fewer, smaller levels).
-                     "facegnet, faces ≥ 40 px only (enrolment pyramid)": facegnet(
-                         threads, min_face_size=40, detect_min_face_size=40)}
+        for threads in [] if args.folder_only else [int(t) for t in args.threads.split(",")]:
+            tools = {"facegnet (default: faces ≥ 40 px, flip)": facegnet(threads),
+                     "facegnet, no flip": facegnet(threads, flip=False),
+                     # The pyramid a crowd scene may need: faces down to 20 px (a level deeper, ~2x the pixels).
+                     "facegnet, faces ≥ 20 px (crowd pyramid)": facegnet(threads, detect_min_face_size=20)}
             if args.before:
-                tools["facegnet before (PyTorch MTCNN + embedding, flip)"] = facegnet(
-                    threads, backend="torch", detect_engine="torch")
+                tools["facegnet before (PyTorch MTCNN ≥ 20 px + embedding, flip)"] = facegnet(
+                    threads, backend="torch", detect_engine="torch", detect_min_face_size=20)
             for rec in tools.values():  # warm-up: exports, sessions, first-call allocations
                 facegnet_run(rec, sets["LFW 250×250"][:3] + sets["640×480, 3 faces"][:1])
             peer = Peer(args.peer_python, threads)
@@ -290,12 +331,25 @@ def markdown(report: dict) -> str:
         lines.append("")
     if "folder" in report:
         f = report["folder"]
-        lines += ["## A folder (enrolment-style)", "",
-                  f"{f['photos']} LFW photos, {f['threads']} threads: facegnet `embed_images` (decode threads ahead "
-                  f"of the networks) **{f['facegnet_photos_per_s']} photos/s**; face_recognition command line "
-                  f"(`--cpus {f['threads']}`): " + (f"**{f['face_recognition_cli_photos_per_s']} photos/s** "
-                  f"(facegnet {f['ratio_facegnet_over_face_recognition']}×)" if "face_recognition_cli_photos_per_s"
-                  in f else f.get("face_recognition_cli", "")), ""]
+        lines += ["## A folder, as a user runs it", "",
+                  f"{f['photos']} LFW photos, {f['threads']} threads; each command from a cold start, and on one photo "
+                  "for its start-up (imports, models); in-process `embed_images` has neither start-up nor gallery "
+                  f"writes: {f['facegnet_embed_images_photos_per_s']} photos/s.", "",
+                  "| command | photos/s from a cold start | start-up s | photos/s after start-up | × face_recognition "
+                  "(cold / after start-up) |", "|---|---|---|---|---|"]
+        for tool, label in (("facegnet_enroll", "`facegnet enroll FOLDER`"),
+                            ("facegnet_identify", "`facegnet identify PHOTOS… --json` (against that gallery)"),
+                            ("face_recognition_cli", "`face_recognition --cpus N KNOWN FOLDER`")):
+            if f"{tool}_photos_per_s" not in f:
+                continue
+            short = tool.replace("facegnet_", "")
+            ratio = (f"{f.get(f'ratio_{short}_over_face_recognition', '')} / "
+                     f"{f.get(f'ratio_{short}_after_startup_over_face_recognition', '')}" if short != tool else "1 / 1")
+            lines.append(f"| {label} | {f[f'{tool}_photos_per_s']} | {f[f'{tool}_startup_s']} | "
+                         f"{f[f'{tool}_photos_per_s_after_startup']} | {ratio} |")
+        if "face_recognition_cli" in f:
+            lines.append(f"\nface_recognition: {f['face_recognition_cli']}")
+        lines.append("")
     return "\n".join(lines)
 
 
