@@ -39,7 +39,7 @@ INSTALL_PEER = ("python -m venv /work/peer-src-venv && /work/peer-src-venv/bin/p
                 "face_recognition_models && /work/peer-src-venv/bin/pip install --no-binary dlib dlib && "
                 "/work/peer-src-venv/bin/pip install --no-deps face_recognition  (dlib builds from source with AVX "
                 "and OpenBLAS: apt-get install libopenblas-dev cmake first, about 25 CPU-minutes; the prebuilt "
-                "dlib-bin wheel has neither and is ~3x slower, not a fair peer); then pass --peer-python "
+                "dlib-bin wheel has neither and was ~1.8x slower here, not a fair peer); then pass --peer-python "
                 "/work/peer-src-venv/bin/python")
 
 # The peer's per-photo job, as face_recognition's README does it (HOG detector, upsample 1, 5-point landmarks).
