@@ -62,3 +62,21 @@ def test_folder_results_follow_folder_order_and_match_single_enrolment(folder: P
         result = single.enroll(Path(name).stem, folder / name)
         alone = dict(zip(*single.store.embeddings()))[result.template_id]
     assert np.allclose(stored[templates[name]], alone, atol=1e-5)
+
+
+def test_identify_many_equals_identify_photo_by_photo(folder: Path, recognizer, tmp_path: Path) -> None:
+    from facegnet.io import load_image
+
+    photos = sorted(p for p in folder.glob("*.jpg") if p.name != "Broken_Photo.jpg")[:6]
+    with Gallery(tmp_path / "g", recognizer=recognizer, create=True) as gallery:
+        gallery.enroll_folder(folder, progress=False)
+        arrays = [load_image(p) for p in photos]
+        arrays.append(np.zeros((120, 160, 3), np.uint8))  # no face: an empty list in its place
+        together = gallery.identify_many(arrays)
+        alone = [gallery.identify(a) for a in arrays]
+    assert len(together) == len(arrays) and together[-1] == []
+    for many, one in zip(together, alone):
+        assert [m.name for m in many] == [m.name for m in one]
+        assert np.allclose([m.similarity for m in many], [m.similarity for m in one], atol=1e-5)
+        assert all(np.allclose(a.face.box, b.face.box) for a, b in zip(many, one))
+    assert [m[0].name for m in together[:-1]] == [p.stem.removesuffix("_2") for p in photos]  # they name themselves

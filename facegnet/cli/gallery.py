@@ -148,19 +148,21 @@ def run_identify(args: argparse.Namespace) -> int:
         raise GalleryError("the gallery is empty: enroll people first", gallery.path)
     out_paths = annotation_paths(args.images, args.annotate) if args.annotate else []
     status, identified = 0, 0
-    # Photos are decoded on threads a few ahead of the networks (facegnet.prefetch).
-    photos = ((image, array) for chunk, arrays in read_ahead(args.images, load_image_or_error, 8)
-              for image, array in zip(chunk, arrays))
+    options = {"top_k": args.top_k, "threshold": args.threshold, "aggregate": args.aggregate}
+
+    def identified_chunks():
+        # Photos are decoded on threads a chunk ahead of the networks (facegnet.prefetch); each chunk's
+        # photos are detected and embedded together (Gallery.identify_many).
+        for chunk, arrays in read_ahead(args.images, load_image_or_error, 8):
+            good = [a for a in arrays if not isinstance(a, FacegnetError)]
+            found = iter(gallery.identify_many(good, **options) if good else [])
+            for image, array in zip(chunk, arrays):
+                yield image, array, (array if isinstance(array, FacegnetError) else next(found))
+
     with gallery:
-        for n, (image, array) in enumerate(photos):
-            try:
-                if isinstance(array, FacegnetError):
-                    raise array
-                matches = gallery.identify(array, top_k=args.top_k, threshold=args.threshold,
-                                           aggregate=args.aggregate)
-            except FacegnetError as exc:
-                if isinstance(exc, GalleryError):
-                    raise
+        for n, (image, array, matches) in enumerate(identified_chunks()):
+            if isinstance(matches, FacegnetError):  # the photo could not be read
+                exc = matches
                 print(f"facegnet: error: {image}: {exc.reason}", file=sys.stderr)
                 if args.json:
                     print_json({"image": image, "faces": [], "error": exc.reason})

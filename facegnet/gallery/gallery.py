@@ -27,7 +27,7 @@ file and SQLite's own locking.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -354,15 +354,34 @@ class Gallery(Maintenance):
         """
         from facegnet.io import load_image
 
+        return self.identify_many([load_image(image)], top_k=top_k, threshold=threshold, aggregate=aggregate)[0]
+
+    def identify_many(
+        self,
+        images: Sequence[np.ndarray],
+        *,
+        top_k: int = 1,
+        threshold: float | None = None,
+        aggregate: str = "max",
+    ) -> list[list[Identification]]:
+        """:meth:`identify` for several decoded RGB photos at once (one list per photo): MTCNN runs photos of a
+        size together, and every face of them is embedded in one batch and searched together."""
         self._check_procedure(procedure_of(self.recognizer))
-        array = load_image(image)
-        faces = [face for face in self.recognizer.detect(array, self.quality.min_face)
-                 if face.size >= self.quality.min_face]
-        embeddings = self.recognizer.embed_faces(array, faces)  # outside the lock: other threads search meanwhile
+        floor = self.quality.min_face
+        faces = [[face for face in found if face.size >= floor]
+                 for found in self.recognizer.detect_batch(list(images), floor)]
+        # Outside the lock: other threads search meanwhile.
+        embeddings = self.recognizer.embed_face_list([(array, face) for array, found in zip(images, faces)
+                                                      for face in found])
         matches = self.search(embeddings, top_k=top_k, threshold=threshold, aggregate=aggregate)
-        for face, match in zip(faces, matches):
-            match.face = face
-        return matches
+        out, start = [], 0
+        for found in faces:
+            mine = matches[start : start + len(found)]
+            start += len(found)
+            for face, match in zip(found, mine):
+                match.face = face
+            out.append(mine)
+        return out
 
     def search(
         self,
