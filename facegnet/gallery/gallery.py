@@ -256,7 +256,7 @@ class Gallery(Maintenance):
     def _finish_enrolment(self, pending: Pending, faces: list[Face]) -> EnrollResult:
         """Check the largest detected face, embed it and store it in its own transaction."""
         face = self._choose_face(pending, faces)
-        embedding = self._embed_faces([(pending.array, face)])[0]  # outside the locks: the slow part
+        embedding = self.recognizer.embed_face_list([(pending.array, face)])[0]  # outside the locks: the slow part
         return self._store_enrolment(pending, face, embedding, len(faces))
 
     def _choose_face(self, pending: Pending, faces: list[Face]) -> Face:
@@ -267,10 +267,6 @@ class Gallery(Maintenance):
         if (why := self.quality.check(face)) is not None:
             raise NoFaceError(why, pending.label)
         return face
-
-    def _embed_faces(self, faces: list[tuple[np.ndarray, Face]]) -> np.ndarray:
-        """Embeddings of (photo, face) pairs, aligned and embedded as one batch."""
-        return self.recognizer.embed_face_list(faces)
 
     def _store_enrolment(self, pending: Pending, face: Face, embedding: np.ndarray, count: int) -> EnrollResult:
         """Store one photo's template in its own transaction (``count``: faces the photo held)."""
@@ -329,7 +325,8 @@ class Gallery(Maintenance):
         their reason. ``on_result`` sees each result as it happens (the CLI prints warnings with it).
         """
         report = enroll_photos(discover(folder), self._prepare_enrolment, self._detect_batch, self._choose_face,
-                               self._embed_faces, self._store_enrolment, progress=progress, on_result=on_result)
+                               self.recognizer.embed_face_list, self._store_enrolment, progress=progress,
+                               on_result=on_result)
         if report.enrolled or not (self.path / INDEX_NAME).exists():
             self.save()
         return report
