@@ -44,3 +44,14 @@ def test_without_ema_the_checkpoint_exports_the_live_network(tmp_path: Path) -> 
     assert "ema" not in state
     live = {k[len("net."):]: v for k, v in state["module"].items() if k.startswith("net.")}
     assert all(torch.equal(state["model"][k], v) for k, v in live.items())
+
+
+@pytest.mark.parametrize("args, message", [(["--ema", "1.5"], "--ema is a decay"),
+                                           (["--teacher-engine", "nope"], "--teacher-engine must be one of")])
+def test_bad_training_options_are_one_line(args: list[str], message: str, tmp_path: Path, capsys) -> None:
+    from facegnet.cli import main
+    from facegnet.errors import DataError
+
+    assert main(["train", *args, "--out", str(tmp_path / "r")]) == DataError.exit_code
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

@@ -141,10 +141,12 @@ def config_from_args(args: argparse.Namespace):
               "teacher_engine": ("auto", "openvino", "torch")}
     for key, allowed in checks.items():
         if key in values and values[key] not in allowed:
-            raise DataError(f"--{key} must be one of {', '.join(allowed)}, not {values[key]!r}")
+            raise DataError(f"--{key.replace('_', '-')} must be one of {', '.join(allowed)}, not {values[key]!r}")
     for key in AUGMENT_PROBABILITIES:
         if key in values and not 0.0 <= values[key] <= 1.0:
             raise DataError(f"--{key} is a probability: between 0 and 1, not {values[key]}")
+    if not 0.0 <= values.get("ema", 0.0) < 1.0:
+        raise DataError(f"--ema is a decay: at least 0 (off) and below 1, not {values['ema']}")
     if (values.get("mixup") or values.get("cutmix")) and not values.get("teacher_model"):
         raise DataError("--mixup and --cutmix need --teacher-model: only an online teacher can embed a mixed face")
     return TrainConfig(**values)
