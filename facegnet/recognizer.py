@@ -214,9 +214,8 @@ class FaceRecognizer:
 
     def embed_faces(self, image: ImageLike, faces: Sequence[Face]) -> np.ndarray:
         """Embeddings of the given faces of one image: float32 (N, D) unit vectors."""
-        if not faces:
-            return np.zeros((0, self.embedder.dim), dtype=np.float32)
-        return self.embed_crops(self.align(image, faces))
+        array = load_image(image)
+        return self.embed_face_list([(array, face) for face in faces])
 
     def embed_face_list(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
         """Embeddings of faces of several decoded images, ``(image, face)`` pairs, as one batch: (N, D)."""
