@@ -48,6 +48,7 @@ HELP: dict[str, str] = {
     "clip_grad": "max gradient norm (0: off)",
     "bf16": "bfloat16 autocast on CPU, float16 AMP on GPU",
     "channels_last": "channels-last memory format",
+    "compile": "torch.compile the network's training steps (a few minutes to compile; faster afterwards)",
     "flip": "horizontal flip probability",
     "colour": "colour jitter probability",
     "grayscale": "grayscale probability",

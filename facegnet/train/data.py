@@ -246,7 +246,7 @@ def mix_batch(x: torch.Tensor, mixup: float, cutmix: float, generator: torch.Gen
     if mixup > 0:
         rows = torch.rand(n, generator=generator) < mixup
         if rows.any():
-            lam = _uniform(int(rows.sum()), 0.5, 0.8, generator).to(x.dtype).view(-1, 1, 1, 1)
+            lam = _uniform(int(rows.sum()), 0.5, 0.8, generator).to(x).view(-1, 1, 1, 1)
             x[rows] = lam * source[rows] + (1 - lam) * source[partner[rows]]
             mixed |= rows
     if cutmix > 0:
@@ -301,7 +301,8 @@ def to_input(batch: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Augment:
-    """Batch augmentation on normalised (N, 3, H, W) tensors; every draw comes from ``generator``."""
+    """Batch augmentation on normalised (N, 3, H, W) tensors, on whatever device they live (a GPU run augments
+    there). Every draw comes from ``generator`` on the CPU, so a run's views are the same on any device."""
 
     flip: float = 0.5
     colour: float = 0.0  # probability of a brightness/contrast/saturation jitter
@@ -322,11 +323,11 @@ class Augment:
             mask = draw(self.flip)
             x[mask] = x[mask].flip(-1)
         if self.colour > 0:
-            mask = draw(self.colour).view(n, 1, 1, 1).float()
+            mask = draw(self.colour).view(n, 1, 1, 1).to(x)
             s = self.strength
-            bright = (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * s
-            contrast = 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * s
-            sat = 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * s
+            bright = (_rand(generator, x, n, 1, 1, 1) * 2 - 1) * s
+            contrast = 1 + (_rand(generator, x, n, 1, 1, 1) * 2 - 1) * s
+            sat = 1 + (_rand(generator, x, n, 1, 1, 1) * 2 - 1) * s
             gray = x.mean(1, keepdim=True)
             mean = x.mean((1, 2, 3), keepdim=True)
             y = (gray + (x - gray) * sat - mean) * contrast + mean + bright
@@ -340,7 +341,7 @@ class Augment:
             mask = draw(self.blur)
             if mask.any():
                 sigma = 0.5 + float(torch.rand(1, generator=generator)) * 1.0
-                k = torch.arange(-2, 3, dtype=x.dtype)
+                k = torch.arange(-2, 3, dtype=x.dtype, device=x.device)
                 k = torch.exp(-(k**2) / (2 * sigma**2))
                 k = k / k.sum()
                 y = x[mask]
@@ -366,6 +367,11 @@ class Augment:
         return x
 
 
+def _rand(generator: torch.Generator, like: torch.Tensor, *shape: int) -> torch.Tensor:
+    """Uniform [0, 1) numbers drawn on the CPU generator, moved to ``like``'s device and dtype."""
+    return torch.rand(*shape, generator=generator).to(like)
+
+
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
     return low + (high - low) * torch.rand(n, generator=generator)
 
@@ -378,7 +384,7 @@ def _random_similarity(x: torch.Tensor, generator: torch.Generator) -> torch.Ten
     shift = _uniform(2 * n, -0.1, 0.1, generator).view(n, 2)  # grid units span 2, so ±0.1 is ±5% of the side
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
     # zeros padding in normalised units is mid-grey; the aligner's border is black (-1), so shift around it
     return F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
 
@@ -399,7 +405,7 @@ def _random_erase(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         (rows >= top.view(n, 1, 1)) & (rows < (top + eh).view(n, 1, 1))
         & (cols >= left.view(n, 1, 1)) & (cols < (left + ew).view(n, 1, 1))
     )
-    return torch.where(inside.unsqueeze(1), value.view(n, 1, 1, 1).to(x.dtype), x)
+    return torch.where(inside.unsqueeze(1).to(x.device), value.view(n, 1, 1, 1).to(x), x)
 
 
 class EpochSampler:

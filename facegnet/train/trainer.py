@@ -154,7 +154,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
     state = load_pt(ckpt_path, "checkpoint") if resume else None
     if state is not None:
         cfg = TrainConfig.from_dict({**state["config"], "out": cfg.out, "max_minutes": cfg.max_minutes, "stop_at": cfg.stop_at,
-                                     "device": cfg.device, "threads": cfg.threads, "cache": cfg.cache})
+                                     "device": cfg.device, "threads": cfg.threads, "cache": cfg.cache,
+                                     "compile": cfg.compile})
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
@@ -216,6 +217,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
     # too (use_buffers), so the averaged network can be evaluated as it is.
     ema = (torch.optim.swa_utils.AveragedModel(module.net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(
         cfg.ema), use_buffers=True) if cfg.ema > 0 else None)
+    if cfg.compile:
+        # In place, after the average copied the network: parameter names (checkpoints, exports) stay the same, and
+        # the averaged copy that dev evaluation uses runs eagerly (no second graph for eval mode).
+        module.net.compile()
     step, best, history = 0, -1.0, []
     if state is not None:
         module.load_state_dict(state["module"])
@@ -276,7 +281,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
     stopped_early = False
     while step < total:
         idx = torch.from_numpy(sampler.batch(step))
-        x = D.to_input(images[idx])
+        # uint8 crops go to the device first: normalisation, augmentation and mixing run there (on a GPU the host
+        # would otherwise be the bottleneck), with random draws from the CPU generator.
+        x = D.to_input(images[idx].to(device, non_blocking=True))
         x = augment(x, gen)
         y = labels_all[idx].clone()
         t = teacher_all[idx].clone() if teacher_all is not None else None
@@ -285,7 +292,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
             y[mixed] = -1  # a blend of two faces has no identity; only the online teacher can describe it
             if t is not None:
                 t[mixed] = float("nan")
-        x = x.to(device, non_blocking=True)
         tick = time.time()
         o = teacher_net(x).to(device) if teacher_net is not None else None  # the very views the student sees
         window_teacher += time.time() - tick
