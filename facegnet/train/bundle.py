@@ -18,13 +18,13 @@ import argparse
 import csv
 import io
 import json
-import sys
 import zipfile
 from pathlib import Path
 
 from PIL import Image
 
-from facegnet.errors import DataError, FacegnetError
+from facegnet.cli.common import named_paths, one_line_errors
+from facegnet.errors import DataError
 
 KEEP_SUFFIX = ".webp"
 #: Tables whose ``crop``-like columns name crop files (rewritten when crops are re-encoded).
@@ -162,24 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("folder")
     u.add_argument("dest")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> int:
         if args.command == "pack":
-            sources = {}
-            for item in args.source:
-                name, sep, path = item.partition("=")
-                if not sep or not name or "/" in name:
-                    raise DataError(f"--source wants NAME=FOLDER, not {item!r}")
-                sources[name] = Path(path)
-            if not sources:
-                raise DataError("give at least one --source NAME=FOLDER")
+            sources = named_paths(args.source, "--source")
             print(json.dumps(pack(sources, Path(args.out), args.quality, args.max_mib)))
         else:
             print(json.dumps(unpack(Path(args.folder), Path(args.dest))))
-    except FacegnetError as exc:
-        print(f"facegnet: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+        return 0
 
+    return one_line_errors(run)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from facegnet.card import WEIGHTS_DIR, ModelCard, sha256_file
+from facegnet.cli.common import one_line_errors
+from facegnet.errors import DataError
 from facegnet.torch_files import load_pt
 from facegnet.metrics import tar_at_far, threshold_at_far
 from facegnet.train.evaluate import pair_scores
@@ -142,10 +144,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="per-comparison dev false-accept rate of the open-set (gallery) threshold; 0: none")
     parser.add_argument("--training", default=None, help="JSON object merged into the card's training field")
     args = parser.parse_args(argv)
-    training = json.loads(args.training) if args.training else None
-    card = export(args.checkpoint, args.name, args.out_dir, args.far, training, identify_far=args.identify_far or None)
-    print(json.dumps(card.to_dict(), indent=2))
-    return 0
+
+    def run() -> int:
+        try:
+            training = json.loads(args.training) if args.training else None
+        except json.JSONDecodeError as exc:
+            raise DataError(f"--training is not JSON ({exc.msg})") from None
+        card = export(args.checkpoint, args.name, args.out_dir, args.far, training,
+                      identify_far=args.identify_far or None)
+        print(json.dumps(card.to_dict(), indent=2))
+        return 0
+
+    return one_line_errors(run)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from facegnet.errors import DataError, FacegnetError, WeightsError
+from facegnet.cli.common import one_line_errors
+from facegnet.errors import DataError, WeightsError
 from facegnet.torch_files import load_pt
 
 __all__ = ["interpolate_states", "main"]
@@ -59,11 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the best interpolation here (.pt)")
     args = parser.parse_args(argv)
-    try:
-        return _run(args)
-    except FacegnetError as exc:
-        print(f"facegnet: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return one_line_errors(lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:

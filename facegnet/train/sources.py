@@ -19,7 +19,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from facegnet.errors import DataError, FacegnetError
+from facegnet.cli.common import named_paths, one_line_errors
+from facegnet.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -89,21 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exclude-names", help="refuse person folders named here (LFW's people.txt)")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
-    try:
-        snapshots = {}
-        for item in args.snapshot:
-            name, sep, path = item.partition("=")
-            if not sep:
-                raise DataError(f"--snapshot wants NAME=GIT_DIR, not {item!r}")
-            snapshots[name] = Path(path)
-        if not snapshots:
-            raise DataError("give at least one --snapshot NAME=GIT_DIR")
-        print(json.dumps(build(snapshots, Path(args.out), args.exclude_names, args.workers)))
-    except FacegnetError as exc:
-        print(f"facegnet: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
 
+    def run() -> int:
+        snapshots = named_paths(args.snapshot, "--snapshot", "GIT_DIR")
+        print(json.dumps(build(snapshots, Path(args.out), args.exclude_names, args.workers)))
+        return 0
+
+    return one_line_errors(run)
 
 if __name__ == "__main__":
     raise SystemExit(main())

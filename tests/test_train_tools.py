@@ -1,0 +1,22 @@
+"""The ``python -m facegnet.train.*`` tools answer bad input as the ``facegnet`` command does: one line, non-zero."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from facegnet.train import export, sources
+
+
+@pytest.mark.parametrize("tool, args, words", [
+    (export.main, ["{tmp}/missing.pt"], ["missing.pt", "not found"]),
+    (export.main, ["{tmp}/missing.pt", "--training", "{not json"], ["--training", "not JSON"]),
+    (sources.main, ["--snapshot", "fairface", "--out", "{tmp}/x"], ["--snapshot wants NAME=GIT_DIR", "'fairface'"]),
+    (sources.main, ["--out", "{tmp}/x"], ["give at least one --snapshot"]),
+    (sources.main, ["--snapshot", "nope={tmp}", "--out", "{tmp}/x"], ["unknown source 'nope'"]),
+])
+def test_bad_input_is_one_line_and_a_non_zero_exit(tool, args, words, tmp_path: Path, capsys) -> None:
+    code = tool([a.replace("{tmp}", str(tmp_path)) for a in args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and err[0].startswith("facegnet: error:"), err
+    assert all(w in err[0] for w in words), err[0]
