@@ -20,3 +20,15 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(tool, args, words, tmp_path: 
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1 and err[0].startswith("facegnet: error:"), err
     assert all(w in err[0] for w in words), err[0]
+
+
+def test_the_card_licence_names_every_training_source() -> None:
+    from facegnet.train.config import TrainConfig
+
+    plain = export.licence_of(TrainConfig())
+    assert plain.startswith("CelebA: non-commercial")
+    full = export.licence_of(TrainConfig(extra_data="data/extra/fairface,data/extra/utkface,my/own_faces",
+                                         teacher_model="models/face-reidentification-retail-0095"))
+    assert full.startswith(plain) and "fairface" in full and "CC BY 4.0" in full
+    assert "utkface" in full and full.count("non-commercial") == 2
+    assert "own_faces: licence unknown" in full and "Apache-2.0" in full

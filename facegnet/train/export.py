@@ -27,6 +27,21 @@ from facegnet.train.trainer import TrainConfig, _load_dev, build_net
 LICENCE = "CelebA: non-commercial research only; the weights inherit that restriction"
 
 
+def licence_of(cfg: TrainConfig) -> str:
+    """The weights' licence line: the pack's, plus each extra face source's (known by its folder name, as
+    ``facegnet.train.sources`` writes them) and the online teacher's."""
+    from facegnet.train.sources import SOURCES
+
+    parts = [LICENCE]
+    for folder in filter(None, (cfg.extra_data or "").split(",")):
+        source = SOURCES.get(Path(folder).name)
+        parts.append(f"{source.name} ({source.repository}@{source.commit[:10]}): {source.licence}" if source
+                     else f"{Path(folder).name}: licence unknown, check before publishing")
+    if cfg.teacher_model:
+        parts.append(f"online teacher {Path(cfg.teacher_model).name}: Apache-2.0 (used in training only, not shipped)")
+    return "; ".join(parts)
+
+
 def _calibration_embedder(net: torch.nn.Module, cfg: TrainConfig):
     """The API's own embedder (card normalisation, flip TTA) around ``net``, so thresholds mean what it computes."""
     from facegnet.embed import Embedder
@@ -127,7 +142,7 @@ def export(
         training={**(training or {}), "step": state["step"], "dev": scores,
                   "dev_threshold_far": far, "checkpoint": str(ckpt_path),
                   **({"dev_all_pairs": identify["dev_all_pairs"]} if identify else {})},
-        licence=LICENCE,
+        licence=licence_of(cfg),
         lfw={},
     )
     card.save(out_dir / f"{name}.json")
