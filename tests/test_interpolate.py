@@ -60,6 +60,21 @@ def test_command_scores_each_alpha_on_dev_and_writes_the_best(tmp_path: Path, ca
     assert all(torch.equal(saved[k], chosen[k]) for k in chosen if chosen[k].is_floating_point())
 
 
+def test_from_a_trainer_checkpoint_the_result_is_a_checkpoint_export_reads(tmp_path: Path) -> None:
+    from facegnet.train.config import TrainConfig
+
+    a, b = _two_nets()
+    torch.save(a, tmp_path / "a.pt")
+    config = {**TrainConfig(data=str(PACK), model=SMALL_MODEL).__dict__}
+    torch.save({"config": config, "model": b, "step": 7}, tmp_path / "b.pt")
+    out = tmp_path / "wise.pt"
+    assert main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--alphas", "0.5", "--data", str(PACK),
+                 "--model", json.dumps(SMALL_MODEL), "--threads", "1", "--out", str(out)]) == 0
+    saved = torch.load(out, weights_only=False)
+    assert saved["config"] == config and saved["step"] == 7 and saved["interpolation"]["best"]["alpha"] == 0.5
+    assert all(torch.allclose(saved["model"][k], (a[k] + b[k]) / 2, atol=1e-6) for k in a if a[k].is_floating_point())
+
+
 def test_a_missing_file_is_one_line(tmp_path: Path, capsys) -> None:
     code = main([str(tmp_path / "nope.pt"), str(tmp_path / "nope2.pt")])
     err = capsys.readouterr().err

@@ -2,7 +2,8 @@
 
 A network fine-tuned from another often sits in the same basin; points on the straight line between the two
 can beat both (the fine-tuned one forgets less, the start learns more). This scores ``(1 − α)·start + α·tuned``
-for several α on the dev pairs (never LFW) and writes the best as weights to export::
+for several α on the dev pairs (never LFW) and writes the best; when ``TUNED`` is a trainer checkpoint the result
+is one too (its config, the interpolated network), so ``python -m facegnet.train.export`` takes it as it is::
 
     python -m facegnet.train.interpolate facegnet/weights/facegnet-default.pt runs/warm1/best.pt \\
         --alphas 0,0.25,0.5,0.75,1 --out runs/warm1/wise.pt
@@ -25,13 +26,17 @@ from facegnet.torch_files import load_pt
 __all__ = ["interpolate_states", "main"]
 
 
-def _state(path: str | Path) -> dict[str, torch.Tensor]:
+def _state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """The network's state_dict, and a trainer checkpoint's config and step (None for plain weights)."""
     state = load_pt(path, "weights to interpolate")
+    meta = None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        if isinstance(state.get("config"), dict):
+            meta = {"config": state["config"], "step": state.get("step", 0)}
         state = state["model"]
     if not isinstance(state, dict):
         raise WeightsError("not a state_dict or trainer checkpoint", path)
-    return state
+    return state, meta
 
 
 def interpolate_states(start: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor],
@@ -71,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     alphas = [float(a) for a in args.alphas.split(",")]
-    start, tuned = _state(args.start), _state(args.tuned)
+    (start, _), (tuned, tuned_meta) = _state(args.start), _state(args.tuned)
     model = {**DEFAULT_MODEL, **json.loads(args.model)} if args.model else DEFAULT_MODEL
     cfg = TrainConfig(data=args.data, cache=args.cache, model=model)
     pairs = Path(args.data) / "dev_pairs.csv"
@@ -91,9 +96,11 @@ def _run(args: argparse.Namespace) -> int:
     best = max(rows, key=lambda r: (r["accuracy"], r["tar@far1e-3"]))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(interpolate_states(start, tuned, best["alpha"]), args.out)
-        args.out.with_suffix(".json").write_text(json.dumps(
-            {"start": str(args.start), "tuned": str(args.tuned), "best": best, "scores": rows}, indent=2) + "\n")
+        record = {"start": str(args.start), "tuned": str(args.tuned), "best": best, "scores": rows}
+        weights = interpolate_states(start, tuned, best["alpha"])
+        torch.save(weights if tuned_meta is None else {**tuned_meta, "model": weights, "interpolation": record},
+                   args.out)
+        args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
         print(f"best alpha {best['alpha']}: dev {best['accuracy']:.4f} → {args.out}")
     return 0
 
