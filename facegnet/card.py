@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facegnet.atomic import write_text
 from facegnet.errors import WeightsError
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -124,8 +125,9 @@ class ModelCard:
         return data
 
     def save(self, path: str | Path) -> Path:
+        """Write the card as JSON, atomically (a reader never sees half a card), readable by all (0644)."""
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n", mode=0o644)
         return path
 
     @classmethod

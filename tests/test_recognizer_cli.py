@@ -281,6 +281,11 @@ def test_cli_eval_records_its_figures_in_the_model_card(tmp_path, capsys):
                  "--quiet"]) == 0
     again = load_card(card_path).lfw
     assert again["accuracy_10fold"] == lfw["accuracy_10fold"] and again["variants"]["torch-no-flip"]["flip"] is False
+    # ... and the card's reference thresholds (flip, fp32) stay: not those of the procedure the eval ran with.
+    stored, shipped = load_card(card_path), load_card(WEIGHTS_DIR / "facegnet-default.json")
+    assert stored.thresholds["noflip:fp32"]["threshold"] != shipped.threshold
+    assert (stored.threshold, stored.identify_threshold) == (shipped.threshold, shipped.identify_threshold)
+    assert stored.threshold == stored.thresholds["flip:fp32"]["threshold"]
     proc = run_cli("eval", "lfw", "--data", data, "--weights", card_path, "--limit", "1", "--record", "--quiet")
     assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1 and "--limit" in proc.stderr
 

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from facegnet.card import ModelCard
+from facegnet.card import ModelCard, load_card
 from facegnet.cli.common import add_model_options, make_recognizer, untrained_warning
 from facegnet.errors import DataError, WeightsError
 
@@ -78,6 +78,9 @@ def record_in_card(card: ModelCard, report: dict, args: argparse.Namespace) -> P
         "flip": report["flip"],
         "command": command,
     }
+    # The recogniser's card has the thresholds of the procedure it ran with (int8, no flip) in its top-level
+    # fields: record into the card as stored, or those would replace the reference (flip, fp32) thresholds.
+    card = load_card(card.path)
     lfw = dict(card.lfw)
     if backend == "torch" and report["flip"]:
         lfw.update(figures, variant=f"{args.data.name}: {report['pairs']} pairs, {report['folds']} folds")
