@@ -104,7 +104,8 @@ def main() -> int:
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "answers"}), flush=True)
     result = {"people": len(people), "protocol": "photos 1-2 enrolled, photo 3 identified (largest face)",
               "command": "python benchmarks/gallery_40.py " + " ".join(
-                  [f"--people {args.people}"] + ([f"--peer-python {args.peer_python}"] if args.peer_python else [])),
+                  [f"--people {args.people}"] + (["--weights", *args.weights] if args.weights != [None] else [])
+                  + ([f"--peer-python {args.peer_python}"] if args.peer_python else [])),
               "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
