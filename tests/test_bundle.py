@@ -79,6 +79,12 @@ def test_bad_sources_and_shards_are_one_line_errors(tmp_path: Path, capsys) -> N
     (tmp_path / "shards").mkdir()
     (tmp_path / "shards" / "faces-000.zip").write_bytes(b"PK cut short")
     assert bundle.main(["unpack", str(tmp_path / "shards"), str(tmp_path / "dest")]) != 0
+    (tmp_path / "a_file").write_text("x")  # a destination that cannot be a folder
+    assert bundle.main(["unpack", str(tmp_path / "shards"), str(tmp_path / "a_file" / "dest")]) != 0
+    rows = _mini_pack(tmp_path / "pack", 6)
+    (tmp_path / "pack" / rows[1]["crop"]).unlink()  # the manifest lists a crop that is gone
+    assert bundle.main(["pack", "--source", f"p={tmp_path / 'pack'}", "--out", str(tmp_path / "c")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("facegnet: error:") for line in err)
+    assert len(err) == 5 and all(line.startswith("facegnet: error:") for line in err)
     assert "missing" in err[0] and "NAME=FOLDER" in err[1] and "faces-000.zip" in err[2]
+    assert "destination" in err[3] and rows[1]["crop"] in err[4] and "missing" in err[4]

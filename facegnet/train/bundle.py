@@ -73,16 +73,18 @@ def _entries(name: str, root: Path, quality: int):
             yield f"{name}/{path.name}", path.read_bytes(), False
     for rel in _crop_names(root):
         path = root / rel
-        if rel.lower().endswith(KEEP_SUFFIX):
-            data = path.read_bytes()
-        else:
-            try:
+        try:
+            if rel.lower().endswith(KEEP_SUFFIX):
+                data = path.read_bytes()
+            else:
                 with Image.open(path) as image:
                     buffer = io.BytesIO()
                     image.convert("RGB").save(buffer, "WEBP", quality=quality, method=6)
-            except (OSError, ValueError) as exc:
-                raise DataError(f"cannot re-encode crop ({exc.__class__.__name__})", path) from None
-            data = buffer.getvalue()
+                data = buffer.getvalue()
+        except FileNotFoundError:
+            raise DataError("crop listed in manifest.csv is missing", path) from None
+        except (OSError, ValueError) as exc:
+            raise DataError(f"cannot read or re-encode crop ({exc.__class__.__name__})", path) from None
         yield f"{name}/{_new_name(rel)}", data, True
 
 
@@ -91,7 +93,10 @@ def pack(sources: dict[str, Path], out: Path, quality: int = 60, max_mib: float 
     if not 1 <= quality <= 100:
         raise DataError(f"--quality must be 1–100, not {quality}")
     limit = int(max_mib * 2**20)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the output folder ({exc.strerror})", out) from None
     for old in out.glob("faces-*.zip"):
         old.unlink()
     shards: list[dict] = []
@@ -132,7 +137,10 @@ def unpack(folder: Path, dest: Path) -> dict:
     shards = sorted(Path(folder).glob("faces-*.zip"))
     if not shards:
         raise DataError("no faces-*.zip shards here", folder)
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the destination ({exc.strerror})", dest) from None
     counts: dict[str, int] = {}
     for shard in shards:
         try:
@@ -147,6 +155,8 @@ def unpack(folder: Path, dest: Path) -> dict:
                     counts[source] = counts.get(source, 0) + 1
         except zipfile.BadZipFile:
             raise DataError("not a zip file (a shard cut short?)", shard) from None
+        except OSError as exc:  # a full disk, a read-only destination
+            raise DataError(f"cannot extract ({exc.strerror or exc.__class__.__name__})", shard) from None
     return counts
 
 
