@@ -290,6 +290,20 @@ def test_cli_train_parses_options_and_rejects_bad_values(tmp_path: Path) -> None
     assert main(["train", "--out", str(tmp_path / "none"), "--resume"]) == DataError.exit_code
 
 
+def test_cli_train_compile_without_a_cpp_compiler_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    """Inductor would fail at the first step with a long traceback; the trainer says so before loading anything."""
+    from facegnet.cli import main
+    from facegnet.errors import DeviceError
+
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-g++"))
+    out = tmp_path / "run"
+    assert main(["train", "--compile", "--out", str(out), "--distill", "none", "--no-progress"]) == DeviceError.exit_code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-such-g++" in err[0] and "--compile" in err[0]
+    assert not (out / "last.pt").exists()
+
+
 # ----------------------------------------------------------------------------------------------- prepare, export
 LFW = PACK.parent / "lfw" / "images"
 

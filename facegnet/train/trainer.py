@@ -14,6 +14,8 @@ import json
 import math
 import os
 import random
+import shutil
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,7 +27,7 @@ import torch.distributed as dist
 from torch import nn
 
 from facegnet.atomic import atomic_path
-from facegnet.errors import DataError
+from facegnet.errors import DataError, DeviceError
 from facegnet.models.heads import build_head
 from facegnet.train import data as D
 from facegnet.train.distill import TeacherDistill
@@ -90,6 +92,15 @@ def _pick_device(kind: str) -> torch.device:
     return torch.device("cpu")
 
 
+def require_compiler() -> None:
+    """Fail at once, in one line, where ``torch.compile`` would fail at the first step: Inductor builds its kernels
+    with a C++ compiler (``$CXX``, else ``g++``; ``clang++`` on macOS)."""
+    name = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
+    if shutil.which(name) is None:
+        raise DeviceError(f"--compile needs a C++ compiler and {name!r} is not on PATH (Debian: apt-get install g++; "
+                          "or set CXX); or train without --compile")
+
+
 def _rng_state(gen: torch.Generator) -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
              "augment": gen.get_state()}
@@ -143,6 +154,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
     """Run (or resume) a training run; returns a summary (steps, best dev scores; the trained
     :class:`TrainModule` under ``"module"`` when ``return_module``)."""
     device = _pick_device(cfg.device)
+    if cfg.compile:
+        require_compiler()
     rank, world = _setup_distributed(device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
