@@ -26,6 +26,7 @@ from facegnet.export import (
     shipped_ranges,
 )
 from facegnet.onnx_backend import OnnxEmbedder, make_session
+from facegnet.quantize import write_int8_ranges
 from facegnet.recognizer import FaceRecognizer
 from tests.conftest import LFW_IMAGES, ROOT, SHARED
 
@@ -171,15 +172,29 @@ def test_int8_export_from_shipped_ranges_runs_and_stays_close(int8_path, recogni
 
 @pytest.mark.slow
 def test_shipped_int8_ranges_are_those_of_the_training_pack(tmp_path, int8_path, recognizer, lfw_crops):
-    """Quantizing with the shipped ranges gives the int8 model that calibrating on the pack's crops gives."""
+    """The shipped ranges are what calibrating on the pack's crops measures, and quantize to the same int8 model.
+
+    Re-measured ranges agree to float rounding only (about 1e-6 relative: another CPU sums in another order), and
+    one rounding step of a scale can flip an int8 activation, so the two int8 models agree closely, not bit for bit.
+    """
     if not PACK.is_dir() or shipped_ranges(recognizer.card) is None:
         pytest.skip("training pack or shipped ranges not available")
     crops = calibration_crops(PACK, CALIBRATION_COUNT, recognizer.card.input_size)
+    shipped_data = json.loads(shipped_ranges(recognizer.card).read_text())["data"]
+    measured_data = json.loads(write_int8_ranges(recognizer.card, crops, tmp_path / "ranges.json").read_text())["data"]
+    assert set(measured_data) == set(shipped_data)
+    for name, ranges in shipped_data.items():
+        for end in ("lowest", "highest"):
+            assert measured_data[name][end]["data"][0] == pytest.approx(ranges[end]["data"][0], rel=1e-5, abs=1e-6), \
+                (name, end)
+
     path = export_onnx(None, tmp_path / "net-int8.onnx", int8=True, calibration=crops)
     custom = OnnxEmbedder(recognizer.card, model=path, threads=1)
     assert custom.numerics == "int8-custom"  # other calibration data: not the procedure the card calibrated
     shipped = OnnxEmbedder(recognizer.card, model=int8_path, threads=1)
-    assert np.allclose(custom(lfw_crops), shipped(lfw_crops), atol=1e-6)
+    cos = cosines(custom(lfw_crops), shipped(lfw_crops))
+    print(f"\nint8 from re-measured vs shipped ranges on {len(cos)} LFW faces: cosine min {cos.min():.5f}")
+    assert cos.min() >= 0.99
 
 
 def test_int8_ranges_of_another_graph_are_refused(tmp_path, onnx_path, recognizer):
