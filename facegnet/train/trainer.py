@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import shutil
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,10 +23,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from facegnet.atomic import atomic_path
-from facegnet.errors import DataError, DeviceError
+from facegnet.errors import DataError
 from facegnet.models.heads import build_head
 from facegnet.train import data as D
+from facegnet.train import runtime as R
 from facegnet.train.distill import TeacherDistill
 from facegnet.train.config import DEFAULT_MODEL, TrainConfig
 from facegnet.train.evaluate import evaluate_pairs
@@ -39,6 +36,7 @@ from facegnet.train.teacher import OnlineTeacher
 from facegnet.torch_files import load_pt
 
 __all__ = ["DEFAULT_MODEL", "TrainConfig", "TrainModule", "train"]
+
 
 class TrainModule(nn.Module):
     """Embedding network + margin head + distillation projections (stored and online teacher), so one DDP
@@ -68,61 +66,7 @@ class TrainModule(nn.Module):
         return total, losses
 
 
-# ----------------------------------------------------------------------------------------------- helpers
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _setup_distributed(device: torch.device) -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return _rank_world()
-
-
-def _pick_device(kind: str) -> torch.device:
-    if kind == "auto":
-        kind = "cuda" if torch.cuda.is_available() else "cpu"
-    if kind == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return torch.device("cuda", local)
-    return torch.device("cpu")
-
-
-def require_compiler() -> None:
-    """Fail at once, in one line, where ``torch.compile`` would fail at the first step: Inductor builds its kernels
-    with a C++ compiler (``$CXX``, else ``g++``; ``clang++`` on macOS)."""
-    name = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
-    if shutil.which(name) is None:
-        raise DeviceError(f"--compile needs a C++ compiler and {name!r} is not on PATH (Debian: apt-get install g++; "
-                          "or set CXX); or train without --compile")
-
-
-def _rng_state(gen: torch.Generator) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-             "augment": gen.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    gen.set_state(state["augment"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    with atomic_path(path, 0o644) as tmp:
-        torch.save(obj, tmp)
-
-
+# ----------------------------------------------------------------------------------------------- data
 def uses_stored_teacher(cfg: TrainConfig) -> bool:
     """Whether the run distils to stored descriptors (the pack's ``teacher_dlib.npy``)."""
     return cfg.distill != "none" and bool(cfg.teacher) and cfg.teacher.lower() != "none" and D.is_pack(cfg.data)
@@ -153,10 +97,10 @@ def load_data(cfg: TrainConfig) -> D.FaceSet:
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_module: bool = False) -> dict[str, Any]:
     """Run (or resume) a training run; returns a summary (steps, best dev scores; the trained
     :class:`TrainModule` under ``"module"`` when ``return_module``)."""
-    device = _pick_device(cfg.device)
+    device = R.pick_device(cfg.device)
     if cfg.compile:
-        require_compiler()
-    rank, world = _setup_distributed(device)
+        R.require_compiler()
+    rank, world = R.setup_distributed(device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
@@ -244,7 +188,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
         step, best = state["step"], state["best"]
         clock["minutes"] = state.get("minutes", 0.0)
         rng = state["rng"][rank] if isinstance(state["rng"], list) else state["rng"]
-        _set_rng_state(rng, gen)
+        R.set_rng_state(rng, gen)
 
     ddp = module
     if world > 1:
@@ -267,11 +211,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
 
     def checkpoint(path: Path, gather: bool = True) -> None:
         if gather:
-            _sync_buffers(module, world)
+            R.sync_buffers(module, world)
         # The best-so-far copy is written by rank 0 alone (only it evaluates), so it keeps rank 0's RNG only.
-        rngs = _gather_rng(gen, world) if gather else _rng_state(gen)
+        rngs = R.gather_rng(gen, world) if gather else R.rng_state(gen)
         if rank == 0:
-            _atomic_save({"config": asdict(cfg), "module": module.state_dict(), "model": exported().state_dict(),
+            R.save_checkpoint({"config": asdict(cfg), "module": module.state_dict(), "model": exported().state_dict(),
                           **({"ema": ema.state_dict()} if ema is not None else {}), "optimizer": opt.state_dict(),
                           "scheduler": sched.state_dict(), "step": step,
                           "best": best, "minutes": clock["minutes"], "rng": rngs}, path)
@@ -355,9 +299,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
                 bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.4f}", img_s=f"{ips:.0f}")
         if bar is not None:
             bar.update(1)
-        budget_spent = _any(cfg.budget_minutes > 0 and clock["minutes"] >= cfg.budget_minutes, world, device)
+        budget_spent = R.any_rank(cfg.budget_minutes > 0 and clock["minutes"] >= cfg.budget_minutes, world, device)
         paused = cfg.max_minutes and (time.time() - start_time) / 60 >= cfg.max_minutes
-        paused = _any(bool(paused), world, device) or step == cfg.stop_at
+        paused = R.any_rank(bool(paused), world, device) or step == cfg.stop_at
         out_of_time = budget_spent or paused
         if step % eval_every == 0 or step == total or budget_spent:
             if dev is not None:
@@ -369,10 +313,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
                 if scores["accuracy"] > best:
                     best = scores["accuracy"]
                     checkpoint(best_path, gather=False)
-            _barrier(world)
+            R.barrier(world)
         due = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or (
             cfg.checkpoint_minutes and time.time() - last_ckpt >= cfg.checkpoint_minutes * 60)
-        due = _any(bool(due), world, device)
+        due = R.any_rank(bool(due), world, device)
         if due or step == total or out_of_time:
             checkpoint(ckpt_path)
             last_ckpt = time.time()
@@ -381,7 +325,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
             break
     if bar is not None:
         bar.close()
-    _sync_buffers(module, world)
+    R.sync_buffers(module, world)
     summary = {"event": "end", "step": step, "total": total, "stopped_early": stopped_early,
                "best_accuracy": best if best >= 0 else None,
                "wall_min": round((time.time() - start_time) / 60, 2), "dev": history[-1] if history else None}
@@ -428,35 +372,6 @@ def _load_dev(cfg: TrainConfig, pairs_path: Path):
     b = np.array([where[p[1]] for p in pairs])
     same = np.array([p[2] for p in pairs], dtype=bool)
     return images, a, b, same
-
-
-def _gather_rng(gen: torch.Generator, world: int) -> Any:
-    state = _rng_state(gen)
-    if world == 1:
-        return state
-    gathered: list[Any] = [None] * world
-    dist.all_gather_object(gathered, state)
-    return gathered
-
-
-def _sync_buffers(module: nn.Module, world: int) -> None:
-    """Give every replica rank 0's BatchNorm statistics (DDP syncs them before each forward, not after the last)."""
-    if world > 1:
-        for buf in module.buffers():
-            dist.broadcast(buf, 0)
-
-
-def _any(flag: bool, world: int, device: torch.device) -> bool:
-    if world == 1:
-        return flag
-    t = torch.tensor([int(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        dist.barrier()
 
 
 def _write(log, record: dict[str, Any]) -> None:
