@@ -1,8 +1,9 @@
-"""Reading ``.pt`` files: the one rule for every weights file and checkpoint facegnet opens.
+"""Reading and writing ``.pt`` files: the one rule for every weights file and checkpoint facegnet opens or saves.
 
 A ``.pt`` file is a pickle, and unpickling can run code, so every load is ``weights_only=True``: tensors, plain
 Python data and, explicitly allowed, the numpy arrays and dtypes a trainer checkpoint holds (its RNG states).
-A file holding anything else is refused in one line instead of being trusted.
+A file holding anything else is refused in one line instead of being trusted. Every save goes through a temporary
+file and a rename (:mod:`facegnet.atomic`), so a stop mid-write leaves the previous file whole.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from facegnet.atomic import atomic_path
 from facegnet.errors import WeightsError
 
 
@@ -42,3 +44,13 @@ def load_pt(path: str | Path, what: str = "weights") -> Any:
                            path) from None
     except Exception as exc:  # torch raises many types for a truncated or foreign file
         raise WeightsError(f"unreadable {what} ({exc.__class__.__name__})", path) from None
+
+
+def save_pt(obj: Any, path: str | Path) -> None:
+    """``torch.save`` atomically, world-readable (weights and checkpoints are meant to be shared, not biometric).
+
+    Saved through a file object: given a path, torch names the archive's inner folder after the file, here a
+    random temporary name, and the same weights would hash differently on every export.
+    """
+    with atomic_path(path, 0o644) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)

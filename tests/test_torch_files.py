@@ -11,7 +11,7 @@ import torch
 
 from facegnet.cli import main
 from facegnet.errors import WeightsError
-from facegnet.torch_files import load_pt
+from facegnet.torch_files import load_pt, save_pt
 
 
 class Payload:
@@ -57,3 +57,18 @@ def test_a_truncated_file_is_one_clear_error(tmp_path: Path) -> None:
         load_pt(path)
     with pytest.raises(WeightsError, match="not found"):
         load_pt(tmp_path / "missing.pt")
+
+
+def test_save_pt_is_atomic_and_the_same_weights_give_the_same_bytes(tmp_path: Path) -> None:
+    """Saved through a temporary file, yet the bytes do not depend on its name: an export's sha256 is reproducible."""
+    weights = {"w": torch.arange(6.0).reshape(2, 3), "step": 7}
+    save_pt(weights, tmp_path / "a.pt")
+    save_pt(weights, tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt"]  # no temporary file left behind
+    loaded = load_pt(tmp_path / "a.pt")
+    assert torch.equal(loaded["w"], weights["w"]) and loaded["step"] == 7
+    with pytest.raises(Exception):  # an object torch cannot pickle: the previous file stays whole
+        save_pt({"w": lambda: 0}, tmp_path / "a.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt"]

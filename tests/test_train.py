@@ -261,7 +261,9 @@ def _ddp_worker(rank: int, port: int, out: str, results: str) -> None:
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank))
-    cfg = tiny_config(Path(out), None, steps=3, device="cpu")
+    # A wall-clock schedule that the clock, not the step count, drives (30 s against 100,000 steps): each process's
+    # own clock would give each its own learning rate and the replicas would drift; rank 0's is shared.
+    cfg = tiny_config(Path(out), None, steps=100_000, stop_at=3, device="cpu", budget_minutes=0.5)
     summary = train(cfg, progress=False, return_module=True)
     torch.save(summary["module"].state_dict(), Path(results) / f"rank{rank}.pt")
     dist.destroy_process_group()

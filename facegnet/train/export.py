@@ -19,7 +19,7 @@ import torch
 from facegnet.card import WEIGHTS_DIR, ModelCard, sha256_file
 from facegnet.cli.common import one_line_errors
 from facegnet.errors import DataError
-from facegnet.torch_files import load_pt
+from facegnet.torch_files import load_pt, save_pt
 from facegnet.metrics import tar_at_far, threshold_at_far
 from facegnet.train.evaluate import pair_scores
 from facegnet.train.trainer import TrainConfig, _load_dev, build_net
@@ -124,7 +124,7 @@ def export(
     if size_mb > half_above_mb:
         weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     pt_path = out_dir / f"{name}.pt"
-    torch.save(weights, pt_path)
+    save_pt(weights, pt_path)
     model_cfg = {k: v for k, v in cfg.model.items() if k != "input_size"}
     card = ModelCard(
         name=name,

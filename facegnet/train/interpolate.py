@@ -21,7 +21,7 @@ import torch
 
 from facegnet.cli.common import one_line_errors
 from facegnet.errors import DataError, WeightsError
-from facegnet.torch_files import load_pt
+from facegnet.torch_files import load_pt, save_pt
 
 __all__ = ["interpolate_states", "main"]
 
@@ -98,8 +98,8 @@ def _run(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         record = {"start": str(args.start), "tuned": str(args.tuned), "best": best, "scores": rows}
         weights = interpolate_states(start, tuned, best["alpha"])
-        torch.save(weights if tuned_meta is None else {**tuned_meta, "model": weights, "interpolation": record},
-                   args.out)
+        save_pt(weights if tuned_meta is None else {**tuned_meta, "model": weights, "interpolation": record},
+                args.out)
         args.out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
         print(f"best alpha {best['alpha']}: dev {best['accuracy']:.4f} → {args.out}")
     return 0

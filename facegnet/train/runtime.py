@@ -1,5 +1,6 @@
 """Where and how a training run executes: the device, ``torchrun`` processes, the compiler ``--compile`` needs, and
-the RNG states a checkpoint carries so that a resumed run continues exactly.
+the RNG states a checkpoint carries so that a resumed run continues exactly (the checkpoint file itself:
+:func:`facegnet.torch_files.save_pt`).
 
 Every collective here is a no-op for a single process, so the training loop calls them unconditionally.
 """
@@ -9,7 +10,6 @@ import os
 import random
 import shutil
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,11 +17,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from facegnet.atomic import atomic_path
 from facegnet.errors import DeviceError
 
-__all__ = ["any_rank", "barrier", "gather_rng", "pick_device", "rank_world", "require_compiler", "rng_state",
-           "save_checkpoint", "set_rng_state", "setup_distributed", "sync_buffers"]
+__all__ = ["any_rank", "barrier", "gather_rng", "pick_device", "rank0_value", "rank_world", "require_compiler",
+           "rng_state", "set_rng_state", "setup_distributed", "sync_buffers"]
 
 
 def pick_device(kind: str) -> torch.device:
@@ -105,13 +104,17 @@ def any_rank(flag: bool, world: int, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def rank0_value(value: float, world: int, device: torch.device) -> float:
+    """Rank 0's ``value`` on every process (each one's own clock would otherwise give each its own schedule)."""
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(t, 0)
+    return float(t.item())
+
+
 def barrier(world: int) -> None:
     """Wait for every process (nothing to wait for alone)."""
     if world > 1:
         dist.barrier()
 
-
-def save_checkpoint(obj: Any, path: Path) -> None:
-    """``torch.save`` through a temporary file and a rename, so a stop mid-write leaves the previous checkpoint."""
-    with atomic_path(path, 0o644) as tmp:
-        torch.save(obj, tmp)

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from facegnet.errors import DataError
@@ -33,7 +32,7 @@ from facegnet.train.evaluate import evaluate_pairs
 from facegnet.train.setup import (build_net, freeze_early, load_init_parts, load_init_weights, lr_lambda,
                                   param_groups)
 from facegnet.train.teacher import OnlineTeacher
-from facegnet.torch_files import load_pt
+from facegnet.torch_files import load_pt, save_pt
 
 __all__ = ["DEFAULT_MODEL", "TrainConfig", "TrainModule", "train"]
 
@@ -215,7 +214,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
         # The best-so-far copy is written by rank 0 alone (only it evaluates), so it keeps rank 0's RNG only.
         rngs = R.gather_rng(gen, world) if gather else R.rng_state(gen)
         if rank == 0:
-            R.save_checkpoint({"config": asdict(cfg), "module": module.state_dict(), "model": exported().state_dict(),
+            save_pt({"config": asdict(cfg), "module": module.state_dict(), "model": exported().state_dict(),
                           **({"ema": ema.state_dict()} if ema is not None else {}), "optimizer": opt.state_dict(),
                           "scheduler": sched.state_dict(), "step": step,
                           "best": best, "minutes": clock["minutes"], "rng": rngs}, path)
@@ -275,10 +274,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
             ema.update_parameters(module.net)
         lr = opt.param_groups[0]["lr"]
         clock["minutes"] = minutes_before + (time.time() - start_time) / 60
-        if cfg.budget_minutes > 0 and world > 1:  # every process must agree on the time-driven lr
-            t = torch.tensor([clock["minutes"]], dtype=torch.float64, device=device)
-            dist.broadcast(t, 0)
-            clock["minutes"] = float(t.item())
+        if cfg.budget_minutes > 0:  # every process must agree on the time-driven lr
+            clock["minutes"] = R.rank0_value(clock["minutes"], world, device)
         sched.step()
         step += 1
         seen += len(idx) * world
