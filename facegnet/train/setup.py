@@ -29,9 +29,21 @@ def load_init_weights(net: nn.Module, path: str | Path) -> None:
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     try:
-        net.load_state_dict(state)
+        if _is_plain_into_dfc(net, state):
+            # A plain network's weights into its GhostNetV2 variant: the attention starts out neutral.
+            from facegnet.train.grow import grow_dfc
+
+            grow_dfc(net, state)
+        else:
+            net.load_state_dict(state)
     except RuntimeError as exc:
         raise WeightsError(f"weights do not fit this architecture ({str(exc).splitlines()[0]})", path) from None
+
+
+def _is_plain_into_dfc(net: nn.Module, state: dict[str, Any]) -> bool:
+    """Whether ``state`` has no DFC attention branches while ``net`` has some."""
+    return (any(".dfc." in k for k in net.state_dict())
+            and not any(".dfc." in k for k in state))
 
 
 def load_init_parts(module: nn.Module, path: str | Path) -> list[str]:
