@@ -65,7 +65,8 @@ HELP: dict[str, str] = {
     "threads": "torch CPU threads (0: default)",
     "cache": "folder for a cache of the decoded crops (.npy)",
     "limit": "use only the first N faces (quick checks)",
-    "init": "weights to start from (.pt state_dict or checkpoint) for fine-tuning",
+    "init": "weights to start from (.pt state_dict or checkpoint) for fine-tuning; plain GhostFaceNet weights "
+            "into --model ghostfacenet-v2-w1.0-s2 are grown (DFC attention added, same embeddings at step 0)",
     "freeze_stages": "freeze the stem and this many early body stages",
     "ema": "keep an exponential moving average of the weights with this decay (e.g. 0.999; 0: off); dev scores, "
            "best.pt and exports then use the average",
