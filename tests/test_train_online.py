@@ -112,6 +112,35 @@ def test_mixup_needs_an_online_teacher(capsys: pytest.CaptureFixture, tmp_path: 
     assert "--teacher-model" in capsys.readouterr().err
 
 
+def test_relation_distillation_needs_an_online_teacher(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    assert main(["train", "--relation-weight", "5", "--out", str(tmp_path / "r")]) == DataError.exit_code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--relation-weight needs --teacher-model" in err[0]
+
+
+def test_similarity_loss_is_zero_only_when_the_relations_match() -> None:
+    from facegnet.train.distill import similarity_loss
+
+    gen = torch.Generator().manual_seed(0)
+    teacher = torch.nn.functional.normalize(torch.randn(16, 8, generator=gen), dim=1)
+    rotation, _ = torch.linalg.qr(torch.randn(32, 32, generator=gen))
+    # Another space, the same relations: teacher vectors padded to 32-d, rotated and scaled.
+    student = 3.0 * torch.cat([teacher, torch.zeros(16, 24)], dim=1) @ rotation
+    assert float(similarity_loss(student, teacher)) < 1e-10
+    wrong = torch.randn(16, 32, generator=gen, requires_grad=True)
+    loss = similarity_loss(wrong, teacher)
+    loss.backward()
+    assert float(loss.detach()) > 0.05 and wrong.grad is not None and float(wrong.grad.abs().sum()) > 0
+    # Rows without a teacher vector (NaN) take no part; with fewer than two rows left there is nothing to match.
+    wrong = wrong.detach()
+    holed = teacher.clone()
+    holed[3] = float("nan")
+    keep = torch.arange(16) != 3
+    assert torch.isclose(similarity_loss(wrong, holed), similarity_loss(wrong[keep], teacher[keep]))
+    holed[1:] = float("nan")
+    assert float(similarity_loss(wrong, holed)) == 0.0
+
+
 def test_unlabelled_prepare_keeps_same_named_photos_of_two_folders_apart(tmp_path: Path) -> None:
     src = tmp_path / "src"
     rows = [r for r in D.read_manifest(PACK) if r["split"] == "train"][:2]
@@ -190,8 +219,8 @@ def test_online_teacher_separates_people_of_the_pack() -> None:
 def test_online_teacher_run_with_extra_faces_mixup_and_resume(prepared: Path, tmp_path: Path) -> None:
     base = dict(data=str(PACK), extra_data=str(prepared), teacher_model=str(TEACHER), out=str(tmp_path / "run"),
                 model=dict(SMALL_MODEL), limit=24, batch_size=8, steps=4, warmup_steps=1, head="cosface",
-                distill="cosine", mixup=0.3, cutmix=0.2, jitter=0.5, checkpoint_every=0, log_every=1, threads=1,
-                dev_pairs="none", min_faces=1, seed=5)
+                distill="cosine", mixup=0.3, cutmix=0.2, jitter=0.5, relation_weight=5.0, checkpoint_every=0,
+                log_every=1, threads=1, dev_pairs="none", min_faces=1, seed=5)
     train(TrainConfig(**base, stop_at=2), progress=False)
     resumed = train(TrainConfig(**base), resume=True, progress=False)
     assert resumed["step"] == 4
@@ -200,6 +229,7 @@ def test_online_teacher_run_with_extra_faces_mixup_and_resume(prepared: Path, tm
     assert start["faces"] == 24 + len(D.load_prepared(prepared)) and start["teacher_sha256"] and start["classes"] > 2
     steps = [r for r in log if "online" in r]
     assert len(steps) == 4 and all(0.0 <= r["online"] <= 2.0 and "distill" in r for r in steps)
+    assert all(0.0 < r["relation"] <= 4.0 for r in steps)  # squared cosine differences
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert state["module"]["online.mean"].abs().sum() > 0  # the teacher's centre, kept for the resume
 

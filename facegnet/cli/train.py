@@ -33,6 +33,8 @@ HELP: dict[str, str] = {
                      "(needs pip install 'facegnet[train]')",
     "teacher_engine": "what runs the teacher: auto (PyTorch on a GPU, OpenVINO on a CPU), openvino or torch",
     "teacher_weight": "weight of the online teacher's distillation loss",
+    "relation_weight": "weight of relation distillation: every pair's cosine in the batch pulled towards the online "
+                       "teacher's (needs --teacher-model; 0: off)",
     "extra_data": "comma-separated folders of more faces made by `facegnet prepare` (unnamed faces: distillation only)",
     "mixup": "fraction of faces blended with another face of the batch (needs --teacher-model)",
     "cutmix": "fraction of faces with a rectangle pasted from another face (needs --teacher-model)",
@@ -151,6 +153,8 @@ def config_from_args(args: argparse.Namespace):
         raise DataError(f"--ema is a decay: at least 0 (off) and below 1, not {values['ema']}")
     if (values.get("mixup") or values.get("cutmix")) and not values.get("teacher_model"):
         raise DataError("--mixup and --cutmix need --teacher-model: only an online teacher can embed a mixed face")
+    if values.get("relation_weight") and not values.get("teacher_model"):
+        raise DataError("--relation-weight needs --teacher-model: the relations come from the online teacher")
     return TrainConfig(**values)
 
 

@@ -29,6 +29,7 @@ class TrainConfig:
     teacher_model: str | None = None  # an OpenVINO face embedder run online on every augmented batch
     teacher_engine: str = "auto"  # auto (torch on a GPU, OpenVINO on a CPU), openvino or torch
     teacher_weight: float = 1.0  # weight of the online teacher's distillation loss
+    relation_weight: float = 0.0  # weight of matching the batch's pairwise cosines to the online teacher's; 0: off
     extra_data: str | None = None  # comma-separated `facegnet prepare` folders of more faces (labels where named)
     # optimisation
     optimizer: str = "sgd"  # sgd | adamw

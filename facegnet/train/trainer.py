@@ -26,7 +26,7 @@ from facegnet.errors import DataError
 from facegnet.models.heads import build_head
 from facegnet.train import data as D
 from facegnet.train import runtime as R
-from facegnet.train.distill import TeacherDistill
+from facegnet.train.distill import TeacherDistill, similarity_loss
 from facegnet.train.config import DEFAULT_MODEL, TrainConfig
 from facegnet.train.evaluate import evaluate_pairs
 from facegnet.train.setup import (build_net, freeze_early, load_init_parts, load_init_weights, lr_lambda,
@@ -62,6 +62,9 @@ class TrainModule(nn.Module):
             # (mixed faces, unlabelled sources) still learn from the online one.
             losses["online"] = self.online(emb, online)
             total = total + cfg.teacher_weight * losses["online"]
+        if cfg.relation_weight > 0 and online is not None:
+            losses["relation"] = similarity_loss(emb, online)
+            total = total + cfg.relation_weight * losses["relation"]
         return total, losses
 
 
