@@ -32,3 +32,20 @@ def test_the_card_licence_names_every_training_source() -> None:
     assert full.startswith(plain) and "fairface" in full and "CC BY 4.0" in full
     assert "utkface" in full and full.count("non-commercial") == 2
     assert "own_faces: licence unknown" in full and "Apache-2.0" in full
+
+
+def test_the_card_licence_inherits_the_sources_of_the_init_weights(tmp_path: Path) -> None:
+    import json
+
+    from facegnet.train.config import TrainConfig
+
+    parent = export.licence_of(TrainConfig(extra_data="data/extra/fairface,data/extra/utkface"))
+    (tmp_path / "parent.json").write_text(json.dumps({"licence": parent}))
+    (tmp_path / "parent.pt").write_bytes(b"")
+    # Fine-tuned on the pack alone from weights that saw FairFace and UTKFace: the child still names them, once.
+    child = export.licence_of(TrainConfig(init=str(tmp_path / "parent.pt"),
+                                          teacher_model="models/face-reidentification-retail-0095"))
+    assert "CC BY 4.0" in child and "utkface" in child and child.count("CelebA") == 1 and "Apache-2.0" in child
+    # Weights without a card beside them (or an unreadable one) add nothing.
+    (tmp_path / "parent.json").write_text("{not json")
+    assert export.licence_of(TrainConfig(init=str(tmp_path / "parent.pt"))) == export.licence_of(TrainConfig())

@@ -29,17 +29,32 @@ LICENCE = "CelebA: non-commercial research only; the weights inherit that restri
 
 def licence_of(cfg: TrainConfig) -> str:
     """The weights' licence line: the pack's, plus each extra face source's (known by its folder name, as
-    ``facegnet.train.sources`` writes them) and the online teacher's."""
+    ``facegnet.train.sources`` writes them) and the online teacher's, plus whatever the card beside the
+    ``--init`` weights names (weights fine-tuned from others inherit the data those were trained on)."""
     from facegnet.train.sources import SOURCES
 
     parts = [LICENCE]
+    inherited = _init_card_licence(cfg)
     for folder in filter(None, (cfg.extra_data or "").split(",")):
         source = SOURCES.get(Path(folder).name)
         parts.append(f"{source.name} ({source.repository}@{source.commit[:10]}): {source.licence}" if source
                      else f"{Path(folder).name}: licence unknown, check before publishing")
     if cfg.teacher_model:
         parts.append(f"online teacher {Path(cfg.teacher_model).name}: Apache-2.0 (used in training only, not shipped)")
-    return "; ".join(parts)
+    own = [p.strip() for p in "; ".join(parts).split(";")]
+    return "; ".join(own + [p for p in inherited if p not in own])
+
+
+def _init_card_licence(cfg: TrainConfig) -> list[str]:
+    """The parts of the licence line of the card beside the ``--init`` weights (``x.pt`` → ``x.json``), if any."""
+    if not cfg.init:
+        return []
+    try:
+        card = json.loads(Path(cfg.init).with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return []
+    licence = card.get("licence") if isinstance(card, dict) else None
+    return [p.strip() for p in licence.split(";") if p.strip()] if isinstance(licence, str) else []
 
 
 def _calibration_embedder(net: torch.nn.Module, cfg: TrainConfig):
