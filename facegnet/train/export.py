@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from facegnet.card import WEIGHTS_DIR, ModelCard, sha256_file
+from facegnet.card import WEIGHTS_DIR, ModelCard, read_card_json, sha256_file
 from facegnet.cli.common import one_line_errors
-from facegnet.errors import DataError
+from facegnet.errors import DataError, WeightsError
 from facegnet.torch_files import load_pt, save_pt
 from facegnet.metrics import tar_at_far, threshold_at_far
 from facegnet.train.evaluate import pair_scores
@@ -34,27 +34,27 @@ def licence_of(cfg: TrainConfig) -> str:
     from facegnet.train.sources import SOURCES
 
     parts = [LICENCE]
-    inherited = _init_card_licence(cfg)
     for folder in filter(None, (cfg.extra_data or "").split(",")):
         source = SOURCES.get(Path(folder).name)
         parts.append(f"{source.name} ({source.repository}@{source.commit[:10]}): {source.licence}" if source
                      else f"{Path(folder).name}: licence unknown, check before publishing")
     if cfg.teacher_model:
         parts.append(f"online teacher {Path(cfg.teacher_model).name}: Apache-2.0 (used in training only, not shipped)")
-    own = [p.strip() for p in "; ".join(parts).split(";")]
-    return "; ".join(own + [p for p in inherited if p not in own])
+    parts += _init_card_licence(cfg)
+    # Clauses are "; "-separated (the pack's own line has two): each appears once, in order of first mention.
+    clauses = [c.strip() for c in "; ".join(parts).split(";") if c.strip()]
+    return "; ".join(dict.fromkeys(clauses))
 
 
 def _init_card_licence(cfg: TrainConfig) -> list[str]:
-    """The parts of the licence line of the card beside the ``--init`` weights (``x.pt`` → ``x.json``), if any."""
+    """The licence line of the card beside the ``--init`` weights (``x.pt`` → ``x.json``), if there is one."""
     if not cfg.init:
         return []
     try:
-        card = json.loads(Path(cfg.init).with_suffix(".json").read_text())
-    except (OSError, ValueError):
+        licence = read_card_json(Path(cfg.init).with_suffix(".json"), "licence")["licence"]
+    except WeightsError:  # no card beside the weights, or not a card: nothing to inherit
         return []
-    licence = card.get("licence") if isinstance(card, dict) else None
-    return [p.strip() for p in licence.split(";") if p.strip()] if isinstance(licence, str) else []
+    return [licence] if isinstance(licence, str) else []
 
 
 def _calibration_embedder(net: torch.nn.Module, cfg: TrainConfig):
