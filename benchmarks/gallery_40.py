@@ -5,13 +5,16 @@ The first N people (alphabetically) with at least three LFW photos; photos 1 and
 (its largest face). facegnet: a fresh Gallery at the card's identification threshold (``facegnet identify``'s
 default), for each weights file given; face_recognition (with ``--peer-python``): the nearest enrolled encoding
 within its default tolerance 0.6, as its CLI decides. Counts named right, "unknown" and named wrong. LFW is an
-evaluation set here, never used to choose anything. Writes benchmarks/results/gallery_40.{json,md}.
+evaluation set here, never used to choose anything. Writes benchmarks/results/gallery_40.{json,md}; rows of
+earlier runs for models or tools not measured this time are kept there under "earlier runs" (same photos, and
+every tool is deterministic), so the record of past releases survives a re-run.
 
     python benchmarks/gallery_40.py [--people 40] [--weights CARD ...] [--peer-python /path/to/python]
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import subprocess
 import tempfile
@@ -85,6 +88,39 @@ def run_facegnet(people: dict[str, list[str]], weights: str | None) -> dict:
             **tally(people, answers)}
 
 
+def row_key(row: dict) -> tuple[str, str]:
+    """What a row measured: the tool and, for facegnet, which weights."""
+    return row["tool"], row.get("sha256", "")
+
+
+def earlier_rows(path: Path, rows: list[dict], people: int) -> list[dict]:
+    """The previous result file's rows (and its earlier ones) for tools/weights this run did not measure, newest
+    first, without their per-person answers; nothing when the file is missing or was for another ``--people``."""
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if previous.get("people") != people:
+        return []
+    measured = {row_key(r) for r in rows}
+    kept: dict[tuple[str, str], dict] = {}
+    for r in previous.get("rows", []) + previous.get("earlier", []):
+        if row_key(r) not in measured and row_key(r) not in kept:
+            kept[row_key(r)] = {k: v for k, v in r.items() if k != "answers"}
+    return list(kept.values())
+
+
+def table(rows: list[dict], people: int) -> list[str]:
+    """Markdown table lines for result rows."""
+    lines = ["| tool | model | threshold | named | unknown | wrong | run |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        model = f"{r.get('model', '')} {r.get('sha256', '')}".strip() or "dlib (face_recognition 1.3)"
+        threshold = r.get("threshold", f"distance {r.get('tolerance')}")
+        lines.append(f"| {r['tool']} | {model} | {threshold} | {r['named']}/{people} | {r['unknown']} | "
+                     f"{r['wrong']} | {r.get('date', '')} |")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=40)
@@ -102,21 +138,21 @@ def main() -> int:
                               check=True)
         rows.append({"tool": "face_recognition", "tolerance": 0.6, **tally(people, json.loads(proc.stdout))})
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "answers"}), flush=True)
+    today = datetime.date.today().isoformat()
+    for r in rows:
+        r["date"] = today
     result = {"people": len(people), "protocol": "photos 1-2 enrolled, photo 3 identified (largest face)",
               "command": "python benchmarks/gallery_40.py " + " ".join(
                   [f"--people {args.people}"] + (["--weights", *args.weights] if args.weights != [None] else [])
                   + ([f"--peer-python {args.peer_python}"] if args.peer_python else [])),
-              "rows": rows}
+              "rows": rows, "earlier": earlier_rows(args.out.with_suffix(".json"), rows, len(people))}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# A new user's gallery: {len(people)} LFW people, two photos enrolled, the third identified", "",
-             f"Command: `{result['command']}`", "", "| tool | model | threshold | named | unknown | wrong |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        model = f"{r.get('model', '')} {r.get('sha256', '')}".strip() or "dlib (face_recognition 1.3)"
-        threshold = r.get("threshold", f"distance {r.get('tolerance')}")
-        lines.append(f"| {r['tool']} | {model} | {threshold} | {r['named']}/{len(people)} | {r['unknown']} | "
-                     f"{r['wrong']} |")
+             f"Command: `{result['command']}`", "", *table(rows, len(people))]
+    if result["earlier"]:
+        lines += ["", "Earlier runs (same photos; not re-measured in this run):", "",
+                  *table(result["earlier"], len(people))]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}.json/.md")
     return 0

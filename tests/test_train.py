@@ -292,6 +292,51 @@ def test_cli_train_parses_options_and_rejects_bad_values(tmp_path: Path) -> None
     assert main(["train", "--out", str(tmp_path / "none"), "--resume"]) == DataError.exit_code
 
 
+def test_sigterm_stops_a_cli_run_with_a_checkpoint_that_resumes(tmp_path: Path) -> None:
+    """A service manager's SIGTERM (or Ctrl-C) ends a long run at a step boundary: last.pt written, one line saying
+    how to go on, exit 128 + 15; the checkpoint then resumes at that very step."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "facegnet", "train", "--data", str(PACK), "--out", str(out),
+               "--model", json.dumps(SMALL_MODEL), "--limit", "48", "--batch-size", "8", "--steps", "100000",
+               "--warmup-steps", "2", "--head", "arcface", "--distill", "cosine", "--min-faces", "1",
+               "--dev-pairs", "none", "--checkpoint-every", "0", "--log-every", "1", "--threads", "1", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    log = out / "log.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        steps = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        if sum("step" in r and "event" not in r for r in steps) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1]
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["stopped_by"] == "SIGTERM" and summary["stopped_early"] and 2 <= summary["step"] < 100_000
+    assert "Traceback" not in stderr
+    hint = stderr.strip().splitlines()[-1]
+    assert hint == (f"facegnet train: stopped by SIGTERM at step {summary['step']} of 100000; "
+                    f"continue with: facegnet train --out {out} --resume")
+    ckpt = torch.load(out / "last.pt", weights_only=False)
+    assert ckpt["step"] == summary["step"]
+    # The resumed run starts from that checkpoint's step (and pauses two steps later on request).
+    resumed = subprocess.run([sys.executable, "-m", "facegnet", "train", "--out", str(out), "--resume",
+                              "--stop-at", str(summary["step"] + 2), "--no-progress"],
+                             capture_output=True, text=True, env=env, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["step"] == summary["step"] + 2
+    events = [json.loads(line).get("event") for line in log.read_text().splitlines()]
+    assert events.count("resume") == 1 and events.count("end") == 2
+
+
 def test_cli_train_compile_without_a_cpp_compiler_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture) -> None:
     """Inductor would fail at the first step with a long traceback; the trainer says so before loading anything."""

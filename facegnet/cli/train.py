@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import sys
 from dataclasses import MISSING, fields
 from typing import Any
 
@@ -166,4 +168,11 @@ def run(args: argparse.Namespace) -> int:
     summary = train(cfg, resume=args.resume, progress=not args.no_progress)
     if summary.get("rank", 0) == 0:
         print(json.dumps(summary))
+    if summary.get("stopped_by"):
+        # Stopped by Ctrl-C or SIGTERM at a step boundary, last.pt written: say how to go on, exit as the signal.
+        signum = int(getattr(signal.Signals, summary["stopped_by"]))
+        if summary.get("rank", 0) == 0:
+            print(f"facegnet train: stopped by {summary['stopped_by']} at step {summary['step']} of {summary['total']}; "
+                  f"continue with: facegnet train --out {cfg.out} --resume", file=sys.stderr)
+        return 128 + signum
     return 0

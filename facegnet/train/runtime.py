@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import sys
+import threading
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -19,8 +22,8 @@ from torch import nn
 
 from facegnet.errors import DeviceError
 
-__all__ = ["any_rank", "barrier", "gather_rng", "pick_device", "rank0_value", "rank_world", "require_compiler",
-           "rng_state", "set_rng_state", "setup_distributed", "sync_buffers"]
+__all__ = ["StopRequest", "any_rank", "barrier", "gather_rng", "pick_device", "rank0_value", "rank_world",
+           "require_compiler", "rng_state", "set_rng_state", "setup_distributed", "sync_buffers"]
 
 
 def pick_device(kind: str) -> torch.device:
@@ -118,3 +121,52 @@ def barrier(world: int) -> None:
     if world > 1:
         dist.barrier()
 
+
+
+class StopRequest:
+    """Ctrl-C or SIGTERM asks a training run to stop at the next step boundary instead of dying mid-step.
+
+    Used as a context manager around the loop: the first SIGINT/SIGTERM only sets :attr:`signum` (the loop checks
+    it after each step, writes ``last.pt`` and returns, so ``--resume`` loses nothing); a second one restores the
+    previous handlers and is re-delivered, so a stuck run still stops at once. Handlers can only be installed from
+    the main thread; elsewhere (a run started from a worker thread) this does nothing and signals act as usual.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        """Whether a stop was asked for."""
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        """The signal's name (``SIGTERM``), or ``""`` when none came."""
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002
+        if self.signum is not None:  # the second signal: stop now, the way the process would have without us
+            self._restore()
+            signal.raise_signal(signum)
+            return
+        self.signum = signum
+        print(f"facegnet train: {signal.Signals(signum).name}: stopping after this step with a checkpoint "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    def _restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()

@@ -238,95 +238,99 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
     scaler = torch.amp.GradScaler("cuda") if (cfg.bf16 and device.type == "cuda") else None
     module.train()  # frozen stages stay in eval mode (see freeze_early)
     stopped_early = False
-    while step < total:
-        idx = torch.from_numpy(sampler.batch(step))
-        # uint8 crops go to the device first: normalisation, augmentation and mixing run there (on a GPU the host
-        # would otherwise be the bottleneck), with random draws from the CPU generator.
-        x = D.to_input(images[idx].to(device, non_blocking=True))
-        x = augment(x, gen)
-        y = labels_all[idx].clone()
-        t = teacher_all[idx].clone() if teacher_all is not None else None
-        if cfg.mixup > 0 or cfg.cutmix > 0:
-            mixed = D.mix_batch(x, cfg.mixup, cfg.cutmix, gen)
-            y[mixed] = -1  # a blend of two faces has no identity; only the online teacher can describe it
-            if t is not None:
-                t[mixed] = float("nan")
-        tick = time.time()
-        o = teacher_net(x).to(device) if teacher_net is not None else None  # the very views the student sees
-        window_teacher += time.time() - tick
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = y.to(device)
-        t = t.to(device) if t is not None else None
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.bf16):
-            loss, parts = ddp(x, y, t, cfg, o)
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-        else:
-            loss.backward()
-        if cfg.clip_grad > 0:
-            nn.utils.clip_grad_norm_(module.parameters(), cfg.clip_grad)
-        if scaler is not None:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
-        if ema is not None:
-            ema.update_parameters(module.net)
-        lr = opt.param_groups[0]["lr"]
-        clock["minutes"] = minutes_before + (time.time() - start_time) / 60
-        if cfg.budget_minutes > 0:  # every process must agree on the time-driven lr
-            clock["minutes"] = R.rank0_value(clock["minutes"], world, device)
-        sched.step()
-        step += 1
-        seen += len(idx) * world
-        window_n += len(idx) * world
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"loss became {float(loss)} at step {step}")
-        if rank == 0 and (step % cfg.log_every == 0 or step == total):
-            now = time.time()
-            ips = window_n / max(1e-9, now - window_t)
-            teacher_share = window_teacher / max(1e-9, now - window_t)
-            window_t, window_n, window_teacher = now, 0, 0.0
-            rec = {"step": step, "epoch": round(step / sampler.steps_per_epoch, 3), "loss": round(float(loss.detach()), 5),
-                   **{k: round(float(v.detach()), 5) for k, v in parts.items()}, "lr": lr, "img_s": round(ips, 1),
-                   **({"teacher_share": round(teacher_share, 3)} if teacher_net is not None else {}),
-                   "elapsed_min": round((now - start_time) / 60, 2)}
-            _write(log, rec)
+    stop = R.StopRequest()  # Ctrl-C / SIGTERM: finish the step, write last.pt, return (see the CLI's message)
+    with stop:
+        while step < total:
+            idx = torch.from_numpy(sampler.batch(step))
+            # uint8 crops go to the device first: normalisation, augmentation and mixing run there (on a GPU the host
+            # would otherwise be the bottleneck), with random draws from the CPU generator.
+            x = D.to_input(images[idx].to(device, non_blocking=True))
+            x = augment(x, gen)
+            y = labels_all[idx].clone()
+            t = teacher_all[idx].clone() if teacher_all is not None else None
+            if cfg.mixup > 0 or cfg.cutmix > 0:
+                mixed = D.mix_batch(x, cfg.mixup, cfg.cutmix, gen)
+                y[mixed] = -1  # a blend of two faces has no identity; only the online teacher can describe it
+                if t is not None:
+                    t[mixed] = float("nan")
+            tick = time.time()
+            o = teacher_net(x).to(device) if teacher_net is not None else None  # the very views the student sees
+            window_teacher += time.time() - tick
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(device)
+            t = t.to(device) if t is not None else None
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.bf16):
+                loss, parts = ddp(x, y, t, cfg, o)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
+            if cfg.clip_grad > 0:
+                nn.utils.clip_grad_norm_(module.parameters(), cfg.clip_grad)
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            if ema is not None:
+                ema.update_parameters(module.net)
+            lr = opt.param_groups[0]["lr"]
+            clock["minutes"] = minutes_before + (time.time() - start_time) / 60
+            if cfg.budget_minutes > 0:  # every process must agree on the time-driven lr
+                clock["minutes"] = R.rank0_value(clock["minutes"], world, device)
+            sched.step()
+            step += 1
+            seen += len(idx) * world
+            window_n += len(idx) * world
+            if not math.isfinite(float(loss.detach())):
+                raise FloatingPointError(f"loss became {float(loss)} at step {step}")
+            if rank == 0 and (step % cfg.log_every == 0 or step == total):
+                now = time.time()
+                ips = window_n / max(1e-9, now - window_t)
+                teacher_share = window_teacher / max(1e-9, now - window_t)
+                window_t, window_n, window_teacher = now, 0, 0.0
+                rec = {"step": step, "epoch": round(step / sampler.steps_per_epoch, 3),
+                       "loss": round(float(loss.detach()), 5),
+                       **{k: round(float(v.detach()), 5) for k, v in parts.items()}, "lr": lr, "img_s": round(ips, 1),
+                       **({"teacher_share": round(teacher_share, 3)} if teacher_net is not None else {}),
+                       "elapsed_min": round((now - start_time) / 60, 2)}
+                _write(log, rec)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.4f}", img_s=f"{ips:.0f}")
             if bar is not None:
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.4f}", img_s=f"{ips:.0f}")
-        if bar is not None:
-            bar.update(1)
-        budget_spent = R.any_rank(cfg.budget_minutes > 0 and clock["minutes"] >= cfg.budget_minutes, world, device)
-        paused = cfg.max_minutes and (time.time() - start_time) / 60 >= cfg.max_minutes
-        paused = R.any_rank(bool(paused), world, device) or step == cfg.stop_at
-        out_of_time = budget_spent or paused
-        if step % eval_every == 0 or step == total or budget_spent:
-            if dev is not None:
-                scores = evaluate_pairs(exported(), *dev, device=device)
-                module.train()
-                scores = {"step": step, "epoch": round(step / sampler.steps_per_epoch, 3), **scores}
-                history.append(scores)
-                _write(log, {"event": "dev", **scores})
-                if scores["accuracy"] > best:
-                    best = scores["accuracy"]
-                    checkpoint(best_path, gather=False)
-            R.barrier(world)
-        due = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or (
-            cfg.checkpoint_minutes and time.time() - last_ckpt >= cfg.checkpoint_minutes * 60)
-        due = R.any_rank(bool(due), world, device)
-        if due or step == total or out_of_time:
-            checkpoint(ckpt_path)
-            last_ckpt = time.time()
-        if out_of_time:
-            stopped_early = bool(paused)
-            break
+                bar.update(1)
+            budget_spent = R.any_rank(cfg.budget_minutes > 0 and clock["minutes"] >= cfg.budget_minutes, world, device)
+            paused = cfg.max_minutes and (time.time() - start_time) / 60 >= cfg.max_minutes
+            paused = R.any_rank(bool(paused) or stop.requested, world, device) or step == cfg.stop_at
+            out_of_time = budget_spent or paused
+            if step % eval_every == 0 or step == total or budget_spent:
+                if dev is not None:
+                    scores = evaluate_pairs(exported(), *dev, device=device)
+                    module.train()
+                    scores = {"step": step, "epoch": round(step / sampler.steps_per_epoch, 3), **scores}
+                    history.append(scores)
+                    _write(log, {"event": "dev", **scores})
+                    if scores["accuracy"] > best:
+                        best = scores["accuracy"]
+                        checkpoint(best_path, gather=False)
+                R.barrier(world)
+            due = (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or (
+                cfg.checkpoint_minutes and time.time() - last_ckpt >= cfg.checkpoint_minutes * 60)
+            due = R.any_rank(bool(due), world, device)
+            if due or step == total or out_of_time:
+                checkpoint(ckpt_path)
+                last_ckpt = time.time()
+            if out_of_time:
+                stopped_early = bool(paused)
+                break
     if bar is not None:
         bar.close()
     R.sync_buffers(module, world)
     summary = {"event": "end", "step": step, "total": total, "stopped_early": stopped_early,
+               "stopped_by": stop.name or None,
                "best_accuracy": best if best >= 0 else None,
                "wall_min": round((time.time() - start_time) / 60, 2), "dev": history[-1] if history else None}
     if rank == 0:
