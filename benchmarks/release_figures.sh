@@ -4,7 +4,7 @@
 # OLD_CARD.json is the card of the weights shipped before (copy facegnet/weights/facegnet-default.{pt,json}
 # somewhere before exporting the new ones); the new weights are the shipped facegnet/weights/facegnet-default.json.
 # Writes: the card's thresholds per procedure and int8 ranges, its LFW figures (fp32 and int8, --record), and
-# benchmarks/results/{procedures,lfw_eval*,lfw_roc,lfw_identification,gallery_40,cluster_lfw}.*.
+# benchmarks/results/{procedures,lfw_eval*,lfw_roc,lfw_identification,gallery_40,cluster_lfw,identify_margins}.*.
 # Detections are cached in runs/lfw_detections.sqlite (built on the first run: about 10 minutes on two cores).
 # LFW is evaluation only: nothing here chooses or tunes anything on it.
 set -euo pipefail
@@ -29,4 +29,5 @@ step "$FG" eval lfw --weights "$old" --detection-cache "$CACHE" --quiet --json r
 step "$PY" benchmarks/lfw_identification.py --weights "$CARD" --detection-cache "$CACHE" --quiet
 step "$PY" benchmarks/gallery_40.py --people 40 --weights "$CARD" "$old"
 step "$PY" benchmarks/cluster_lfw.py
+step "$PY" benchmarks/identify_margins.py --weights "$CARD"  # then quote its margins in tests/test_gallery.py and tests/test_live.py
 echo "release_figures.sh: done; the previous weights' LFW report is runs/lfw_eval_previous.json" >&2
