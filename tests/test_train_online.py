@@ -85,19 +85,27 @@ def test_prepare_then_train_from_the_command_line(prepared: Path, tmp_path: Path
     assert log[0]["classes"] == 2 and log[-1]["event"] == "end" and log[-1]["step"] == 2
     assert (out / "last.pt").exists()
     # ...and exporting it works: no pack, so no open-set threshold (export used to read the manifest as a pack's)
-    import csv
-
     from facegnet.train.export import export
+
+    pairs = _pairs_file(tmp_path)
+    card = export(out / "last.pt", "tiny", tmp_path / "weights", far=1e-1, pairs=pairs)
+    assert card.embedding_size == 64 and card.identify_threshold is None and 0 <= card.training["dev"]["auc"] <= 1
+    with pytest.raises(DataError, match="no online projection"):  # nothing to fold without an online teacher
+        export(out / "last.pt", "tiny", tmp_path / "weights", far=1e-1, pairs=pairs, fold_teacher=1.0)
+
+
+def _pairs_file(tmp_path: Path, count: int = 8) -> Path:
+    """A small dev-pairs file (``count`` same-person and ``count`` different-person pairs of the pack)."""
+    import csv
 
     rows = D.read_pairs(PACK / "dev_pairs.csv")
     pairs = tmp_path / "pairs.csv"
     with open(pairs, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["a", "b", "same"])
-        for a, b, same in [r for r in rows if r[2]][:8] + [r for r in rows if not r[2]][:8]:
+        for a, b, same in [r for r in rows if r[2]][:count] + [r for r in rows if not r[2]][:count]:
             writer.writerow([PACK / a, PACK / b, same])
-    card = export(out / "last.pt", "tiny", tmp_path / "weights", far=1e-1, pairs=pairs)
-    assert card.embedding_size == 64 and card.identify_threshold is None and 0 <= card.training["dev"]["auc"] <= 1
+    return pairs
 
 
 def test_distillation_on_a_folder_without_teacher_is_refused_in_one_line(prepared: Path, tmp_path: Path,
@@ -232,6 +240,30 @@ def test_online_teacher_run_with_extra_faces_mixup_and_resume(prepared: Path, tm
     assert all(0.0 < r["relation"] <= 4.0 for r in steps)  # squared cosine differences
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert state["module"]["online.mean"].abs().sum() > 0  # the teacher's centre, kept for the resume
+    # Export with the online projection folded in: the exported network is the metric's linear map of the plain one
+    from facegnet.torch_files import load_pt
+    from facegnet.train.export import export
+    from facegnet.train.setup import build_net
+
+    pairs = _pairs_file(tmp_path)
+    plain = export(tmp_path / "run" / "last.pt", "plain", tmp_path / "plain", far=1e-1, pairs=pairs, identify_far=None)
+    folded = export(tmp_path / "run" / "last.pt", "folded", tmp_path / "folded", far=1e-1, pairs=pairs,
+                    identify_far=None, fold_teacher=1.0)
+    record = folded.training["teacher_fold"]
+    assert "teacher_fold" not in plain.training and record["weight"] == 1.0 and record["faces"] == 24
+    x = D.to_input(torch.from_numpy(D.load_pack(PACK, "dev", 1, teacher=None, limit=40).images))
+    raw = []
+    for name in ("plain", "folded"):
+        net = build_net(SMALL_MODEL)
+        net.load_state_dict(load_pt(tmp_path / name / f"{name}.pt", "weights"))
+        with torch.no_grad():
+            raw.append(net.eval()(x).double())
+    e, f = (r - r.mean(0) for r in raw)  # folded = L·plain, so their centred Gram matrices relate through L² too
+    w = state["module"]["online.proj.weight"].double()
+    metric = torch.eye(64, dtype=torch.float64) + record["scale"] ** 2 * w.T @ w
+    want = e @ metric @ e.T
+    assert (f @ f.T - want).abs().max() < 1e-3 * want.abs().max()
+    assert (f @ f.T - e @ e.T).abs().max() > 0.05 * want.abs().max()  # and L is not the identity
 
 
 def test_sources_unpack_a_pinned_commit_and_prepare_it_unlabelled(tmp_path: Path, monkeypatch) -> None:

@@ -102,6 +102,28 @@ def dev_identity_similarities(net: torch.nn.Module, cfg: TrainConfig) -> tuple[n
     return values[~same], values[same]
 
 
+def _fold_teacher(net: torch.nn.Module, state: dict[str, Any], cfg: TrainConfig, weight: float,
+                  ckpt_path: Path, sample: int = 4096) -> dict[str, Any]:
+    """Fold the checkpoint's online projection into ``net`` (scale and statistics from a fixed sample of the
+    run's own training faces, never dev or LFW); what the card records."""
+    from facegnet.train import data as D
+    from facegnet.train.fold import fold_teacher
+    from facegnet.train.warmstart import sample_index
+
+    if not weight > 0:
+        raise DataError(f"--fold-teacher must be a positive weight, not {weight}")
+    projection = state.get("module", {}).get("online.proj.weight")
+    if projection is None:
+        raise DataError("--fold-teacher needs a checkpoint trained with --teacher-model (no online projection in it)",
+                        ckpt_path)
+    root = Path(cfg.data)
+    faces = (D.load_pack(root, "train", cfg.min_faces, teacher=None, cache=cfg.cache, limit=cfg.limit)
+             if D.is_pack(root)
+             else D.load_prepared(root, cfg.min_faces, cache=cfg.cache, limit=cfg.limit))
+    images = faces.images[sample_index(len(faces), sample, cfg.seed)]
+    return {"projection": "online", **fold_teacher(net, projection, images, weight)}
+
+
 def export(
     checkpoint: str | Path,
     name: str = "facegnet-default",
@@ -111,14 +133,20 @@ def export(
     half_above_mb: float = 25.0,
     pairs: str | Path | None = None,
     identify_far: float | None = 1e-3,
+    fold_teacher: float = 0.0,
 ) -> ModelCard:
-    """Write ``<name>.pt`` (fp32 state_dict, fp16 when larger than ``half_above_mb``) and ``<name>.json``."""
+    """Write ``<name>.pt`` (fp32 state_dict, fp16 when larger than ``half_above_mb``) and ``<name>.json``.
+
+    ``fold_teacher`` > 0 folds the online teacher's projection into the embedding layer with that weight
+    (:mod:`facegnet.train.fold`) before anything is measured, so thresholds and scores are the folded network's.
+    """
     ckpt_path = Path(checkpoint)
     state = load_pt(ckpt_path, "checkpoint")
     cfg = TrainConfig.from_dict(state["config"])
     net = build_net(cfg.model)
     net.load_state_dict(state["model"])
     net.eval()
+    folded = _fold_teacher(net, state, cfg, fold_teacher, ckpt_path) if fold_teacher else None
     sims, same = dev_similarities(net, cfg, pairs)
     scores = pair_scores(sims, same)
     threshold = threshold_at_far(sims, same, far)
@@ -156,6 +184,7 @@ def export(
         sha256=sha256_file(pt_path),
         training={**(training or {}), "step": state["step"], "dev": scores,
                   "dev_threshold_far": far, "checkpoint": str(ckpt_path),
+                  **({"teacher_fold": folded} if folded else {}),
                   **({"dev_all_pairs": identify["dev_all_pairs"]} if identify else {})},
         licence=licence_of(cfg),
         lfw={},
@@ -173,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--identify-far", type=float, default=1e-3,
                         help="per-comparison dev false-accept rate of the open-set (gallery) threshold; 0: none")
     parser.add_argument("--training", default=None, help="JSON object merged into the card's training field")
+    parser.add_argument("--fold-teacher", type=float, default=0.0, metavar="WEIGHT",
+                        help="fold the online teacher's projection into the embedding with this weight "
+                             "(1: the student's vector and its projection count alike); 0: off")
     args = parser.parse_args(argv)
 
     def run() -> int:
@@ -181,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         except json.JSONDecodeError as exc:
             raise DataError(f"--training is not JSON ({exc.msg})") from None
         card = export(args.checkpoint, args.name, args.out_dir, args.far, training,
-                      identify_far=args.identify_far or None)
+                      identify_far=args.identify_far or None, fold_teacher=args.fold_teacher)
         print(json.dumps(card.to_dict(), indent=2))
         return 0
 

@@ -1,0 +1,87 @@
+"""Folding the online teacher's projection into the embedding layer (facegnet.train.fold).
+
+The network is a tiny (×0.5, 64-d) GhostFaceNet with BatchNorm statistics made non-trivial by a few
+training-mode passes; images are random noise, which is all these linear-algebra properties need.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from facegnet.train.data import to_input
+from facegnet.train.fold import fold_linear, fold_teacher, teacher_metric
+from facegnet.train.setup import build_net
+
+SMALL_MODEL = {"width": 0.5, "stem_stride": 2, "prelu": True, "dfc": False, "embedding_size": 64, "dropout": 0.0}
+
+
+@pytest.fixture()
+def images() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, size=(48, 112, 112, 3), dtype=np.uint8)
+
+
+@pytest.fixture()
+def net(images: np.ndarray) -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = build_net(SMALL_MODEL)
+    for module in net.modules():  # running statistics = these images' own (a cumulative average): centred outputs
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = None
+    net.train()
+    with torch.no_grad():
+        net(to_input(torch.from_numpy(images)))
+        net.bn_embedding.weight.uniform_(0.5, 2.0)  # affine parameters away from (1, 0)
+        net.bn_embedding.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+def test_teacher_metric_adds_the_projected_cosine_to_the_student_one() -> None:
+    torch.manual_seed(1)
+    w = torch.randn(16, 64)
+    e = F.normalize(torch.randn(200, 64), dim=1)
+    matrix, k = teacher_metric(w, e, weight=1.5)
+    assert torch.allclose(matrix, matrix.T, atol=1e-5)
+    assert (e @ w.T * k).norm(dim=1).mean().item() == pytest.approx(1.0, rel=1e-5)  # k: projections unit on average
+    gram = (e @ matrix.T) @ (e @ matrix.T).T
+    want = e @ e.T + (1.5 * k) ** 2 * (e @ w.T) @ (e @ w.T).T
+    assert torch.allclose(gram, want, atol=1e-4)
+    identity, _ = teacher_metric(torch.zeros(16, 64) + 1e-12, e, weight=0.0)
+    assert torch.allclose(identity, torch.eye(64), atol=1e-6)
+
+
+def test_fold_linear_makes_the_network_compute_the_matrix_times_its_output(net, images) -> None:
+    x = to_input(torch.from_numpy(images))
+    with torch.no_grad():
+        before = net(x).double()
+        torch.manual_seed(2)
+        a = torch.randn(64, 64)
+        matrix = torch.eye(64) + 0.1 * (a @ a.T)
+        fold_linear(net, matrix, images)
+        after = net(x).double()
+        # eval mode: exactly matrix @ net(x) (float32 arithmetic apart)
+        want = before @ matrix.double().T
+        assert (after - want).abs().max().item() < 1e-3 * want.abs().max().item()
+        # the last BatchNorm in training mode, on the images its statistics came from, gives the same vectors:
+        # a fine-tune from folded weights starts at their scale
+        net.bn_embedding.train()
+        trained = net(x).double()
+        net.eval()
+    assert (trained - after).abs().max().item() < 1e-3 * after.abs().max().item()
+
+
+def test_fold_teacher_changes_pair_cosines_as_the_metric_says(net, images) -> None:
+    from facegnet.train.evaluate import embed_crops
+
+    torch.manual_seed(3)
+    w = torch.randn(16, 64)
+    e = torch.from_numpy(embed_crops(net, images, flip=False))
+    record = fold_teacher(net, w, images, weight=1.0)
+    assert record["weight"] == 1.0 and record["faces"] == len(images) and record["scale"] > 0
+    folded = torch.from_numpy(embed_crops(net, images, flip=False))
+    k = record["scale"]
+    want = e @ e.T + k ** 2 * (e @ w.T) @ (e @ w.T).T
+    norms = want.diagonal().sqrt()
+    assert torch.allclose(folded @ folded.T, want / norms[:, None] / norms[None, :], atol=2e-3)
+    assert not torch.allclose(folded @ folded.T, e @ e.T, atol=2e-2)  # the metric did change the cosines
