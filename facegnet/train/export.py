@@ -22,6 +22,7 @@ from facegnet.errors import DataError, WeightsError
 from facegnet.torch_files import load_pt, save_pt
 from facegnet.metrics import tar_at_far, threshold_at_far
 from facegnet.train.evaluate import pair_scores
+from facegnet.train.fold import fold_checkpoint
 from facegnet.train.trainer import TrainConfig, _load_dev, build_net
 
 LICENCE = "CelebA: non-commercial research only; the weights inherit that restriction"
@@ -102,28 +103,6 @@ def dev_identity_similarities(net: torch.nn.Module, cfg: TrainConfig) -> tuple[n
     return values[~same], values[same]
 
 
-def _fold_teacher(net: torch.nn.Module, state: dict[str, Any], cfg: TrainConfig, weight: float,
-                  ckpt_path: Path, sample: int = 4096) -> dict[str, Any]:
-    """Fold the checkpoint's online projection into ``net`` (scale and statistics from a fixed sample of the
-    run's own training faces, never dev or LFW); what the card records."""
-    from facegnet.train import data as D
-    from facegnet.train.fold import fold_teacher
-    from facegnet.train.warmstart import sample_index
-
-    if not weight > 0:
-        raise DataError(f"--fold-teacher must be a positive weight, not {weight}")
-    projection = state.get("module", {}).get("online.proj.weight")
-    if projection is None:
-        raise DataError("--fold-teacher needs a checkpoint trained with --teacher-model (no online projection in it)",
-                        ckpt_path)
-    root = Path(cfg.data)
-    faces = (D.load_pack(root, "train", cfg.min_faces, teacher=None, cache=cfg.cache, limit=cfg.limit)
-             if D.is_pack(root)
-             else D.load_prepared(root, cfg.min_faces, cache=cfg.cache, limit=cfg.limit))
-    images = faces.images[sample_index(len(faces), sample, cfg.seed)]
-    return {"projection": "online", **fold_teacher(net, projection, images, weight)}
-
-
 def export(
     checkpoint: str | Path,
     name: str = "facegnet-default",
@@ -146,7 +125,7 @@ def export(
     net = build_net(cfg.model)
     net.load_state_dict(state["model"])
     net.eval()
-    folded = _fold_teacher(net, state, cfg, fold_teacher, ckpt_path) if fold_teacher else None
+    folded = fold_checkpoint(net, state, cfg, fold_teacher, ckpt_path) if fold_teacher else None
     sims, same = dev_similarities(net, cfg, pairs)
     scores = pair_scores(sims, same)
     threshold = threshold_at_far(sims, same, far)

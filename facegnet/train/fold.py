@@ -11,14 +11,20 @@ mode computes exactly ``L·net(x)``, and a later fine-tune in training mode sees
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
 
-from facegnet.train.data import to_input
+from facegnet.errors import DataError
+from facegnet.train import data as D
+from facegnet.train.config import TrainConfig
 from facegnet.train.evaluate import embed_crops
+from facegnet.train.warmstart import sample_index
 
-__all__ = ["fold_linear", "fold_teacher", "teacher_metric"]
+__all__ = ["fold_checkpoint", "fold_linear", "fold_teacher", "teacher_metric"]
 
 
 @torch.no_grad()
@@ -52,7 +58,7 @@ def fold_linear(net: nn.Module, matrix: torch.Tensor, images: np.ndarray, batch:
     net.eval()
     try:
         for i in range(0, len(images), batch):
-            net(to_input(torch.from_numpy(images[i : i + batch])))
+            net(D.to_input(torch.from_numpy(images[i : i + batch])))
     finally:
         hook.remove()
         net.train(was_training)
@@ -71,3 +77,21 @@ def fold_teacher(net: nn.Module, projection: torch.Tensor, images: np.ndarray, w
     matrix, k = teacher_metric(projection.float(), embeddings, weight)
     fold_linear(net, matrix, images)
     return {"weight": float(weight), "scale": round(k, 6), "faces": int(len(images))}
+
+
+def fold_checkpoint(net: nn.Module, state: dict[str, Any], cfg: TrainConfig, weight: float, path: Path,
+                    sample: int = 4096) -> dict[str, Any]:
+    """Fold the training checkpoint ``state``'s online projection into ``net`` (its network) with ``weight``; the
+    scale and statistics come from a fixed sample of the run's own training faces (never dev or LFW). Returns
+    what the card records; :class:`DataError` naming ``path`` when the run had no online teacher."""
+    if not weight > 0:
+        raise DataError(f"--fold-teacher must be a positive weight, not {weight}")
+    projection = state.get("module", {}).get("online.proj.weight")
+    if projection is None:
+        raise DataError("--fold-teacher needs a checkpoint trained with --teacher-model (no online projection in it)",
+                        path)
+    root = Path(cfg.data)
+    faces = (D.load_pack(root, "train", cfg.min_faces, teacher=None, cache=cfg.cache, limit=cfg.limit)
+             if D.is_pack(root) else D.load_prepared(root, cfg.min_faces, cache=cfg.cache, limit=cfg.limit))
+    images = faces.images[sample_index(len(faces), sample, cfg.seed)]
+    return {"projection": "online", **fold_teacher(net, projection, images, weight)}
