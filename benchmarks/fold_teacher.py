@@ -2,9 +2,10 @@
 """Dev-pair scores of a checkpoint with its online teacher projection folded in at several weights (issue 12).
 
 `python -m facegnet.train.export CHECKPOINT --fold-teacher W` ships one weight; this shows what the choice does:
-weight 0 is the checkpoint as trained, and each other weight folds ``L = (I + (w·k)²WᵀW)^½`` into a fresh copy
-(facegnet.train.fold; scale and statistics from the same 4,096 training faces export uses). Scores are the dev
-pairs' (never LFW), embedded as the trainer's evaluation does (flip TTA). Writes benchmarks/results/fold_teacher.json.
+weight 0 is the checkpoint as trained, and each other weight w folds ``L = (I + (w·k)²WᵀW)^½`` into a fresh copy
+(facegnet.train.fold; scale and statistics from the same 4,096 training faces export uses, loaded once). Scores
+are the dev pairs' (never LFW), embedded as the trainer's evaluation does (flip TTA). Writes
+benchmarks/results/fold_teacher.json.
 
     python benchmarks/fold_teacher.py runs/NAME/last.pt --weights 0,0.5,1,1.5,2
 """
@@ -34,23 +35,28 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         from facegnet.torch_files import load_pt
         from facegnet.train.evaluate import evaluate_pairs
-        from facegnet.train.fold import fold_checkpoint
+        from facegnet.train.fold import check_weight, fold_faces, fold_teacher, online_projection
         from facegnet.train.trainer import TrainConfig, _load_dev, build_net
 
         try:
             weights = [float(w) for w in args.weights.split(",") if w.strip()]
         except ValueError:
             raise DataError(f"--weights wants comma-separated numbers, not {args.weights!r}") from None
+        for weight in weights:
+            if weight:  # 0 is the checkpoint unfolded
+                check_weight(weight)
         torch.set_num_threads(2)
         state = load_pt(args.checkpoint, "checkpoint")
+        projection = online_projection(state, Path(args.checkpoint))
         cfg = TrainConfig.from_dict(state["config"])
         dev = _load_dev(cfg, Path(cfg.data) / "dev_pairs.csv")
+        faces = fold_faces(cfg)  # loaded once for every weight
         rows = []
         for weight in weights:
             net = build_net(cfg.model)
             net.load_state_dict(state["model"])
             net.eval()
-            fold = fold_checkpoint(net, state, cfg, weight, Path(args.checkpoint)) if weight else None
+            fold = fold_teacher(net, projection, faces, weight) if weight else None
             scores = evaluate_pairs(net, *dev)
             rows.append({"weight": weight, **({"scale": fold["scale"]} if fold else {}), **scores})
             print(f"weight {weight:g}: dev accuracy {scores['accuracy']:.2%}, 10-fold {scores['accuracy_10fold']:.2%}, "

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from facegnet.train.data import to_input
-from facegnet.train.fold import fold_linear, fold_teacher, teacher_metric
+from facegnet.errors import DataError
+from facegnet.train.fold import embedding_inputs, fold_linear, fold_teacher, teacher_metric
 from facegnet.train.setup import build_net
 
 SMALL_MODEL = {"width": 0.5, "stem_stride": 2, "prelu": True, "dfc": False, "embedding_size": 64, "dropout": 0.0}
@@ -47,7 +48,7 @@ def test_teacher_metric_adds_the_projected_cosine_to_the_student_one() -> None:
     gram = (e @ matrix.T) @ (e @ matrix.T).T
     want = e @ e.T + (1.5 * k) ** 2 * (e @ w.T) @ (e @ w.T).T
     assert torch.allclose(gram, want, atol=1e-4)
-    identity, _ = teacher_metric(torch.zeros(16, 64) + 1e-12, e, weight=0.0)
+    identity, _ = teacher_metric(w, e, weight=0.0)
     assert torch.allclose(identity, torch.eye(64), atol=1e-6)
 
 
@@ -58,7 +59,7 @@ def test_fold_linear_makes_the_network_compute_the_matrix_times_its_output(net, 
         torch.manual_seed(2)
         a = torch.randn(64, 64)
         matrix = torch.eye(64) + 0.1 * (a @ a.T)
-        fold_linear(net, matrix, images)
+        fold_linear(net, matrix, embedding_inputs(net, images))
         after = net(x).double()
         # eval mode: exactly matrix @ net(x) (float32 arithmetic apart)
         want = before @ matrix.double().T
@@ -85,3 +86,11 @@ def test_fold_teacher_changes_pair_cosines_as_the_metric_says(net, images) -> No
     norms = want.diagonal().sqrt()
     assert torch.allclose(folded @ folded.T, want / norms[:, None] / norms[None, :], atol=2e-3)
     assert not torch.allclose(folded @ folded.T, e @ e.T, atol=2e-2)  # the metric did change the cosines
+
+
+@pytest.mark.parametrize("weight", [0.0, -1.0])
+def test_a_fold_weight_must_be_positive(net, images, weight) -> None:
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(DataError, match="must be positive"):
+        fold_teacher(net, torch.randn(16, 64), images, weight=weight)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the network is left as it was
