@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from facegnet.train.data import to_input
 from facegnet.errors import DataError
-from facegnet.train.fold import embedding_inputs, fold_linear, fold_teacher, teacher_metric
+from facegnet.train.fold import embedding_inputs, fold_linear, fold_teacher, fold_view, teacher_metric
 from facegnet.train.setup import build_net
 
 SMALL_MODEL = {"width": 0.5, "stem_stride": 2, "prelu": True, "dfc": False, "embedding_size": 64, "dropout": 0.0}
@@ -50,6 +50,22 @@ def test_teacher_metric_adds_the_projected_cosine_to_the_student_one() -> None:
     assert torch.allclose(gram, want, atol=1e-4)
     identity, _ = teacher_metric(w, e, weight=0.0)
     assert torch.allclose(identity, torch.eye(64), atol=1e-6)
+
+
+def test_the_folded_view_has_the_cosines_the_fold_ships() -> None:
+    """--fold-margin trains on fold_view; export --fold-teacher ships L: the same cosines, at any weight."""
+    torch.manual_seed(3)
+    projection = torch.nn.Linear(64, 16, bias=False)
+    raw = torch.randn(100, 64) * 3.0  # fold_view normalises its rows itself
+    e = F.normalize(raw, dim=1)
+    for weight in (0.5, 1.0, 2.0):
+        view = F.normalize(fold_view(raw, projection, weight), dim=1)
+        matrix, _ = teacher_metric(projection.weight.detach(), e, weight)
+        folded = F.normalize(e @ matrix.T, dim=1)
+        assert view.shape == (100, 80)
+        assert torch.allclose(view @ view.T, folded @ folded.T, atol=1e-5)
+    plain = F.normalize(fold_view(raw, projection, 1.0)[:, :64], dim=1)
+    assert torch.allclose(plain, e, atol=1e-6)  # the first part is the embedding itself
 
 
 def test_fold_linear_makes_the_network_compute_the_matrix_times_its_output(net, images) -> None:

@@ -126,6 +126,17 @@ def test_relation_distillation_needs_an_online_teacher(capsys: pytest.CaptureFix
     assert len(err) == 1 and "--relation-weight needs --teacher-model" in err[0]
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--fold-margin", "1"], "--fold-margin needs --teacher-model and a margin head"),
+    (["--fold-margin", "-1", "--teacher-model", "x"], "--fold-margin is a fold weight: 0 (off) or positive, not -1"),
+])
+def test_fold_margin_is_checked_in_one_line(args: list[str], message: str, capsys: pytest.CaptureFixture,
+                                            tmp_path: Path) -> None:
+    assert main(["train", *args, "--out", str(tmp_path / "r")]) == DataError.exit_code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
 def test_similarity_loss_is_zero_only_when_the_relations_match() -> None:
     from facegnet.train.distill import similarity_loss
 
@@ -264,6 +275,37 @@ def test_online_teacher_run_with_extra_faces_mixup_and_resume(prepared: Path, tm
     want = e @ metric @ e.T
     assert (f @ f.T - want).abs().max() < 1e-3 * want.abs().max()
     assert (f @ f.T - e @ e.T).abs().max() > 0.05 * want.abs().max()  # and L is not the identity
+
+
+@needs_teacher
+def test_fold_margin_run_trains_the_folded_view_and_exports_it_folded(tmp_path: Path) -> None:
+    """--fold-margin: the head's centres live in [e, w·k·We] (64 + 256 here), dev reports the folded view's scores,
+    and the export folds with the run's weight unless told otherwise."""
+    from facegnet.train.export import export
+
+    pairs = _pairs_file(tmp_path)
+    out = tmp_path / "run"
+    cfg = TrainConfig(data=str(PACK), teacher_model=str(TEACHER), out=str(out), model=dict(SMALL_MODEL), limit=72,
+                      batch_size=8, steps=3, warmup_steps=1, head="cosface", distill="cosine", fold_margin=1.5,
+                      checkpoint_every=0, log_every=1, threads=1, dev_pairs=str(pairs), min_faces=1, seed=3,
+                      init=None)
+    summary = train(cfg, progress=False, return_module=True)
+    module = summary["module"]
+    assert module.head.weight.shape[1] == 64 + 256
+    dev = summary["dev"]
+    assert 0.0 <= dev["folded"]["auc"] <= 1.0 and set(dev["folded"]) >= {"accuracy", "tar@far1e-3"}
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert all(0.0 < r["margin"] for r in log if "margin" in r)
+    card = export(out / "last.pt", "tiny", tmp_path / "weights", far=1e-1, pairs=pairs, identify_far=None)
+    assert card.training["teacher_fold"]["weight"] == 1.5  # the run's own weight by default
+    plain = export(out / "last.pt", "plain", tmp_path / "plain", far=1e-1, pairs=pairs, identify_far=None,
+                   fold_teacher=0.0)
+    assert "teacher_fold" not in plain.training
+    # Fine-tuning from plain weights: the warm start fits the projection first, then centres the folded head on it
+    again = train(TrainConfig(**{**cfg.__dict__, "init": str(tmp_path / "plain" / "plain.pt"), "steps": 1,
+                                 "out": str(tmp_path / "again")}), progress=False)
+    start = json.loads((tmp_path / "again" / "log.jsonl").read_text().splitlines()[0])
+    assert start["warm_start"]["head_centres"] > 2 and start["warm_start"]["online_cos"] > 0 and again["step"] == 1
 
 
 def test_sources_unpack_a_pinned_commit_and_prepare_it_unlabelled(tmp_path: Path, monkeypatch) -> None:

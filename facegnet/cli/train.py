@@ -37,6 +37,8 @@ HELP: dict[str, str] = {
     "teacher_weight": "weight of the online teacher's distillation loss",
     "relation_weight": "weight of relation distillation: every pair's cosine in the batch pulled towards the online "
                        "teacher's (needs --teacher-model; 0: off)",
+    "fold_margin": "the margin loss sees the embedding with its online teacher projection at this weight, the "
+                   "vector `python -m facegnet.train.export --fold-teacher W` ships (needs --teacher-model; 0: off)",
     "extra_data": "comma-separated folders of more faces made by `facegnet prepare` (unnamed faces: distillation only)",
     "mixup": "fraction of faces blended with another face of the batch (needs --teacher-model)",
     "cutmix": "fraction of faces with a rectangle pasted from another face (needs --teacher-model)",
@@ -157,6 +159,11 @@ def config_from_args(args: argparse.Namespace):
         raise DataError("--mixup and --cutmix need --teacher-model: only an online teacher can embed a mixed face")
     if values.get("relation_weight") and not values.get("teacher_model"):
         raise DataError("--relation-weight needs --teacher-model: the relations come from the online teacher")
+    if values.get("fold_margin", 0.0) < 0:
+        raise DataError(f"--fold-margin is a fold weight: 0 (off) or positive, not {values['fold_margin']:g}")
+    if values.get("fold_margin") and not (values.get("teacher_model") and values.get("head", "arcface") != "none"):
+        raise DataError("--fold-margin needs --teacher-model and a margin head: it puts the margin loss on the "
+                        "embedding with its online teacher projection")
     return TrainConfig(**values)
 
 

@@ -30,6 +30,7 @@ class TrainConfig:
     teacher_engine: str = "auto"  # auto (torch on a GPU, OpenVINO on a CPU), openvino or torch
     teacher_weight: float = 1.0  # weight of the online teacher's distillation loss
     relation_weight: float = 0.0  # weight of matching the batch's pairwise cosines to the online teacher's; 0: off
+    fold_margin: float = 0.0  # the margin loss sees [e, w·k·We] (the vector `export --fold-teacher w` ships); 0: e
     extra_data: str | None = None  # comma-separated `facegnet prepare` folders of more faces (labels where named)
     # optimisation
     optimizer: str = "sgd"  # sgd | adamw

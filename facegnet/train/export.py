@@ -112,12 +112,13 @@ def export(
     half_above_mb: float = 25.0,
     pairs: str | Path | None = None,
     identify_far: float | None = 1e-3,
-    fold_teacher: float = 0.0,
+    fold_teacher: float | None = None,
 ) -> ModelCard:
     """Write ``<name>.pt`` (fp32 state_dict, fp16 when larger than ``half_above_mb``) and ``<name>.json``.
 
     ``fold_teacher`` > 0 folds the online teacher's projection into the embedding layer with that weight
-    (:mod:`facegnet.train.fold`) before anything is measured, so thresholds and scores are the folded network's.
+    (:mod:`facegnet.train.fold`) before anything is measured, so thresholds and scores are the folded network's;
+    None: the weight the run's margin loss was trained on (``--fold-margin``), no fold when it had none.
     """
     ckpt_path = Path(checkpoint)
     state = load_pt(ckpt_path, "checkpoint")
@@ -125,6 +126,8 @@ def export(
     net = build_net(cfg.model)
     net.load_state_dict(state["model"])
     net.eval()
+    if fold_teacher is None:
+        fold_teacher = cfg.fold_margin
     folded = fold_checkpoint(net, state, cfg, fold_teacher, ckpt_path) if fold_teacher else None
     sims, same = dev_similarities(net, cfg, pairs)
     scores = pair_scores(sims, same)
@@ -181,9 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--identify-far", type=float, default=1e-3,
                         help="per-comparison dev false-accept rate of the open-set (gallery) threshold; 0: none")
     parser.add_argument("--training", default=None, help="JSON object merged into the card's training field")
-    parser.add_argument("--fold-teacher", type=float, default=0.0, metavar="WEIGHT",
+    parser.add_argument("--fold-teacher", type=float, default=None, metavar="WEIGHT",
                         help="fold the online teacher's projection into the embedding with this weight "
-                             "(1: the student's vector and its projection count alike); 0: off")
+                             "(1: the student's vector and its projection count alike); 0: off; "
+                             "default: the run's --fold-margin (off when it had none)")
     args = parser.parse_args(argv)
 
     def run() -> int:

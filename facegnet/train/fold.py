@@ -27,7 +27,17 @@ from facegnet.train.config import TrainConfig
 from facegnet.train.warmstart import sample_index
 
 __all__ = ["check_weight", "embedding_inputs", "fold_checkpoint", "fold_faces", "fold_linear", "fold_teacher",
-           "online_projection", "teacher_metric"]
+           "fold_view", "online_projection", "teacher_metric"]
+
+
+def fold_view(embeddings: torch.Tensor, projection: nn.Module, weight: float = 1.0) -> torch.Tensor:
+    """``[e, weight·k·We]`` for the unit rows ``e`` of ``embeddings`` (N×D) and the projection ``W``: the vector
+    whose cosines the fold with ``weight`` ships (:func:`teacher_metric`), here with ``k`` measured on these rows
+    (held constant for the gradient). Training's ``--fold-margin`` puts the margin loss on it. (N, D+T)."""
+    e = F.normalize(embeddings.float(), dim=1)
+    projected = projection(e)
+    k = 1.0 / projected.detach().norm(dim=1).mean().clamp_min(1e-12)
+    return torch.cat([e, (weight * k) * projected], dim=1)
 
 
 @torch.no_grad()

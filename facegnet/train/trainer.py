@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from facegnet.errors import DataError
@@ -28,7 +29,8 @@ from facegnet.train import data as D
 from facegnet.train import runtime as R
 from facegnet.train.distill import TeacherDistill, similarity_loss
 from facegnet.train.config import DEFAULT_MODEL, TrainConfig
-from facegnet.train.evaluate import evaluate_pairs
+from facegnet.train.evaluate import embed_crops, pair_scores
+from facegnet.train.fold import fold_view
 from facegnet.train.setup import (build_net, freeze_early, load_init_parts, load_init_weights, lr_lambda,
                                   param_groups)
 from facegnet.train.teacher import OnlineTeacher
@@ -52,7 +54,9 @@ class TrainModule(nn.Module):
         losses: dict[str, torch.Tensor] = {}
         total = emb.new_zeros(())
         if self.head is not None:
-            losses["margin"] = self.head.loss(emb, labels)
+            # With --fold-margin the margin loss sees what the export will ship: e with its teacher projection.
+            seen = fold_view(emb, self.online.proj, cfg.fold_margin) if self.folds(cfg) else emb
+            losses["margin"] = self.head.loss(seen, labels)
             total = total + cfg.margin_weight * losses["margin"]
         if self.distill is not None and teacher is not None:
             losses["distill"] = self.distill(emb, teacher)
@@ -66,6 +70,10 @@ class TrainModule(nn.Module):
             losses["relation"] = similarity_loss(emb, online)
             total = total + cfg.relation_weight * losses["relation"]
         return total, losses
+
+    def folds(self, cfg: TrainConfig) -> bool:
+        """Whether the margin loss sees the folded view (``--fold-margin``, which needs the online projection)."""
+        return cfg.fold_margin > 0 and self.online is not None
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -141,7 +149,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
     if cfg.head != "none":
         if faces.num_classes < 2:
             raise DataError(f"a margin loss needs ≥2 identities with ≥{cfg.min_faces} faces", cfg.data)
-        head = build_head(cfg.head, emb_size, faces.num_classes, cfg.scale, cfg.margin)
+        # --fold-margin: the head's centres live in the folded view's space, the embedding plus the teacher's.
+        head_size = emb_size + (teacher_net.dim if (cfg.fold_margin > 0 and teacher_net is not None) else 0)
+        head = build_head(cfg.head, head_size, faces.num_classes, cfg.scale, cfg.margin)
     distill = None
     if uses_stored_teacher(cfg):
         mean = D.pack_teacher_mean(cfg.data, cfg.teacher)
@@ -308,7 +318,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, return_
             out_of_time = budget_spent or paused
             if step % eval_every == 0 or step == total or budget_spent:
                 if dev is not None:
-                    scores = evaluate_pairs(exported(), *dev, device=device)
+                    scores = _dev_scores(exported(), module, cfg, dev, device)
                     module.train()
                     scores = {"step": step, "epoch": round(step / sampler.steps_per_epoch, 3), **scores}
                     history.append(scores)
@@ -350,8 +360,6 @@ def _warm_start(module: TrainModule, faces: D.FaceSet, teacher_net: OnlineTeache
     from facegnet.train import warmstart as W
 
     done: dict[str, Any] = {}
-    if module.head is not None and "head" not in restored:
-        done["head_centres"] = W.centre_head(module.head, module.net, faces.images, faces.labels)
     sample = W.sample_index(len(faces), 4096, cfg.seed)
     if module.distill is not None and "distill" not in restored and faces.teacher is not None:
         done["distill_cos"] = round(W.fit_projection(module.distill, module.net, faces.images[sample],
@@ -362,7 +370,26 @@ def _warm_start(module: TrainModule, faces: D.FaceSet, teacher_net: OnlineTeache
                               for i in range(0, len(images), 256)])
 
         done["online_cos"] = round(W.fit_projection(module.online, module.net, faces.images[sample], embed), 4)
+    if module.head is not None and "head" not in restored:  # after the projection: a folded head's centres use it
+        view = (lambda e: fold_view(e, module.online.proj, cfg.fold_margin)) if module.folds(cfg) else None
+        done["head_centres"] = W.centre_head(module.head, module.net, faces.images, faces.labels, view)
     return done
+
+
+def _dev_scores(net: nn.Module, module: TrainModule, cfg: TrainConfig, dev, device) -> dict[str, Any]:
+    """Dev-pair scores of ``net``; with an online teacher also those of the folded view ``[e, w·k·We]`` under
+    ``"folded"`` (w: ``--fold-margin``, else 1), what ``export --fold-teacher w`` would ship up to the scale ``k``
+    (measured here on the dev embeddings, label-free; the export measures it on training faces)."""
+    images, a, b, same = dev
+    emb = embed_crops(net, images, device)
+    scores = pair_scores((emb[a] * emb[b]).sum(1), same)
+    if module.online is not None:
+        with torch.no_grad():
+            view = F.normalize(fold_view(torch.from_numpy(emb).to(device), module.online.proj,
+                                         cfg.fold_margin if cfg.fold_margin > 0 else 1.0), dim=1).cpu().numpy()
+        folded = pair_scores((view[a] * view[b]).sum(1), same)
+        scores["folded"] = {k: folded[k] for k in ("accuracy", "accuracy_10fold", "auc", "tar@far1e-2", "tar@far1e-3")}
+    return scores
 
 
 def _load_dev(cfg: TrainConfig, pairs_path: Path):

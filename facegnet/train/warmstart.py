@@ -29,8 +29,10 @@ def sample_index(n: int, count: int, seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def centre_head(head: nn.Module, net: nn.Module, images: np.ndarray, labels: np.ndarray) -> int:
-    """Set each class centre of ``head`` to its identity's mean (single-view) embedding under ``net``.
+def centre_head(head: nn.Module, net: nn.Module, images: np.ndarray, labels: np.ndarray,
+                view: Callable[[torch.Tensor], torch.Tensor] | None = None) -> int:
+    """Set each class centre of ``head`` to its identity's mean (single-view) embedding under ``net``, seen through
+    ``view`` when given (the margin loss's input, e.g. the folded view of ``--fold-margin``).
 
     Classes without a labelled face keep their random centre. Returns how many centres were set.
     """
@@ -38,6 +40,8 @@ def centre_head(head: nn.Module, net: nn.Module, images: np.ndarray, labels: np.
     if not len(rows):
         return 0
     emb = torch.from_numpy(embed_crops(net, images[rows], flip=False))
+    if view is not None:
+        emb = F.normalize(view(emb).float(), dim=1)
     lab = torch.from_numpy(labels[rows]).long()
     sums = torch.zeros_like(head.weight, dtype=torch.float32).index_add_(0, lab, emb)
     counts = torch.bincount(lab, minlength=head.weight.shape[0])
