@@ -5,7 +5,7 @@ A procedure is weights + flip test-time augmentation on/off + numerics (fp32: Py
 agree to a cosine ≥ 0.9999; int8: ONNX Runtime quantized with the ranges shipped beside the weights). For each of
 "flip:fp32", "noflip:fp32", "flip:int8", "noflip:int8" this embeds the dev crops, places the verification
 threshold at the card's dev FAR on the 6,000 dev pairs and the identification threshold at its FAR over *all*
-pairs of dev faces (as ``facegnet.train.export`` does for flip:fp32), and reports the dev accuracy, AUC and TAR
+pairs of dev faces (as ``facegnet.train.release`` does for flip:fp32), and reports the dev accuracy, AUC and TAR
 of each, with the embedding time per face, so the cost of flip can be weighed against its gain.
 
     python benchmarks/calibrate_procedures.py [--data ../shared/data/train] [--ranges] [--write-card]
@@ -59,14 +59,14 @@ def embedder_for(card, flip: bool, numerics: str):
 
     if numerics == "fp32":
         return Embedder(card, flip=flip, batch_size=128)
-    from facegnet.export import cached_onnx
-    from facegnet.onnx_backend import OnnxEmbedder
+    from facegnet.deploy.exporter import cached_onnx
+    from facegnet.deploy.onnx_embedder import OnnxEmbedder
 
     return OnnxEmbedder(card, model=cached_onnx(card, int8=True), flip=flip, batch_size=128)
 
 
 def calibrate(card, crops, ids, a, b, same, flip: bool, numerics: str, far: float, identify_far: float) -> dict:
-    from facegnet import metrics
+    from facegnet.evaluation import metrics
     from facegnet.train.evaluate import pair_scores
 
     embed = embedder_for(card, flip, numerics)
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from facegnet.card import resolve_card
-    from facegnet.export import CALIBRATION_COUNT, calibration_crops, shipped_ranges, write_int8_ranges
+    from facegnet.deploy.exporter import CALIBRATION_COUNT, calibration_crops, shipped_ranges, write_int8_ranges
 
     torch.set_num_threads(args.threads)
     card = resolve_card(args.weights)

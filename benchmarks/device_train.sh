@@ -65,7 +65,7 @@ json.dump(speed, open(f"{out}/train_speed.json", "w"), indent=1)
 print(json.dumps({k: v for k, v in speed.items() if k != "config"}))
 EOF
     # What comes back: at most 8 files of at most 16 MiB. The best dev checkpoint slimmed to what
-    # `python -m facegnet.train.export` reads here: its config and network (the EMA weights the dev score measured),
+    # `python -m facegnet.train.release` reads here: its config and network (the EMA weights the dev score measured),
     # the data pointed back at ../shared's pack (its crops travelled byte for byte).
     python3 -c "import sys, torch; c = torch.load(sys.argv[1], map_location='cpu', weights_only=False); \
 c['config'].update(data='../shared/data/train', cache=None); \

@@ -39,15 +39,15 @@ import numpy as np
 import torch
 
 from facegnet.card import ModelCard, resolve_card, untrained_card
-from facegnet.embed import Embedder
-from facegnet.export import (
+from facegnet.deploy.exporter import (
     CALIBRATION_COUNT,
     calibration_crops,
     default_calibration_dir,
     export_onnx,
     export_torchscript,
 )
-from facegnet.onnx_backend import OnnxEmbedder
+from facegnet.deploy.onnx_embedder import OnnxEmbedder
+from facegnet.embed import Embedder
 
 HERE = Path(__file__).resolve().parent
 # A Python process running `facegnet train` (as `python -m facegnet` or the console script), not any shell line

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Dev-pair scores of a checkpoint with its online teacher projection folded in at several weights (issue 12).
 
-`python -m facegnet.train.export CHECKPOINT --fold-teacher W` ships one weight; this shows what the choice does:
+`python -m facegnet.train.release CHECKPOINT --fold-teacher W` ships one weight; this shows what the choice does:
 weight 0 is the checkpoint as trained, and each other weight w folds ``L = (I + (w·k)²WᵀW)^½`` into a fresh copy
 (facegnet.train.fold; scale and statistics from the same 4,096 training faces export uses, loaded once). Scores
 are the dev pairs' (never LFW), embedded as the trainer's evaluation does (flip TTA). Writes
@@ -21,8 +21,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from facegnet.cli.common import one_line_errors  # noqa: E402
-from facegnet.errors import DataError  # noqa: E402
+from facegnet.errors import (
+    DataError,  # noqa: E402
+    one_line_errors,  # noqa: E402
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facegnet.detect import Detector
+from facegnet.detection.detector import Detector
 
 HERE = Path(__file__).resolve().parent
 LFW = HERE.parent.parent / "shared" / "data" / "lfw" / "images"

@@ -23,7 +23,7 @@ import torch
 
 from facegnet.align import align_face
 from facegnet.card import untrained_card
-from facegnet.detect import Detector
+from facegnet.detection.detector import Detector
 from facegnet.embed import Embedder
 from facegnet.io import load_image
 from facegnet.models import FACE_VARIANTS, GhostFaceNet, count_macs, count_parameters

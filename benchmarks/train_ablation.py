@@ -85,7 +85,7 @@ def main() -> None:
             run([python, "-m", "facegnet", "train", "--out", str(folder), *RECIPES[name], *common_options(args)], log)
         card = args.work / "weights" / f"{name}.json"
         if not card.exists():
-            run([python, "-m", "facegnet.train.export", str(folder / "last.pt"), "--name", name, "--out-dir",
+            run([python, "-m", "facegnet.train.release", str(folder / "last.pt"), "--name", name, "--out-dir",
                  str(card.parent), "--far", "1e-2", "--identify-far", "0"], log)
         report = folder / "lfw.json"
         if not report.exists():

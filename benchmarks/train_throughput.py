@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from facegnet.models import FACE_VARIANTS, ghostfacenet
+from facegnet.models.heads import build_head
 from facegnet.train.distill import TeacherDistill
 from facegnet.train.trainer import TrainConfig, TrainModule, param_groups
-from facegnet.models.heads import build_head
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
 # A Python process running `facegnet train` or `eval` (module or console script), not a shell line naming them.

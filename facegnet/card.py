@@ -49,7 +49,7 @@ class ModelCard:
     sha256: str = UNTRAINED_FINGERPRINT
     # Per embedding procedure ("flip:fp32", ...): threshold, threshold_far, identify_threshold,
     # identify_threshold_far and the dev figures they came from. Absent in older cards: then the top-level
-    # thresholds are those of "flip:fp32", the procedure facegnet.train.export calibrates with.
+    # thresholds are those of "flip:fp32", the procedure facegnet.train.release calibrates with.
     thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     licence: str = ""

@@ -101,7 +101,7 @@ def find_faces(recognizer: Any, images: Sequence[ImageLike], *, names: Sequence[
                chunk: int = 16) -> tuple[list[FoundFace], np.ndarray, list[tuple[str, str]]]:
     """Detect and embed every usable face of many photos (MTCNN batched a chunk at a time).
 
-    Faces smaller than the recogniser's ``min_face_size`` (:data:`facegnet.quality.MIN_FACE_SIZE` unless set) are
+    Faces smaller than the recogniser's ``min_face_size`` (:data:`facegnet.detection.quality.MIN_FACE_SIZE` unless set) are
     left out: their embeddings are unreliable.
     Returns (faces, (N, D) embeddings, [(photo, reason)] for photos that are unreadable or hold no usable face).
     ``names`` labels the photos in results and errors (default: their paths).

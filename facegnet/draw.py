@@ -31,7 +31,7 @@ class Labelled(Protocol):
 
     name: str
     similarity: float
-    face: object  # a facegnet.detect.Face (with .box) or None
+    face: object  # a facegnet.detection.detector.Face (with .box) or None
 
     @property
     def known(self) -> bool: ...

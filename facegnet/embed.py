@@ -14,9 +14,6 @@ from torch import nn
 from facegnet.card import ModelCard, resolve_card
 from facegnet.preprocess import crop_batch, embed_normalised, normalise
 
-#: Kept for callers of the old name: see :func:`facegnet.preprocess.crop_batch`.
-as_crop_batch = crop_batch
-
 
 class Embedder:
     """Turns aligned face crops into unit-length embeddings.

@@ -6,6 +6,8 @@ catch the base class or a specific subclass.
 """
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -66,3 +68,26 @@ class CaptureError(FacegnetError):
     """A camera, video file or stream cannot be opened, or a stream dropped and could not be reopened."""
 
     exit_code = 9
+
+
+def one_line_errors(run: Callable[[], int]) -> int:
+    """The body of a ``python -m facegnet.…`` tool: an error the user caused becomes one line on stderr and the
+    error's exit code, as in the ``facegnet`` command."""
+    try:
+        return int(run() or 0)
+    except FacegnetError as exc:
+        print(f"facegnet: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def named_paths(items: list[str], flag: str, value: str = "FOLDER") -> dict[str, Path]:
+    """Repeated ``--flag NAME=PATH`` options as ``{NAME: PATH}``; a malformed or missing one is a DataError."""
+    named: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path or "/" in name:
+            raise DataError(f"{flag} wants NAME={value}, not {item!r}")
+        named[name] = Path(path)
+    if not named:
+        raise DataError(f"give at least one {flag} NAME={value}")
+    return named

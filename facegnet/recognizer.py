@@ -18,11 +18,11 @@ import torch
 
 from facegnet.align import align_face, align_faces, central_landmarks
 from facegnet.card import ModelCard, resolve_card
-from facegnet.detect import Detector, Face
+from facegnet.detection.detector import Detector, Face
+from facegnet.detection.quality import MIN_FACE_SIZE, too_small
 from facegnet.embed import Embedder
 from facegnet.errors import DeviceError, FacegnetError, NoFaceError, WeightsError
 from facegnet.io import ImageLike, describe, load_image
-from facegnet.quality import MIN_FACE_SIZE, too_small
 
 #: Embedding engines of FaceRecognizer(backend=...).
 BACKENDS = ("torch", "onnx", "onnx-int8")
@@ -87,7 +87,7 @@ class FaceRecognizer:
         threshold: cosine-similarity threshold for "same person" (default: the one the card calibrated for this
             embedding procedure, see :attr:`procedure`; a procedure without one is refused unless given).
         min_face_size: smallest face side in pixels that counts as usable for verification, enrolment and
-            identification (default: :data:`facegnet.quality.MIN_FACE_SIZE`, the one rule for all of them).
+            identification (default: :data:`facegnet.detection.quality.MIN_FACE_SIZE`, the one rule for all of them).
         detect_min_face_size: smallest face side MTCNN searches for (default: ``min_face_size``: a face that
             cannot be used is not worth a pyramid twice as deep). When a photo holds no face that large, it is
             searched again down to :data:`SMALL_FACE_PROBE` pixels, only to say "face too small" instead of
@@ -101,12 +101,12 @@ class FaceRecognizer:
             shared machine 1 thread per process avoids the spin-waiting of oversubscribed OpenMP threads.
         backend: the embedding engine: "torch" (PyTorch), "onnx" (ONNX Runtime, fp32) or "onnx-int8" (ONNX
             Runtime, int8); the ONNX exports of the weights are made and cached on first use
-            (see facegnet.export.cached_onnx). Default: "onnx" on a CPU (2.5× faster per face than PyTorch at
+            (see facegnet.deploy.exporter.cached_onnx). Default: "onnx" on a CPU (2.5× faster per face than PyTorch at
             batch 1, same embeddings), "torch" on a GPU or where onnxruntime is missing.
         detection_cache: an SQLite file where ``embed_images`` keeps the detections of image files, so a
-            benchmark re-run (another model, another back-end) skips MTCNN (see facegnet.detection_cache).
+            benchmark re-run (another model, another back-end) skips MTCNN (see facegnet.detection.cache).
         detect_engine: MTCNN's engine, "onnx" (ONNX Runtime; the default on a CPU) or "torch" (see
-            :class:`facegnet.detect.Detector`); both find the same faces.
+            :class:`facegnet.detection.detector.Detector`); both find the same faces.
     """
 
     def __init__(
@@ -157,7 +157,7 @@ class FaceRecognizer:
         self._embedder: Embedder | None = None
         self._detection_cache = None
         if detection_cache is not None:
-            from facegnet.detection_cache import DetectionCache
+            from facegnet.detection.cache import DetectionCache
 
             self._detection_cache = DetectionCache(detection_cache, self.detector)
 
@@ -166,8 +166,8 @@ class FaceRecognizer:
     def embedder(self) -> Embedder:
         """The embedding network, built on first use and kept."""
         if self._embedder is None and self.backend != "torch":
-            from facegnet.export import cached_onnx  # onnxruntime is loaded only when asked for
-            from facegnet.onnx_backend import OnnxEmbedder
+            from facegnet.deploy.exporter import cached_onnx  # onnxruntime is loaded only when asked for
+            from facegnet.deploy.onnx_embedder import OnnxEmbedder
 
             int8 = self.backend == "onnx-int8"
             model = cached_onnx(self.card, int8=int8)

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import ROOT, lfw_photo
+from PIL import Image
 
 pytest.importorskip("fastapi", reason="the server extra is not installed: pip install 'facegnet[server]'")
 pytest.importorskip("selenium", reason="selenium is not installed (it is in the test extra: pip install -e '.[test]')")
@@ -30,8 +29,8 @@ if not (CHROMIUM and CHROMEDRIVER):
 
 import uvicorn  # noqa: E402
 from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 

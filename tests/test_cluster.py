@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import lfw_photo
 
 pytest.importorskip("scipy", reason="clustering needs its extra: pip install 'facegnet[cluster]'")

@@ -7,7 +7,7 @@ import pytest
 from fontTools.ttLib import TTFont
 from PIL import Image
 
-from facegnet.detect import Face
+from facegnet.detection.detector import Face
 from facegnet.draw import FONT_FILE, KNOWN_COLOUR, annotate, draw_faces, font, label_patch, text_size_for
 
 NAMES = ["José Núñez", "Владимир", "王小明"]

@@ -1,4 +1,4 @@
-"""Folder enrolment as a pipeline (facegnet.gallery.enrolment.enroll_photos): photos read on threads one chunk
+"""Folder enrolment as a pipeline (facegnet.gallery.enrolment_rules.enroll_photos): photos read on threads one chunk
 ahead, a chunk's faces embedded as one batch, results in folder order, duplicates and bad photos handled."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from facegnet.gallery import Gallery
-from facegnet.gallery.enrolment import ENROLL_CHUNK
+from facegnet.gallery.enrolment_rules import ENROLL_CHUNK
 from facegnet.gallery.folders import discover
 from tests.conftest import LFW_IMAGES
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from facegnet.cli import main
-from facegnet.export import (
+from facegnet.deploy.exporter import (
     CALIBRATION_COUNT,
     ExportError,
     cached_onnx,
@@ -24,9 +24,9 @@ from facegnet.export import (
     export_onnx,
     export_torchscript,
     shipped_ranges,
+    write_int8_ranges,
 )
-from facegnet.onnx_backend import OnnxEmbedder, make_session
-from facegnet.quantize import write_int8_ranges
+from facegnet.deploy.onnx_embedder import OnnxEmbedder, make_session
 from facegnet.recognizer import FaceRecognizer
 from tests.conftest import LFW_IMAGES, ROOT, SHARED
 
@@ -82,7 +82,7 @@ def test_onnx_export_is_checked_has_a_dynamic_batch_and_a_card(onnx_path, recogn
     graph = onnx.load(str(onnx_path)).graph
     assert not graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value")  # symbolic batch axis
     session = make_session(onnx_path, threads=1)
-    from facegnet.export import preprocess
+    from facegnet.deploy.exporter import preprocess
 
     batch = preprocess(np.concatenate([lfw_crops, lfw_crops])[:7], recognizer.card)
     for n in (1, 7):
@@ -131,7 +131,7 @@ def test_recognizer_onnx_backend_uses_the_cached_export(onnx_path, lfw_crops, to
 
 
 def test_torchscript_equals_eager(tmp_path, torch_recognizer, recognizer, lfw_crops):
-    from facegnet.export import preprocess
+    from facegnet.deploy.exporter import preprocess
 
     path = export_torchscript(None, tmp_path / "net.pt")
     with warnings.catch_warnings():
@@ -198,7 +198,7 @@ def test_shipped_int8_ranges_are_those_of_the_training_pack(tmp_path, int8_path,
 
 
 def test_int8_ranges_of_another_graph_are_refused(tmp_path, onnx_path, recognizer):
-    from facegnet.export import _quantize_file
+    from facegnet.deploy.exporter import _quantize_file
 
     bad = tmp_path / "ranges.json"
     bad.write_text(json.dumps({"calibration_method": "MinMax", "data": {"no_such_tensor": {"lowest": 0, "highest": 1}}}))

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facegnet.train.data import to_input
 from facegnet.errors import DataError
+from facegnet.train.data import to_input
 from facegnet.train.fold import embedding_inputs, fold_linear, fold_teacher, fold_view, teacher_metric
 from facegnet.train.setup import build_net
 

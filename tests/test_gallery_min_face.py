@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from facegnet.cli import build_parser, main
+from facegnet.detection.quality import MIN_FACE_SIZE
 from facegnet.gallery import Gallery, QualityPolicy
-from facegnet.quality import MIN_FACE_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
 LFW = REPO.parent / "shared" / "data" / "lfw" / "images"

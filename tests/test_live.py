@@ -23,8 +23,8 @@ import pytest
 
 from facegnet.card import resolve_card
 from facegnet.cli import main
-from facegnet.detect import Face
-from facegnet.errors import FacegnetError
+from facegnet.detection.detector import Face
+from facegnet.draw import KNOWN_COLOUR, label_patch, text_size_for
 from facegnet.live import (
     CaptureError,
     EventWriter,
@@ -35,7 +35,6 @@ from facegnet.live import (
     face_event,
     iou_matrix,
 )
-from facegnet.draw import KNOWN_COLOUR, label_patch, text_size_for
 from facegnet.live import window as window_module
 
 REPO = Path(__file__).resolve().parents[1]

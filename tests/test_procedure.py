@@ -45,7 +45,7 @@ def test_every_procedure_of_the_shipped_card_is_dev_calibrated_and_they_differ()
         assert entry["threshold_far"] == CARD.threshold_far and entry["identify_threshold_far"] == 1e-3
         assert "dev" in entry and 0.85 < entry["dev"]["accuracy"] < 1
         assert entry["identify_threshold"] > entry["threshold"]
-    # The top-level fields are flip:fp32's (what facegnet.train.export writes and older readers use).
+    # The top-level fields are flip:fp32's (what facegnet.train.release writes and older readers use).
     assert CARD.thresholds["flip:fp32"]["threshold"] == CARD.threshold
     assert CARD.thresholds["flip:fp32"]["identify_threshold"] == CARD.identify_threshold
     assert len({e["threshold"] for e in CARD.thresholds.values()}) == 4
@@ -120,8 +120,8 @@ def test_normalisation_and_flip_are_one_rule_for_numpy_and_torch():
 
 
 def test_onnx_backend_imports_and_runs_without_torch(tmp_path):
-    """onnx_backend must load neither torch nor facegnet.export (which imports torch): no import circle."""
-    from facegnet.export import export_onnx
+    """onnx_backend must load neither torch nor facegnet.deploy.exporter (which imports torch): no import circle."""
+    from facegnet.deploy.exporter import export_onnx
 
     path = export_onnx(None, tmp_path / "net.onnx")
     script = (
@@ -132,10 +132,10 @@ def test_onnx_backend_imports_and_runs_without_torch(tmp_path):
         "            raise ImportError('blocked ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "import numpy as np\n"
-        "from facegnet.onnx_backend import OnnxEmbedder\n"
+        "from facegnet.deploy.onnx_embedder import OnnxEmbedder\n"
         "e = OnnxEmbedder.from_export(sys.argv[1], threads=1)\n"
         "out = e(np.full((2, 112, 112, 3), 128, np.uint8))\n"
-        "print(out.shape, e.numerics, 'facegnet.export' in sys.modules)\n"
+        "print(out.shape, e.numerics, 'facegnet.deploy.exporter' in sys.modules)\n"
     )
     run = subprocess.run([sys.executable, "-c", script, str(path)], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from facegnet.card import WEIGHTS_DIR, load_card
 from facegnet.cli import main
-from facegnet.detect import Detector
+from facegnet.detection.detector import Detector
 from facegnet.errors import NoFaceError
 from facegnet.recognizer import FaceRecognizer, VerifyResult
 from tests.conftest import LFW, ROOT, lfw_photo

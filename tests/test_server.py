@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import lfw_photo
+from PIL import Image
 
 pytest.importorskip("fastapi", reason="the server extra is not installed: pip install 'facegnet[server]'")
 with warnings.catch_warnings():  # starlette's TestClient prefers httpx2; httpx works

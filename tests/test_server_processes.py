@@ -15,7 +15,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from conftest import ROOT, lfw_photo
 
 pytest.importorskip("fastapi", reason="the server extra is not installed: pip install 'facegnet[server]'")

@@ -1,7 +1,6 @@
 """Every .pt file is read with weights_only=True: data loads, code hidden in a pickle is refused in one line."""
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 

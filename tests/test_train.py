@@ -5,8 +5,8 @@ the whole file stays fast on two cores.
 """
 from __future__ import annotations
 
-import json
 import csv
+import json
 import math
 import shutil
 import socket
@@ -18,10 +18,10 @@ import torch
 import torch.multiprocessing as mp
 
 from facegnet.errors import DataError
+from facegnet.evaluation.metrics import threshold_at_far
 from facegnet.models.heads import ArcFace, CosFace, build_head
 from facegnet.train import data as D
 from facegnet.train.distill import TeacherDistill
-from facegnet.metrics import threshold_at_far
 from facegnet.train.evaluate import pair_scores
 from facegnet.train.trainer import TrainConfig, train
 
@@ -385,7 +385,7 @@ def test_prepare_aligns_photos_reports_failures_and_resumes(tmp_path: Path) -> N
 def test_export_writes_weights_and_a_calibrated_card(tmp_path: Path, dev_pairs: Path) -> None:
     from facegnet.card import load_card, sha256_file
     from facegnet.models import build_from_card
-    from facegnet.train.export import export
+    from facegnet.train.release import export
 
     train(tiny_config(tmp_path / "run", dev_pairs, steps=2), progress=False)
     card = export(tmp_path / "run" / "last.pt", "tiny", tmp_path / "weights", far=1e-2,
@@ -397,7 +397,7 @@ def test_export_writes_weights_and_a_calibrated_card(tmp_path: Path, dev_pairs: 
     assert loaded.threshold >= dev_threshold - 5e-6  # rounded up for the card: never more false accepts
     assert loaded.config["width"] == 0.5 and loaded.embedding_size == 64
     # The open-set threshold: every pair of the pack's dev faces, at most 0.1% of impostor pairs accepted.
-    from facegnet.train.export import dev_identity_similarities
+    from facegnet.train.release import dev_identity_similarities
     from facegnet.train.trainer import TrainConfig
 
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)

@@ -85,7 +85,7 @@ def test_prepare_then_train_from_the_command_line(prepared: Path, tmp_path: Path
     assert log[0]["classes"] == 2 and log[-1]["event"] == "end" and log[-1]["step"] == 2
     assert (out / "last.pt").exists()
     # ...and exporting it works: no pack, so no open-set threshold (export used to read the manifest as a pack's)
-    from facegnet.train.export import export
+    from facegnet.train.release import export
 
     pairs = _pairs_file(tmp_path)
     card = export(out / "last.pt", "tiny", tmp_path / "weights", far=1e-1, pairs=pairs)
@@ -253,7 +253,7 @@ def test_online_teacher_run_with_extra_faces_mixup_and_resume(prepared: Path, tm
     assert state["module"]["online.mean"].abs().sum() > 0  # the teacher's centre, kept for the resume
     # Export with the online projection folded in: the exported network is the metric's linear map of the plain one
     from facegnet.torch_files import load_pt
-    from facegnet.train.export import export
+    from facegnet.train.release import export
     from facegnet.train.setup import build_net
 
     pairs = _pairs_file(tmp_path)
@@ -281,7 +281,7 @@ def test_online_teacher_run_with_extra_faces_mixup_and_resume(prepared: Path, tm
 def test_fold_margin_run_trains_the_folded_view_and_exports_it_folded(tmp_path: Path) -> None:
     """--fold-margin: the head's centres live in [e, w·k·We] (64 + 256 here), dev reports the folded view's scores,
     and the export folds with the run's weight unless told otherwise."""
-    from facegnet.train.export import export
+    from facegnet.train.release import export
 
     pairs = _pairs_file(tmp_path)
     out = tmp_path / "run"

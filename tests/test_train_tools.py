@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from facegnet.train import export, sources
+from facegnet.train import release, sources
 
 
 @pytest.mark.parametrize("tool, args, words", [
-    (export.main, ["{tmp}/missing.pt"], ["missing.pt", "not found"]),
-    (export.main, ["{tmp}/missing.pt", "--training", "{not json"], ["--training", "not JSON"]),
+    (release.main, ["{tmp}/missing.pt"], ["missing.pt", "not found"]),
+    (release.main, ["{tmp}/missing.pt", "--training", "{not json"], ["--training", "not JSON"]),
     (sources.main, ["--snapshot", "fairface", "--out", "{tmp}/x"], ["--snapshot wants NAME=GIT_DIR", "'fairface'"]),
     (sources.main, ["--out", "{tmp}/x"], ["give at least one --snapshot"]),
     (sources.main, ["--snapshot", "nope={tmp}", "--out", "{tmp}/x"], ["unknown source 'nope'"]),
@@ -25,9 +25,9 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(tool, args, words, tmp_path: 
 def test_the_card_licence_names_every_training_source() -> None:
     from facegnet.train.config import TrainConfig
 
-    plain = export.licence_of(TrainConfig())
+    plain = release.licence_of(TrainConfig())
     assert plain.startswith("CelebA: non-commercial")
-    full = export.licence_of(TrainConfig(extra_data="data/extra/fairface,data/extra/utkface,my/own_faces",
+    full = release.licence_of(TrainConfig(extra_data="data/extra/fairface,data/extra/utkface,my/own_faces",
                                          teacher_model="models/face-reidentification-retail-0095"))
     assert full.startswith(plain) and "fairface" in full and "CC BY 4.0" in full
     assert "utkface" in full and full.count("non-commercial") == 2
@@ -39,13 +39,13 @@ def test_the_card_licence_inherits_the_sources_of_the_init_weights(tmp_path: Pat
 
     from facegnet.train.config import TrainConfig
 
-    parent = export.licence_of(TrainConfig(extra_data="data/extra/fairface,data/extra/utkface"))
+    parent = release.licence_of(TrainConfig(extra_data="data/extra/fairface,data/extra/utkface"))
     (tmp_path / "parent.json").write_text(json.dumps({"licence": parent}))
     (tmp_path / "parent.pt").write_bytes(b"")
     # Fine-tuned on the pack alone from weights that saw FairFace and UTKFace: the child still names them, once.
-    child = export.licence_of(TrainConfig(init=str(tmp_path / "parent.pt"),
+    child = release.licence_of(TrainConfig(init=str(tmp_path / "parent.pt"),
                                           teacher_model="models/face-reidentification-retail-0095"))
     assert "CC BY 4.0" in child and "utkface" in child and child.count("CelebA") == 1 and "Apache-2.0" in child
     # Weights without a card beside them (or an unreadable one) add nothing.
     (tmp_path / "parent.json").write_text("{not json")
-    assert export.licence_of(TrainConfig(init=str(tmp_path / "parent.pt"))) == export.licence_of(TrainConfig())
+    assert release.licence_of(TrainConfig(init=str(tmp_path / "parent.pt"))) == release.licence_of(TrainConfig())

@@ -24,7 +24,7 @@ def register(subparsers) -> None:
                         "components, or scikit-learn's HDBSCAN")
     parser.add_argument("--threshold", type=float, default=None,
                         help="cosine similarity that joins faces (default: the model card's verification threshold)")
-    add_model_options(parser, threshold=False)  # --min-face-size: facegnet's one rule (facegnet.quality)
+    add_model_options(parser, threshold=False)  # --min-face-size: facegnet's one rule (facegnet.detection.quality)
     parser.set_defaults(func=run_cluster)
 
 
@@ -35,8 +35,9 @@ def run_cluster(args: argparse.Namespace) -> int:
     if args.out and not Path(args.out).resolve().parent.is_dir():
         raise FacegnetError("cannot write here: the folder does not exist", args.out)
     try:
-        from facegnet.cluster import cluster_faces, find_faces
         import scipy  # noqa: F401  (the clustering needs it; say so before the slow part)
+
+        from facegnet.cluster import cluster_faces, find_faces
     except ImportError:
         raise FacegnetError("clustering needs its extra: pip install 'facegnet[cluster]'") from None
     recognizer = make_recognizer(args)

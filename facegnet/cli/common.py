@@ -4,11 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
-from pathlib import Path
 
-from facegnet.errors import DataError, FacegnetError
-from facegnet.quality import MIN_FACE_SIZE
+from facegnet.detection.quality import MIN_FACE_SIZE
 
 
 def add_model_options(parser: argparse.ArgumentParser, threshold: bool = True,
@@ -62,26 +59,3 @@ def untrained_warning(recognizer) -> None:
     """Say so when the untrained fallback network is in use: its answers mean nothing."""
     if not recognizer.card.trained:
         warn("no trained weights are installed: using an untrained network, so results are near chance")
-
-
-def one_line_errors(run: Callable[[], int]) -> int:
-    """The body of a ``python -m facegnet.…`` tool: an error the user caused becomes one line on stderr and the
-    error's exit code, as in the ``facegnet`` command."""
-    try:
-        return int(run() or 0)
-    except FacegnetError as exc:
-        print(f"facegnet: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-
-
-def named_paths(items: list[str], flag: str, value: str = "FOLDER") -> dict[str, Path]:
-    """Repeated ``--flag NAME=PATH`` options as ``{NAME: PATH}``; a malformed or missing one is a DataError."""
-    named: dict[str, Path] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path or "/" in name:
-            raise DataError(f"{flag} wants NAME={value}, not {item!r}")
-        named[name] = Path(path)
-    if not named:
-        raise DataError(f"give at least one {flag} NAME={value}")
-    return named

@@ -36,7 +36,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from facegnet.card import resolve_card
-    from facegnet.export import (
+    from facegnet.deploy.exporter import (
         CALIBRATION_COUNT,
         DEFAULT_QUANT_FORMAT,
         ONNX_OPSET,

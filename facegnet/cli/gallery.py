@@ -6,8 +6,8 @@ import sys
 
 from facegnet.cli.common import add_model_options, make_recognizer, print_json, warn
 from facegnet.cli.live import add_live_options, live_requested, run_live_cli
+from facegnet.detection.quality import MIN_FACE_SIZE
 from facegnet.errors import FacegnetError, GalleryError, NoFaceError
-from facegnet.quality import MIN_FACE_SIZE
 
 INDEX_CHOICES = ("auto", "flat", "pq", "ivf", "hnsw", "ivfpq")
 
@@ -26,7 +26,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _recognizer(args: argparse.Namespace):
-    # Its min_face_size (--min-face-size, else facegnet.quality.MIN_FACE_SIZE) is the gallery's rule too.
+    # Its min_face_size (--min-face-size, else facegnet.detection.quality.MIN_FACE_SIZE) is the gallery's rule too.
     return make_recognizer(args)
 
 
@@ -131,8 +131,8 @@ def run_enroll(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------------- identify
 def run_identify(args: argparse.Namespace) -> int:
+    from facegnet.draw import annotate, annotation_paths
     from facegnet.gallery import Gallery
-    from facegnet.gallery.draw import annotate, annotation_paths
     from facegnet.io import load_image_or_error
     from facegnet.prefetch import read_ahead
 

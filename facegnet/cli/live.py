@@ -10,8 +10,8 @@ import argparse
 import sys
 
 from facegnet.cli.common import print_json, warn
+from facegnet.detection.quality import MIN_FACE_SIZE
 from facegnet.errors import FacegnetError, GalleryError
-from facegnet.quality import MIN_FACE_SIZE
 
 LIVE_THREADS = 1  # one torch thread by default: the capture thread and other programs keep a core
 

@@ -38,7 +38,7 @@ HELP: dict[str, str] = {
     "relation_weight": "weight of relation distillation: every pair's cosine in the batch pulled towards the online "
                        "teacher's (needs --teacher-model; 0: off)",
     "fold_margin": "the margin loss sees the embedding with its online teacher projection at this weight, the "
-                   "vector `python -m facegnet.train.export --fold-teacher W` ships (needs --teacher-model; 0: off)",
+                   "vector `python -m facegnet.train.release --fold-teacher W` ships (needs --teacher-model; 0: off)",
     "extra_data": "comma-separated folders of more faces made by `facegnet prepare` (unnamed faces: distillation only)",
     "mixup": "fraction of faces blended with another face of the batch (needs --teacher-model)",
     "cutmix": "fraction of faces with a rectangle pasted from another face (needs --teacher-model)",

@@ -6,7 +6,7 @@ ranking), :mod:`~.cache` (the index kept in step with SQLite), :mod:`~.rebuild` 
 :mod:`~.store` (SQLite), :mod:`~.index` (FAISS), :mod:`~.folders` (locations and enrolment folders),
 :mod:`~.draw` (annotated copies); the writer lock is :mod:`facegnet.locking`.
 """
-from facegnet.gallery.enrolment import QualityPolicy
+from facegnet.gallery.enrolment_rules import QualityPolicy
 from facegnet.gallery.folders import GALLERY_ENV, default_gallery_dir, discover
 from facegnet.gallery.gallery import Gallery, open_gallery
 from facegnet.gallery.results import (

@@ -1,165 +1,148 @@
-"""Enrolment's rules: which faces are good enough, the quality figure stored with a template, and reading a
-photo once (its sha256 first, so a photo already enrolled is not decoded again)."""
+"""The enrolment half of :class:`~facegnet.gallery.Gallery`: one photo, a folder, or precomputed embeddings.
+Mixed into ``Gallery``. Decoding, detection and embedding run outside the locks (the slow part); each photo is
+then stored in its own transaction under the writer lock and the mutex. The rules themselves (which face is
+good enough, reading a photo once) are :mod:`facegnet.gallery.enrolment_rules`'s.
+"""
 from __future__ import annotations
 
-import hashlib
-import os
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facegnet.card import sha256_file
-from facegnet.errors import FacegnetError, GalleryError, ImageError
+from facegnet.errors import GalleryError, NoFaceError
+from facegnet.gallery.cache import IndexCache
+from facegnet.gallery.enrolment_rules import Pending, QualityPolicy, enroll_photos, exists, face_quality, read_photo
+from facegnet.gallery.folders import INDEX_NAME, clean_name, discover
+from facegnet.gallery.index import normalise
+from facegnet.gallery.procedure import procedure_of
 from facegnet.gallery.results import EnrollReport, EnrollResult
-from facegnet.prefetch import read_ahead
-from facegnet.quality import MIN_FACE_SIZE, too_small
+from facegnet.gallery.store import Store
 
 if TYPE_CHECKING:
-    from facegnet.detect import Face
-
-#: Photos decoded and detected together when enrolling a folder (memory: a chunk of decoded photos).
-ENROLL_CHUNK = 16
-#: Looks a photo's sha256 up in the gallery: (template id, person) when already enrolled.
-Finder = Callable[[str], "tuple[int, str] | None"]
+    from facegnet.detection.detector import Face
+    from facegnet.recognizer import FaceRecognizer
 
 
-@dataclass
-class QualityPolicy:
-    """Which faces are good enough: the shorter box side (to enroll and to be named; default
-    :data:`facegnet.quality.MIN_FACE_SIZE`, the rule verification uses too) and, to enroll, MTCNN's score."""
+class Enrolment:
+    """Enrolment for a :class:`~facegnet.gallery.Gallery`."""
 
-    min_face: int = MIN_FACE_SIZE
-    min_score: float = 0.95
+    # Provided by Gallery.
+    path: Path
+    store: Store
+    quality: QualityPolicy
+    recognizer: FaceRecognizer
+    _cache: IndexCache
+    _mutex: threading.RLock
+    _writer: Callable[..., AbstractContextManager]
+    _check_procedure: Callable[[str], None]
+    _dim: Callable[[], int]
+    save: Callable[[], None]
 
-    def check(self, face: Face) -> str | None:
-        """The reason a face is rejected for enrolment, or None when it is good enough."""
-        if (why := too_small(face, self.min_face)) is not None:
-            return why
-        if face.score < self.min_score:
-            return f"low detection score ({face.score:.3f} < {self.min_score})"
-        return None
+    def enroll(self, name: str, image: Any, *, source: str | Path | None = None) -> EnrollResult:
+        """Enroll the largest face of one photo as a template of ``name``.
 
+        Returns an :class:`EnrollResult` with status ``enrolled`` or ``exists`` (this photo, by sha256, is
+        already in the gallery). Raises :class:`ImageError` for an unreadable photo and
+        :class:`NoFaceError` when it holds no face good enough (too small, low score).
+        """
+        pending = self._prepare_enrolment(name, image, source)
+        if isinstance(pending, EnrollResult):
+            return pending
+        return self._finish_enrolment(pending, self._detect_batch([pending.array])[0])
 
-def face_quality(face: Face) -> float:
-    """A 0–1 figure stored with each template: detection score × how close the face is to 112 px."""
-    return float(face.score) * min(1.0, face.size / 112.0)
+    def _detect_batch(self, arrays: list[np.ndarray]) -> list[list[Face]]:
+        # The gallery's own minimum sets the pyramid; photos without such a face are searched for smaller ones
+        # only to say "face too small".
+        return self.recognizer.detect_usable(arrays, self.quality.min_face)
 
+    def _find_sha256(self, sha: str) -> tuple[int, str] | None:
+        with self._mutex:
+            return self.store.find_sha256(sha)
 
-@dataclass
-class Pending:
-    """A decoded photo waiting for its faces (between validation and storage during enrolment)."""
+    def _prepare_enrolment(self, name: str, image: Any, source: str | Path | None) -> EnrollResult | Pending:
+        """Validate, fingerprint and decode one photo: an ``exists`` result, or what detection needs."""
+        name = clean_name(name)
+        self._check_procedure(procedure_of(self.recognizer))
+        return read_photo(name, image, source, self._find_sha256)
 
-    name: str
-    label: str
-    sha: str
-    source: str | None
-    array: np.ndarray
+    def _finish_enrolment(self, pending: Pending, faces: list[Face]) -> EnrollResult:
+        """Check the largest detected face, embed it and store it in its own transaction."""
+        face = self._choose_face(pending, faces)
+        embedding = self.recognizer.embed_face_list([(pending.array, face)])[0]  # outside the locks: the slow part
+        return self._store_enrolment(pending, face, embedding, len(faces))
 
+    def _choose_face(self, pending: Pending, faces: list[Face]) -> Face:
+        """The face of a photo to enroll: its largest, when good enough (else NoFaceError with the reason)."""
+        if not faces:
+            raise NoFaceError("no face found", pending.label)
+        face = max(faces, key=lambda f: f.area)
+        if (why := self.quality.check(face)) is not None:
+            raise NoFaceError(why, pending.label)
+        return face
 
-def read_photo(name: str, image: Any, source: str | Path | None, find: Finder) -> EnrollResult | Pending:
-    """Validate, fingerprint and decode one photo of ``name``: an ``exists`` result when ``find`` knows its
-    sha256, else what detection needs. Raises :class:`ImageError` for a missing or unreadable photo."""
-    from facegnet.io import describe, load_image
+    def _store_enrolment(self, pending: Pending, face: Face, embedding: np.ndarray, count: int) -> EnrollResult:
+        """Store one photo's template in its own transaction (``count``: faces the photo held)."""
+        warning = f"{count} faces in the photo; enrolled the largest" if count > 1 else None
+        with self._writer(), self._mutex:
+            with self.store.write():
+                if (found := self.store.find_sha256(pending.sha)) is not None:  # another writer was quicker
+                    return exists(pending.label, found)
+                template_id = self.store.add_template(
+                    pending.name, embedding, source=pending.source, sha256=pending.sha,
+                    box=face.box, score=face.score, quality=face_quality(face), landmarks=face.landmarks,
+                )
+            self._cache.dirty = True
+        return EnrollResult(pending.label, pending.name, "enrolled", template_id=template_id, faces=count,
+                            warning=warning)
 
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        label = str(path)
-        if not path.is_file():
-            raise ImageError("file not found" if not path.exists() else "not a file", path)
-        source = str(path.resolve())
-        try:
-            sha: str | None = sha256_file(path)
-        except OSError as exc:
-            raise ImageError(f"unreadable ({exc.strerror or exc})", path) from None
-    else:
-        label = str(source) if source is not None else describe(image)
-        sha = None
-    if sha is not None and (found := find(sha)) is not None:
-        return exists(label, found)
-    array = load_image(image)
-    if sha is None:  # pixels without a file: their hash stands for the photo
-        sha = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
-        if (found := find(sha)) is not None:
-            return exists(label, found)
-    return Pending(name, label, sha, None if source is None else str(source), array)
+    def add_embedding(self, name: str, embedding: np.ndarray, *, source: str | None = None,
+                      sha256: str | None = None) -> int:
+        """Add a precomputed embedding (from this gallery's model) as a template; returns its id.
 
+        Templates added this way cannot be re-embedded by :meth:`rebuild` unless ``source`` is a photo.
+        """
+        return self.add_embeddings([name], np.asarray(embedding)[None], sources=[source], sha256s=[sha256])[0]
 
-def exists(label: str, found: tuple[int, str]) -> EnrollResult:
-    """The result for a photo that is already enrolled (template id, person)."""
-    return EnrollResult(label, found[1], "exists", f"already enrolled as {found[1]}", found[0])
+    def add_embeddings(self, names: list[str], embeddings: np.ndarray, *, sources: list[str | None] | None = None,
+                       sha256s: list[str | None] | None = None) -> list[int]:
+        """Add many precomputed embeddings in one transaction; returns their template ids."""
+        vectors = np.asarray(embeddings, np.float32)
+        dim = self._dim()
+        if vectors.ndim != 2 or vectors.shape[1] != dim:
+            raise GalleryError(f"embeddings of shape {vectors.shape}; this gallery holds {dim}-d vectors")
+        if len(names) != len(vectors):
+            raise GalleryError(f"{len(names)} names for {len(vectors)} embeddings")
+        vectors = normalise(vectors)
+        sources = sources or [None] * len(names)
+        sha256s = sha256s or [None] * len(names)
+        cleaned = [clean_name(n) for n in names]
+        with self._writer(), self._mutex:
+            with self.store.write():
+                ids = [self.store.add_template(n, v, source=s, sha256=h)
+                       for n, v, s, h in zip(cleaned, vectors, sources, sha256s)]
+            self._cache.dirty = True
+        return ids
 
+    def enroll_folder(
+        self,
+        folder: str | Path,
+        *,
+        progress: bool = True,
+        on_result: Callable[[EnrollResult], None] | None = None,
+    ) -> EnrollReport:
+        """Enroll every photo of a folder: ``FOLDER/Name/*.jpg`` (a sub-folder per person) or, for flat
+        folders, ``FOLDER/Name.jpg`` (the file name, less a trailing ``_2``/``-2``/``(2)``, is the name).
 
-def enroll_photos(
-    items: list[tuple[str, Path]],
-    prepare: Callable[[str, Path, None], "EnrollResult | Pending"],
-    detect_batch: Callable[[list[np.ndarray]], list[list[Face]]],
-    choose: Callable[[Pending, list[Face]], Face],
-    embed: Callable[[list[tuple[np.ndarray, Face]]], np.ndarray],
-    store: Callable[[Pending, Face, np.ndarray, int], EnrollResult],
-    *,
-    progress: bool = True,
-    on_result: Callable[[EnrollResult], None] | None = None,
-    readers: int = 2,
-) -> EnrollReport:
-    """Enroll (person, photo) items, a chunk at a time, as a pipeline.
-
-    ``prepare`` reads each photo (sha256, decode) on ``readers`` threads, one chunk ahead of the networks;
-    ``detect_batch`` finds the faces of a chunk together, ``choose`` picks the face to enroll (raising
-    :class:`FacegnetError` with the reason when none will do), ``embed`` embeds the chosen faces of the chunk
-    in one batch, and ``store`` writes each photo in its own transaction, so an interruption leaves whole
-    photos only. Results come in the order of ``items``. Bad photos are skipped with their reason; a
-    GalleryError stops the run.
-    """
-    from tqdm import tqdm
-
-    report = EnrollReport()
-    bar = tqdm(total=len(items), desc="enrolling", unit="photo", disable=not progress, dynamic_ncols=True)
-
-    def record(result: EnrollResult) -> None:
-        report.results.append(result)
-        if on_result is not None:
-            on_result(result)
-        bar.update(1)
-
-    def read(name: str, photo: Path) -> EnrollResult | Pending | FacegnetError:
-        try:
-            return prepare(name, photo, None)
-        except GalleryError:
-            raise
-        except FacegnetError as exc:
-            return exc
-
-    # Photos are read one chunk ahead of the networks (facegnet.prefetch); a GalleryError stops the run.
-    for chunk, prepared in read_ahead(items, lambda item: read(*item), ENROLL_CHUNK, readers, "enroll-read"):
-        outcome: list[EnrollResult | FacegnetError | tuple[Pending, Face, int]] = []
-        pending = [item for item in prepared if isinstance(item, Pending)]
-        detections = iter(detect_batch([p.array for p in pending]) if pending else [])
-        for item in prepared:
-            if isinstance(item, Pending):
-                faces = next(detections)
-                try:
-                    outcome.append((item, choose(item, faces), len(faces)))
-                except GalleryError:
-                    raise
-                except FacegnetError as exc:
-                    outcome.append(exc)
-            else:
-                outcome.append(item)
-        chosen = [o for o in outcome if isinstance(o, tuple)]
-        vectors = iter(embed([(p.array, face) for p, face, _ in chosen]) if chosen else [])
-        for (name, photo), item in zip(chunk, outcome):
-            if isinstance(item, FacegnetError):
-                record(EnrollResult(str(photo), name, "skipped", item.reason, exit_code=item.exit_code))
-            elif isinstance(item, EnrollResult):
-                record(item)
-            else:
-                p, face, count = item
-                record(store(p, face, next(vectors), count))
-    bar.close()
-    return report
-
-
-__all__ = ["QualityPolicy", "face_quality", "Pending", "read_photo", "exists", "enroll_photos", "ENROLL_CHUNK"]
+        Photos already in the gallery (same sha256) are not enrolled again; bad photos are skipped with
+        their reason. ``on_result`` sees each result as it happens (the CLI prints warnings with it).
+        """
+        report = enroll_photos(discover(folder), self._prepare_enrolment, self._detect_batch, self._choose_face,
+                               self.recognizer.embed_face_list, self._store_enrolment, progress=progress,
+                               on_result=on_result)
+        if report.enrolled or not (self.path / INDEX_NAME).exists():
+            self.save()
+        return report

@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from facegnet.card import ModelCard, resolve_card
+from facegnet.detection.quality import MIN_FACE_SIZE
 from facegnet.errors import GalleryError
 from facegnet.gallery.cache import IndexCache
-from facegnet.gallery.enrolling import Enrolment
-from facegnet.gallery.enrolment import QualityPolicy
+from facegnet.gallery.enrolment import Enrolment
+from facegnet.gallery.enrolment_rules import QualityPolicy
 from facegnet.gallery.folders import DB_NAME, INDEX_NAME, LOCK_NAME, default_gallery_dir, open_store
 from facegnet.gallery.index import KINDS, GalleryIndex, normalise, resolve_kind
 from facegnet.gallery.maintenance import Maintenance
@@ -46,7 +47,6 @@ from facegnet.gallery.procedure import compose, procedure_of, recorded_procedure
 from facegnet.gallery.results import Identification
 from facegnet.gallery.search import AGGREGATES, rank
 from facegnet.locking import FileLock, LockTimeout
-from facegnet.quality import MIN_FACE_SIZE
 
 if TYPE_CHECKING:  # the recogniser pulls in torch: import it only when a model is really needed
     from facegnet.recognizer import FaceRecognizer
@@ -70,7 +70,7 @@ class Gallery(Enrolment, Maintenance):
             other numerics; see :mod:`facegnet.gallery.procedure`); turn off to list, remove or rebuild.
             Identifying and enrolling check it anyway.
         quality: which faces are good enough to enroll and to be named; by default faces from the
-            recogniser's ``min_face_size`` (:data:`facegnet.quality.MIN_FACE_SIZE`) up.
+            recogniser's ``min_face_size`` (:data:`facegnet.detection.quality.MIN_FACE_SIZE`) up.
         lock_timeout: seconds a writer waits for another writer before giving up.
     """
 

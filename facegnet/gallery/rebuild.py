@@ -15,7 +15,7 @@ from facegnet.errors import FacegnetError, ImageError, NoFaceError
 from facegnet.gallery.store import TemplateRecord
 
 if TYPE_CHECKING:
-    from facegnet.detect import Face
+    from facegnet.detection.detector import Face
     from facegnet.recognizer import FaceRecognizer
 
 #: (template id, source, reason) of a template that could not be re-embedded.
@@ -64,7 +64,7 @@ def stored_face(template: TemplateRecord, array: np.ndarray, recognizer: FaceRec
     import torch
     from torchvision.ops import box_iou
 
-    from facegnet.detect import Face
+    from facegnet.detection.detector import Face
 
     if template.landmarks is not None and template.box is not None:
         return Face(np.asarray(template.box, np.float32), float(template.score or 1.0), template.landmarks)

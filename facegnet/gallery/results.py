@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from facegnet.detect import Face
+    from facegnet.detection.detector import Face
 
 #: The name given to a face that matches no enrolled person (and therefore a name no person may have).
 UNKNOWN = "unknown"

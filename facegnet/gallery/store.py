@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS templates (
     sha256    TEXT UNIQUE,                         -- of the file's bytes: re-enrolling adds only new photos
     x1 REAL, y1 REAL, x2 REAL, y2 REAL,            -- face box in the photo, pixels
     score     REAL,                                -- detection score
-    quality   REAL,                                -- see facegnet.gallery.enrolment.face_quality
+    quality   REAL,                                -- see facegnet.gallery.enrolment_rules.face_quality
     landmarks BLOB,                                -- 5x2 float32, lets rebuild re-align without re-detecting
     created   REAL NOT NULL,
     embedding BLOB NOT NULL                        -- float32 unit vector

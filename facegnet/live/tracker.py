@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from facegnet.detect import Face
+from facegnet.detection.detector import Face
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

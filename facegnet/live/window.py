@@ -34,6 +34,7 @@ def tk_available() -> bool:
     """Whether Tk can be used from Python here (tkinter and Pillow's ImageTk import)."""
     try:
         import tkinter  # noqa: F401
+
         from PIL import ImageTk  # noqa: F401
     except ImportError:
         return False

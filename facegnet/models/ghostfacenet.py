@@ -17,7 +17,6 @@ from torch import nn
 
 from facegnet.card import GHOSTFACENET_DEFAULTS, ModelCard, resolve_card, sha256_file
 from facegnet.errors import WeightsError
-from facegnet.torch_files import load_pt
 from facegnet.models.ghostnet import (
     LAST_CHANNELS,
     STEM_CHANNELS,
@@ -27,6 +26,7 @@ from facegnet.models.ghostnet import (
     build_body,
     init_weights,
 )
+from facegnet.torch_files import load_pt
 
 #: Named face configurations (keyword arguments of :func:`ghostfacenet`), for benchmarks and model cards.
 FACE_VARIANTS: dict[str, dict[str, Any]] = {

@@ -23,8 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from facegnet.cli.common import named_paths, one_line_errors
-from facegnet.errors import DataError
+from facegnet.errors import DataError, named_paths, one_line_errors
 
 KEEP_SUFFIX = ".webp"
 #: Tables whose ``crop``-like columns name crop files (rewritten when crops are re-encoded).

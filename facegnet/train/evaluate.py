@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facegnet import metrics
+from facegnet.evaluation import metrics
 from facegnet.preprocess import embed_normalised
 from facegnet.train.data import to_input
 
@@ -35,7 +35,7 @@ def embed_crops(net: nn.Module, images: np.ndarray, device: torch.device | str =
 def pair_scores(sims: np.ndarray, same: np.ndarray) -> dict[str, Any]:
     """Accuracy (best threshold and 10-fold), AUC, TAR@FAR and thresholds from pair similarities.
 
-    The figures come from :mod:`facegnet.metrics`, as the LFW report's do; folds are a fixed random split of
+    The figures come from :mod:`facegnet.evaluation.metrics`, as the LFW report's do; folds are a fixed random split of
     the pairs (the dev pairs carry no fold column).
     """
     same = np.asarray(same, dtype=bool)

@@ -3,7 +3,7 @@
 A network fine-tuned from another often sits in the same basin; points on the straight line between the two
 can beat both (the fine-tuned one forgets less, the start learns more). This scores ``(1 − α)·start + α·tuned``
 for several α on the dev pairs (never LFW) and writes the best; when ``TUNED`` is a trainer checkpoint the result
-is one too (its config, the interpolated network), so ``python -m facegnet.train.export`` takes it as it is::
+is one too (its config, the interpolated network), so ``python -m facegnet.train.release`` takes it as it is::
 
     python -m facegnet.train.interpolate facegnet/weights/facegnet-default.pt runs/warm1/best.pt \\
         --alphas 0,0.25,0.5,0.75,1 --out runs/warm1/wise.pt
@@ -19,8 +19,7 @@ from typing import Any
 
 import torch
 
-from facegnet.cli.common import one_line_errors
-from facegnet.errors import DataError, WeightsError
+from facegnet.errors import DataError, WeightsError, one_line_errors
 from facegnet.torch_files import load_pt, save_pt
 
 __all__ = ["interpolate_states", "main"]

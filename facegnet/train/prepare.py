@@ -76,7 +76,7 @@ def _init_worker(min_face_size: int, threads: int) -> None:
 
     torch.set_num_threads(max(1, threads))
     global _DETECTOR
-    from facegnet.detect import Detector
+    from facegnet.detection.detector import Detector
 
     _DETECTOR = Detector(min_face_size=min_face_size)
 

@@ -19,8 +19,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from facegnet.cli.common import named_paths, one_line_errors
-from facegnet.errors import DataError
+from facegnet.errors import DataError, named_paths, one_line_errors
 
 
 @dataclass(frozen=True)

@@ -25,16 +25,15 @@ from torch import nn
 
 from facegnet.errors import DataError
 from facegnet.models.heads import build_head
+from facegnet.torch_files import load_pt, save_pt
 from facegnet.train import data as D
 from facegnet.train import runtime as R
-from facegnet.train.distill import TeacherDistill, similarity_loss
 from facegnet.train.config import DEFAULT_MODEL, TrainConfig
+from facegnet.train.distill import TeacherDistill, similarity_loss
 from facegnet.train.evaluate import embed_crops, pair_scores
 from facegnet.train.fold import fold_view
-from facegnet.train.setup import (build_net, freeze_early, load_init_parts, load_init_weights, lr_lambda,
-                                  param_groups)
+from facegnet.train.setup import build_net, freeze_early, load_init_parts, load_init_weights, lr_lambda, param_groups
 from facegnet.train.teacher import OnlineTeacher
-from facegnet.torch_files import load_pt, save_pt
 
 __all__ = ["DEFAULT_MODEL", "TrainConfig", "TrainModule", "train"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facegnet.detect import Detector, Face
+from facegnet.detection.detector import Detector, Face
 
 
 def detector_signature(detector: Detector) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from facegnet.detect import Face
+    from facegnet.detection.detector import Face
 
 #: Smallest usable face: shorter side of the detected box, in pixels of the original image.
 MIN_FACE_SIZE = 40

@@ -1,6 +1,6 @@
 """Where ONNX exports live and how their cards are read: the part of exporting that needs no PyTorch.
 
-:mod:`facegnet.export` (PyTorch, onnx) writes exports; :mod:`facegnet.onnx_backend` (ONNX Runtime only) runs
+:mod:`facegnet.deploy.exporter` (PyTorch, onnx) writes exports; :mod:`facegnet.deploy.onnx_embedder` (ONNX Runtime only) runs
 them. Both find them here: an export's card sits beside it (same stem, ``.json``), and the exports made on
 first use are cached in ``~/.cache/facegnet/onnx`` (or ``$FACEGNET_CACHE/onnx``) under the weights' sha256.
 """
@@ -49,7 +49,7 @@ def cache_key(card: ModelCard) -> str:
 
 
 def cached_onnx_path(card: ModelCard, int8: bool = False) -> Path:
-    """Where :func:`facegnet.export.cached_onnx` keeps the export of ``card``'s weights."""
+    """Where :func:`facegnet.deploy.exporter.cached_onnx` keeps the export of ``card``'s weights."""
     variant = f"int8-{DEFAULT_QUANT_FORMAT}" if int8 else "fp32"
     return cache_dir() / "onnx" / f"{cache_key(card)}-{variant}-v{EXPORT_VERSION}.onnx"
 

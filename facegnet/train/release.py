@@ -3,7 +3,7 @@
 The threshold is calibrated on the dev pairs (never LFW) at a chosen false-accept rate, with the embedder's own
 procedure (flip test-time augmentation), so the card's threshold means what the API computes.
 
-    python -m facegnet.train.export runs/main/best.pt --name facegnet-default --far 1e-3
+    python -m facegnet.train.release runs/main/best.pt --name facegnet-default --far 1e-3
 """
 from __future__ import annotations
 
@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from facegnet.card import WEIGHTS_DIR, ModelCard, read_card_json, sha256_file
-from facegnet.cli.common import one_line_errors
-from facegnet.errors import DataError, WeightsError
+from facegnet.errors import DataError, WeightsError, one_line_errors
+from facegnet.evaluation.metrics import tar_at_far, threshold_at_far
 from facegnet.torch_files import load_pt, save_pt
-from facegnet.metrics import tar_at_far, threshold_at_far
 from facegnet.train.evaluate import pair_scores
 from facegnet.train.fold import fold_checkpoint
 from facegnet.train.trainer import TrainConfig, _load_dev, build_net

@@ -5,8 +5,8 @@ are detected as one batch; very large images are downscaled for detection and th
 
 Two engines run the same algorithm (facenet-pytorch's ``detect_face``, the function its public ``MTCNN.detect``
 calls). ``engine="onnx"``, the default on a CPU, runs the three networks in ONNX Runtime (exported from
-facenet-pytorch's own weights on first use and cached, :mod:`facegnet.mtcnn_onnx`) and the stages around them
-in NumPy (:mod:`facegnet.mtcnn_stages`: one integral image per photo serves every resampling). ``engine="torch"``
+facenet-pytorch's own weights on first use and cached, :mod:`facegnet.detection.mtcnn_onnx`) and the stages around them
+in NumPy (:mod:`facegnet.detection.mtcnn_stages`: one integral image per photo serves every resampling). ``engine="torch"``
 calls facenet-pytorch's ``detect_face`` with its PyTorch networks (GPUs). Both find the same faces to float
 tolerance; tests/test_detect_align.py checks that against ``MTCNN.detect`` on LFW photos, and pins the internal
 contract the torch engine relies on (``detect_face``'s signature and the networks' outputs), so a
@@ -78,7 +78,7 @@ class Detector:
         engine: "onnx" (ONNX Runtime; CPU only, the default there) or "torch"; None picks "onnx" on a CPU and
             "torch" on a GPU.
         threads: ONNX Runtime threads per network (default: torch's thread count, see
-            :func:`facegnet.onnx_backend.default_threads`).
+            :func:`facegnet.deploy.onnx_embedder.default_threads`).
     """
 
     def __init__(
@@ -113,7 +113,7 @@ class Detector:
     def _networks(self):
         if self._nets is None:
             if self.engine == "onnx":
-                from facegnet.mtcnn_onnx import ort_networks
+                from facegnet.detection.mtcnn_onnx import ort_networks
 
                 self._nets = ort_networks(self.threads)
             else:
@@ -165,7 +165,7 @@ class Detector:
     def _run_mtcnn(self, batch: np.ndarray, min_size: int):
         pnet, rnet, onet = self._networks()
         if self.engine == "onnx":
-            from facegnet.mtcnn_stages import detect_faces
+            from facegnet.detection.mtcnn_stages import detect_faces
 
             return detect_faces(batch, min_size, pnet.infer, rnet.infer, onet.infer, self.thresholds, self.factor)
         from facenet_pytorch.models.utils.detect_face import detect_face

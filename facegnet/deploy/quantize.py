@@ -1,14 +1,13 @@
 """int8 for the embedding network: calibration crops, activation ranges shipped beside the weights, and static
 quantisation of an fp32 ONNX export with ONNX Runtime (what ``--backend onnx-int8`` runs).
 
-Split from :mod:`facegnet.export`, which re-exports these names; the fp32 export itself stays there.
+The fp32 export and the shipped ranges file are written by :mod:`facegnet.deploy.exporter`.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from facegnet.card import ModelCard
+from facegnet.deploy.onnx_cache import DEFAULT_QUANT_FORMAT, INPUT_NAME
 from facegnet.errors import DataError, ExportError
 from facegnet.io import IMAGE_SUFFIXES
-from facegnet.onnx_cache import DEFAULT_QUANT_FORMAT, EXPORT_VERSION, INPUT_NAME
+from facegnet.preprocess import normalise
 
 #: Crops the int8 activation ranges are measured on.
 CALIBRATION_COUNT = 256
@@ -113,7 +113,7 @@ class _CropReader:
     """onnxruntime CalibrationDataReader over preprocessed crops, a batch at a time."""
 
     def __init__(self, crops: np.ndarray, card: ModelCard, batch: int = 32) -> None:
-        self._batches = [_export.preprocess(crops[i : i + batch], card) for i in range(0, len(crops), batch)]
+        self._batches = [normalise(crops[i : i + batch], card.mean, card.std) for i in range(0, len(crops), batch)]
         self._next = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -212,27 +212,3 @@ def _check_ranges_cover(prepared: Path, ranges: Path) -> None:
     if missing or not names:
         raise ExportError(f"the int8 ranges do not fit this export ({len(missing)} of {len(names)} tensors missing: "
                           "another exporter version?); calibrate with --calibration DIR", ranges)
-
-
-def write_int8_ranges(card: ModelCard, crops: np.ndarray, out: str | Path) -> Path:
-    """Measure int8 activation ranges of ``card``'s export on ``crops`` (training crops, never LFW) into ``out``.
-
-    What ships beside the weights (:func:`shipped_ranges`): quantizing from it gives the same int8 model as
-    calibrating on ``crops`` does.
-    """
-    out = Path(out)
-    with tempfile.TemporaryDirectory(prefix="facegnet-export-") as scratch:
-        fp32 = _export.export_onnx(card, Path(scratch) / "fp32.onnx")
-        quantize_onnx(fp32, Path(scratch) / "int8.onnx", crops, card, save_ranges=Path(scratch) / "ranges.json")
-        data = json.loads((Path(scratch) / "ranges.json").read_text())
-    data["facegnet"] = {"source_sha256": card.fingerprint, "crops": int(len(crops)), "export_version": EXPORT_VERSION}
-    with _export._atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(data, indent=0, sort_keys=True) + "\n")
-    return out
-
-
-# -- TorchScript -----------------------------------------------------------------------------------------------------
-
-
-# Last: facegnet.export imports this module while it loads; its names are looked up only at call time.
-from facegnet import export as _export  # noqa: E402

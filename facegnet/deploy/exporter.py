@@ -6,7 +6,7 @@ card's fields plus ``format``, ``opset``, ``int8``, ``file_sha256`` (the exporte
 treat the export's embeddings as the weights' own). The graph holds the network only: inputs are float32
 (N, 3, 112, 112) RGB normalised as ``(rgb / 255 - mean) / std`` with the card's mean and std; outputs are the raw
 (N, 512) embeddings. Flip test-time augmentation and L2 normalisation stay with the caller
-(:class:`facegnet.onnx_backend.OnnxEmbedder` does both, like :class:`facegnet.embed.Embedder`).
+(:class:`facegnet.deploy.onnx_embedder.OnnxEmbedder` does both, like :class:`facegnet.embed.Embedder`).
 
 int8 is static post-training quantization with ONNX Runtime (QDQ, per-channel int8 weights, uint8
 activations, 7-bit weight range for CPUs without VNNI), calibrated on crops of the training pack; never on LFW.
@@ -15,7 +15,7 @@ The activation ranges found on those crops ship beside the weights (``<weights>.
 
 :func:`cached_onnx` returns the ONNX export of a card's weights from ``~/.cache/facegnet/onnx`` (or
 ``$FACEGNET_CACHE/onnx``), keyed by the weights' sha256, exporting it (atomically) when it is missing.
-Paths and card reading live in :mod:`facegnet.onnx_cache` (no PyTorch), so the ONNX Runtime back-end
+Paths and card reading live in :mod:`facegnet.deploy.onnx_cache` (no PyTorch), so the ONNX Runtime back-end
 never imports this module.
 """
 from __future__ import annotations
@@ -36,10 +36,7 @@ from torch import nn
 
 from facegnet.atomic import atomic_path
 from facegnet.card import ModelCard, resolve_card, sha256_file
-from facegnet.errors import DataError, ExportError
-from facegnet.locking import locked
-from facegnet.onnx_backend import make_session
-from facegnet.onnx_cache import (  # noqa: F401  (re-exported: the names callers of this module know)
+from facegnet.deploy.onnx_cache import (  # noqa: F401  (re-exported: the names callers of this module know)
     DEFAULT_QUANT_FORMAT,
     EXPORT_VERSION,
     INPUT_NAME,
@@ -51,17 +48,20 @@ from facegnet.onnx_cache import (  # noqa: F401  (re-exported: the names callers
     card_path_for,
     read_export_card,
 )
-from facegnet.preprocess import normalise
-# int8 lives in facegnet.quantize; these names are kept here for the callers that know them.
-from facegnet.quantize import (  # noqa: F401
+from facegnet.deploy.onnx_embedder import make_session
+
+# int8 lives in facegnet.deploy.quantize; these names are kept here for the callers that know them.
+from facegnet.deploy.quantize import (  # noqa: F401
     CALIBRATION_COUNT,
     _calibration_for,
     calibration_crops,
     default_calibration_dir,
     quantize_onnx,
     shipped_ranges,
-    write_int8_ranges,
 )
+from facegnet.errors import DataError, ExportError
+from facegnet.locking import locked
+from facegnet.preprocess import normalise
 
 #: ONNX opset of the exports (ONNX Runtime ≥ 1.17 runs it; 17 is the oldest with every op we need in QDQ form).
 ONNX_OPSET = 17
@@ -353,3 +353,20 @@ def _quantize_file(fp32: Path, path: Path, card: ModelCard, crops: np.ndarray | 
     extra["int8_calibration"] = "shipped" if isinstance(crops, Path) and crops == shipped_ranges(card) else "custom"
     _write_card(path, card, "onnx", opset=fp32_card.get("opset"), int8=True, extra={**extra, "quantization": settings})
     return path
+
+
+def write_int8_ranges(card: ModelCard, crops: np.ndarray, out: str | Path) -> Path:
+    """Measure int8 activation ranges of ``card``'s export on ``crops`` (training crops, never LFW) into ``out``.
+
+    What ships beside the weights (:func:`shipped_ranges`): quantizing from it gives the same int8 model as
+    calibrating on ``crops`` does.
+    """
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix="facegnet-export-") as scratch:
+        fp32 = export_onnx(card, Path(scratch) / "fp32.onnx")
+        quantize_onnx(fp32, Path(scratch) / "int8.onnx", crops, card, save_ranges=Path(scratch) / "ranges.json")
+        data = json.loads((Path(scratch) / "ranges.json").read_text())
+    data["facegnet"] = {"source_sha256": card.fingerprint, "crops": int(len(crops)), "export_version": EXPORT_VERSION}
+    with _atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(data, indent=0, sort_keys=True) + "\n")
+    return out

@@ -3,8 +3,8 @@
 :class:`OnnxEmbedder` takes aligned uint8 crops (N, 112, 112, 3) and returns float32 (N, 512) unit vectors,
 with the same normalisation and flip test-time augmentation (:mod:`facegnet.preprocess`, shared with the PyTorch
 embedder) and batching. It runs a given export, or the cached export of the card's weights (fp32 or int8) that
-:func:`facegnet.export.cached_onnx` makes on first use. This module imports neither PyTorch nor
-:mod:`facegnet.export`: a machine with onnxruntime, numpy and an export runs it.
+:func:`facegnet.deploy.exporter.cached_onnx` makes on first use. This module imports neither PyTorch nor
+:mod:`facegnet.deploy.exporter`: a machine with onnxruntime, numpy and an export runs it.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from facegnet.card import ModelCard, resolve_card
+from facegnet.deploy.onnx_cache import find_cached, read_export_card
 from facegnet.errors import ExportError, FacegnetError
-from facegnet.onnx_cache import find_cached, read_export_card
 from facegnet.preprocess import crop_batch, embed_normalised, normalise
 
 
@@ -71,7 +71,7 @@ class OnnxEmbedder:
     Args:
         card: the model card of the weights (default: the shipped model, or the untrained fallback).
         model: path of an ONNX export to run; default: the cached export of ``card``'s weights (made by
-            :func:`facegnet.export.cached_onnx`, which ``FaceRecognizer(backend="onnx")`` calls on first use).
+            :func:`facegnet.deploy.exporter.cached_onnx`, which ``FaceRecognizer(backend="onnx")`` calls on first use).
         int8: with ``model=None``: the cached int8 (statically quantized) export rather than the fp32 one.
         flip: add the embedding of the mirrored crop (twice the compute; see the card's thresholds per procedure).
         batch_size: crops per forward pass (with flip, each pass runs twice as many images).
@@ -102,7 +102,7 @@ class OnnxEmbedder:
             model = find_cached(self.card, int8)
             if model is None:
                 raise ExportError("no ONNX export of these weights is cached yet: make it with "
-                                  "facegnet.export.cached_onnx(card) (needs PyTorch) or pass model=PATH")
+                                  "facegnet.deploy.exporter.cached_onnx(card) (needs PyTorch) or pass model=PATH")
         self.int8, self.int8_calibration = _int8_of(model, int8)
         self.path = Path(model)
         self.session = make_session(self.path, threads, spin)
@@ -110,7 +110,7 @@ class OnnxEmbedder:
 
     @classmethod
     def from_export(cls, path: str | Path, **options) -> "OnnxEmbedder":
-        """Run an ONNX export written by :func:`facegnet.export.export_onnx`, with the card beside it."""
+        """Run an ONNX export written by :func:`facegnet.deploy.exporter.export_onnx`, with the card beside it."""
         card = ModelCard.from_dict(read_export_card(path), path=Path(path).with_suffix(".json").resolve())
         return cls(card, model=path, **options)
 

@@ -3,13 +3,10 @@
 facenet-pytorch runs P-, R- and O-Net in eager PyTorch, where the many small convolutions of an image pyramid
 cost more in per-layer overhead than in arithmetic. Here each network is exported once to ONNX (from the weights
 inside the facenet-pytorch package: nothing is downloaded) into ``<cache>/mtcnn`` (see
-:func:`facegnet.onnx_cache.cache_dir`), keyed by the sha256 of those weight files, and run by ONNX Runtime.
+:func:`facegnet.deploy.onnx_cache.cache_dir`), keyed by the sha256 of those weight files, and run by ONNX Runtime.
 
-The detection algorithm itself stays facenet-pytorch's (:func:`facenet_pytorch.models.utils.detect_face.detect_face`:
-pyramid, box regression, NMS, the R-/O-Net crops): :class:`OrtNet` is a drop-in for its ``PNet``/``RNet``/``ONet``
-modules (a callable returning the same tuple of tensors, with a parameter whose dtype the algorithm reads), so the
-faces found are those of facenet-pytorch to float tolerance (tested on LFW photos in tests/test_detect_align.py,
-together with the contract of the internal function it calls).
+:class:`OrtNet` gives the same outputs as facenet-pytorch's ``PNet``/``RNet``/``ONet`` to float tolerance
+(tests/test_detect_align.py); :mod:`facegnet.detection.mtcnn_stages` runs the algorithm around them in NumPy.
 """
 from __future__ import annotations
 
@@ -19,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from facegnet.atomic import atomic_path
+from facegnet.deploy.onnx_cache import cache_dir
+from facegnet.deploy.onnx_embedder import make_session
 from facegnet.errors import ExportError
-from facegnet.onnx_backend import make_session
-from facegnet.onnx_cache import cache_dir
 
 #: Bumped when the export recipe changes, so that older cached files are not reused.
 MTCNN_EXPORT_VERSION = 1
@@ -85,28 +81,19 @@ def mtcnn_onnx_paths() -> dict[str, Path]:
     return paths
 
 
-class OrtNet(nn.Module):
-    """One MTCNN network run by ONNX Runtime, called as facenet-pytorch calls its own ``PNet``/``RNet``/``ONet``.
-
-    Takes a float32 (N, 3, H, W) tensor, returns the network's outputs as a tuple of CPU tensors.
-    """
+class OrtNet:
+    """One MTCNN network (P-, R- or O-Net) run by ONNX Runtime on float32 (N, 3, H, W) arrays."""
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        super().__init__()
         self.session = make_session(path, threads, spin=False)
         self.input = self.session.get_inputs()[0].name
-        # detect_face reads next(pnet.parameters()).dtype to cast the images: float32, as exported.
-        self.dtype_probe = nn.Parameter(torch.zeros(1), requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(torch.from_numpy(out) for out in self.infer(x.detach().cpu().numpy()))
 
     def infer(self, x: np.ndarray) -> list[np.ndarray]:
-        """The network's outputs for a float32 (N, 3, H, W) array (what :mod:`facegnet.mtcnn_stages` calls)."""
+        """The network's outputs for a float32 (N, 3, H, W) array (what :mod:`facegnet.detection.mtcnn_stages` calls)."""
         return self.session.run(None, {self.input: np.ascontiguousarray(x, dtype=np.float32)})
 
 
 def ort_networks(threads: int | None = None) -> tuple[OrtNet, OrtNet, OrtNet]:
-    """P-, R- and O-Net as :class:`OrtNet` modules (exported into the cache on first use)."""
+    """P-, R- and O-Net as :class:`OrtNet` networks (exported into the cache on first use)."""
     paths = mtcnn_onnx_paths()
     return tuple(OrtNet(paths[name], threads) for name in NETWORKS)  # type: ignore[return-value]
