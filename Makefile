@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch and torchvision first, pinned: these exact wheels are on this machine's disk.
+	# torch and torchvision first, pinned: the versions the project is tested with.
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -e '.[test]'
 	# facenet-pytorch pins an old torch; its MTCNN needs nothing beyond what is installed above.

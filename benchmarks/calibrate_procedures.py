@@ -39,7 +39,7 @@ def round_up(value: float, digits: int = 5) -> float:
 
 def dev_faces(pack: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Dev crops, their identities, and the dev pairs as indices into them with the truth."""
-    from facegnet.train import data as D
+    from facegnet.train import datasets as D
 
     rows = [r for r in D.read_manifest(pack) if r["split"] == "dev"]
     pairs = D.read_pairs(pack / "dev_pairs.csv")
@@ -163,9 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_card:
         path = card.path
         data = json.loads(path.read_text())
-        data["thresholds"] = {k: {f: v[f] for f in ("threshold", "threshold_far", "identify_threshold",
-                                                    "identify_threshold_far", "dev", "dev_all_pairs", "command")}
-                              for k, v in results.items()}
+        kept = data.get("thresholds", {})  # other keys of an entry (impostor_tail: calibrate_search_threshold.py)
+        data["thresholds"] = {k: {**kept.get(k, {}), **{f: v[f] for f in (
+            "threshold", "threshold_far", "identify_threshold", "identify_threshold_far", "dev", "dev_all_pairs",
+            "command")}} for k, v in results.items()}
         path.write_text(json.dumps(data, indent=2) + "\n")
         print(f"thresholds written to {path}")
     return 0

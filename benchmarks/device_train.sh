@@ -1,54 +1,80 @@
 #!/usr/bin/env bash
-# One GPU training run sized for a 15-minute device lease (issue 12), in two halves.
+# A recipe (recipes/*.toml) trained on a GPU machine, in two halves; each call there finishes within 15 minutes.
 #
-# Here (CPU machine), once: pack the faces and the teacher into .carry/ (git-ignored, never committed):
-#   bash benchmarks/device_train.sh prepare [EXTRA_FOLDER ...]        # default: data/extra/fairface data/extra/utkface
-# It prints the `carry` lists: shards of at most 40 MiB, because a call moves at most 64 MiB and the repo's own
-# files (~19 MB) travel with every call; more shards travel in more calls (a file carried once stays on the warm
-# machine while later calls name other files).
+# Here (CPU machine), once per recipe: pack what the recipe reads into .carry/ (git-ignored, never committed):
+#   bash benchmarks/device_train.sh prepare RECIPE
+# The recipe's training data (--data plus every --extra-data folder) goes into zip shards of at most 40 MiB
+# (`python -m facegnet.train.bundle`), its online teacher's IR into .carry/teacher and its --init weights into
+# .carry/init.pt. It prints the `carry` lists: a call moves at most 64 MiB and the repo's own files travel with
+# every call, so more shards travel in more calls (a file carried once stays on the warm machine).
 #
 # There (GPU machine, repo root, its own python3 with PyTorch; nothing to install):
-#   bash benchmarks/device_train.sh run MINUTES [more facegnet train options]     (DEVICE=cpu CARRY=DIR: a smoke test here)
-# It unpacks the shards, trains with the online teacher run in PyTorch beside the student (augmentation on the
-# GPU, AMP, channels-last, torch.compile), and leaves under $OUT: the log, config, best weights (EMA) and
-# train_speed.json (images/s measured there) — copy that one into benchmarks/results/.
+#   bash benchmarks/device_train.sh run RECIPE MINUTES [facegnet train options]   (DEVICE=cpu CARRY=DIR: a smoke test here)
+# It unpacks the shards and runs `facegnet train --config RECIPE` with the recipe's paths pointed at the unpacked
+# copies and these GPU settings after it (later options win, so any of them can be overridden at the end):
+#   --device cuda --teacher-engine torch   the online teacher runs in PyTorch beside the student
+#   --bf16 --batch-size 512                float16 AMP and a batch that fills the GPU (scale --lr with it if wanted)
+#   --max-minutes MINUTES                  pause with a checkpoint in time for the call to end (resume: --resume)
+# and leaves under $OUT: the log, config, a slim best checkpoint (config + EMA network, for
+# `python -m facegnet.train.release`) and train_speed.json (images/s measured there) — copy that one into
+# benchmarks/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
 shift || true
+python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+
+# One field of a recipe's resolved configuration (empty when unset).
+recipe_field() {
+    "$python" -m facegnet train --config "$1" --dry-run |
+        "$python" -c "import json, sys; v = json.load(sys.stdin)['$2']; print('' if v is None else v)"
+}
 
 case "$mode" in
 prepare)
-    extras=("$@")
-    [ ${#extras[@]} -gt 0 ] || extras=(data/extra/fairface data/extra/utkface)
-    sources=(--source pack=../shared/data/train)
-    for folder in "${extras[@]}"; do sources+=(--source "$(basename "$folder")=$folder"); done
-    mkdir -p .carry/teacher
-    cp ../shared/models/face-reidentification-retail-0095/*.xml ../shared/models/face-reidentification-retail-0095/*.bin .carry/teacher/
-    python=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+    recipe=${1:?usage: $0 prepare RECIPE}
+    data=$(recipe_field "$recipe" data)
+    sources=(--source "pack=$data")
+    IFS=, read -r -a extras <<< "$(recipe_field "$recipe" extra_data)"
+    for folder in "${extras[@]}"; do [ -z "$folder" ] || sources+=(--source "$(basename "$folder")=$folder"); done
+    mkdir -p .carry
+    carry='".carry/faces/index.json", ".carry/faces/faces-000.zip"'
+    teacher=$(recipe_field "$recipe" teacher_model)
+    if [ -n "$teacher" ]; then
+        mkdir -p .carry/teacher
+        cp "$teacher"/*.xml "$teacher"/*.bin .carry/teacher/
+        carry="\".carry/teacher\", $carry"
+    fi
+    init=$(recipe_field "$recipe" init)
+    if [ -n "$init" ]; then
+        cp "$init" .carry/init.pt
+        carry="\".carry/init.pt\", $carry"
+    fi
     "$python" -m facegnet.train.bundle pack "${sources[@]}" --out .carry/faces --quality 60 --max-mib 40
-    du -b .carry/teacher .carry/faces/* | sort -k2
-    echo "carry, first call:  [\".carry/teacher\", \".carry/faces/index.json\", \".carry/faces/faces-000.zip\"]"
+    du -b .carry/* .carry/faces/* | sort -k2
+    echo "carry, first call:  [$carry]"
     for shard in .carry/faces/faces-0*.zip; do
         [ "$shard" = .carry/faces/faces-000.zip ] || echo "carry, next call:   [\"$shard\"]"
     done
     ;;
 run)
-    minutes=${1:?minutes of training}
-    shift
+    recipe=${1:?usage: $0 run RECIPE MINUTES [options]}
+    minutes=${2:?minutes of training before the run pauses}
+    shift 2
+    python=python3
+    carry_dir=${CARRY:-.carry}
     out=${OUT:-runs/device}
     export PYTHONUNBUFFERED=1
     rm -rf /tmp/faces
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-    python3 -m facegnet.train.bundle unpack "${CARRY:-.carry}/faces" /tmp/faces
-    extra=$(ls -d /tmp/faces/*/ | grep -v '/pack/$' | sed 's:/$::' | paste -sd, -)
-    python3 -m facegnet train --data /tmp/faces/pack ${extra:+--extra-data "$extra"} \
-        --teacher-model "${CARRY:-.carry}/teacher" --teacher-engine torch --teacher-weight 60 \
-        --head cosface --margin-weight 0.5 --distill cosine --distill-weight 30 \
-        --device "${DEVICE:-cuda}" --bf16 --compile --batch-size 512 --lr 0.2 --warmup-steps 300 --ema 0.999 \
-        --budget-minutes "$minutes" --epochs 200 \
-        --flip 0.5 --colour 0.3 --grayscale 0.05 --blur 0.05 --lowres 0.1 --jitter 0.3 --erase 0.1 \
-        --mixup 0.1 --cutmix 0.05 --eval-every 400 --checkpoint-minutes 3 --checkpoint-every 0 \
+    python3 -m facegnet.train.bundle unpack "$carry_dir/faces" /tmp/faces
+    extra=$(ls -d /tmp/faces/*/ | { grep -v '/pack/$' || true; } | sed 's:/$::' | paste -sd, -)
+    paths=(--data /tmp/faces/pack)
+    [ -z "$extra" ] || paths+=(--extra-data "$extra")
+    [ ! -d "$carry_dir/teacher" ] || paths+=(--teacher-model "$carry_dir/teacher")
+    [ ! -f "$carry_dir/init.pt" ] || paths+=(--init "$carry_dir/init.pt")
+    python3 -m facegnet train --config "$recipe" "${paths[@]}" \
+        --device "${DEVICE:-cuda}" --teacher-engine torch --bf16 --batch-size 512 --max-minutes "$minutes" \
         --cache /tmp/faces/cache --out "$out/run" --no-progress "$@"
     python3 - "$out" <<'EOF'
 import json, statistics, sys
@@ -66,15 +92,20 @@ print(json.dumps({k: v for k, v in speed.items() if k != "config"}))
 EOF
     # What comes back: at most 8 files of at most 16 MiB. The best dev checkpoint slimmed to what
     # `python -m facegnet.train.release` reads here: its config and network (the EMA weights the dev score measured),
-    # the data pointed back at ../shared's pack (its crops travelled byte for byte).
-    python3 -c "import sys, torch; c = torch.load(sys.argv[1], map_location='cpu', weights_only=False); \
-c['config'].update(data='../shared/data/train', cache=None); \
+    # the data pointed back at what the recipe names (the pack's crops travelled byte for byte).
+    # The recipe's own paths (data, extra faces, teacher, init) replace the unpacked copies', for the licence line too.
+    if [ -f "$out/run/best.pt" ]; then
+        python3 -m facegnet train --config "$recipe" --dry-run > "$out/recipe.json"
+        python3 -c "import json, sys, torch; c = torch.load(sys.argv[1], map_location='cpu', weights_only=False); \
+r = json.load(open(sys.argv[3])); \
+c['config'].update({k: r[k] for k in ('data', 'extra_data', 'teacher_model', 'init')}, cache=None); \
 torch.save({k: c[k] for k in ('config', 'model', 'step', 'best', 'minutes')}, sys.argv[2])" \
-        "$out/run/best.pt" "$out/best_slim.pt"
+            "$out/run/best.pt" "$out/best_slim.pt" "$out/recipe.json"
+    fi
     rm -f "$out/run/last.pt" "$out/run/best.pt"
     ;;
 *)
-    echo "usage: $0 prepare [EXTRA_FOLDER ...] | run MINUTES [facegnet train options]" >&2
+    echo "usage: $0 prepare RECIPE | run RECIPE MINUTES [facegnet train options]" >&2
     exit 2
     ;;
 esac

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Dev-pair scores of a checkpoint with its online teacher projection folded in at several weights (issue 12).
+"""Dev-pair scores of a checkpoint with its online teacher projection folded in at several weights.
 
 `python -m facegnet.train.release CHECKPOINT --fold-teacher W` ships one weight; this shows what the choice does:
 weight 0 is the checkpoint as trained, and each other weight w folds ``L = (I + (w·k)²WᵀW)^½`` into a fresh copy
@@ -36,9 +36,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         from facegnet.torch_files import load_pt
+        from facegnet.train.config import TrainConfig
+        from facegnet.train.datasets import load_dev
         from facegnet.train.evaluate import evaluate_pairs
-        from facegnet.train.fold import check_weight, fold_faces, fold_teacher, online_projection
-        from facegnet.train.trainer import TrainConfig, _load_dev, build_net
+        from facegnet.train.fold import (
+            check_weight,
+            fold_faces,
+            fold_teacher,
+            online_projection,
+        )
+        from facegnet.train.setup import build_net
 
         try:
             weights = [float(w) for w in args.weights.split(",") if w.strip()]
@@ -50,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(2)
         state = load_pt(args.checkpoint, "checkpoint")
         projection = online_projection(state, Path(args.checkpoint))
-        cfg = TrainConfig.from_dict(state["config"])
-        dev = _load_dev(cfg, Path(cfg.data) / "dev_pairs.csv")
+        cfg = TrainConfig.from_dict(state["config"], args.checkpoint)
+        dev = load_dev(cfg, Path(cfg.data) / "dev_pairs.csv")
         faces = fold_faces(cfg)  # loaded once for every weight
         rows = []
         for weight in weights:

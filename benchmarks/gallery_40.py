@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A new user's gallery, as issue 12 tried it: enroll N LFW people from two photos each, identify their third.
+"""A new user's gallery: enroll N LFW people from two photos each, identify their third.
 
 The first N people (alphabetically) with at least three LFW photos; photos 1 and 2 enrolled, photo 3 identified
 (its largest face). facegnet: a fresh Gallery at the card's identification threshold (``facegnet identify``'s

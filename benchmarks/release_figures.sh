@@ -5,8 +5,8 @@
 # somewhere before exporting the new ones); the new weights are the shipped facegnet/weights/facegnet-default.json.
 # Writes: the card's thresholds per procedure and int8 ranges, its LFW figures (fp32 and int8, --record), and
 # benchmarks/results/{procedures,lfw_eval*,lfw_roc,lfw_identification,gallery_40,cluster_lfw,identify_margins}.*.
-# Detections are cached in runs/lfw_detections.sqlite (built on the first run: 2 minutes on an idle
-# 2-core AVX-512 EPYC, about 10 while training shares the CPU).
+# Detections are cached in runs/lfw_detections.sqlite, built on the first run (117 s on an idle 2-core AMD EPYC
+# with AVX-512, 2026-12-04; about 10 minutes while a training run shares the CPU).
 # LFW is evaluation only: nothing here chooses or tunes anything on it.
 set -euo pipefail
 cd "$(dirname "$0")/.."

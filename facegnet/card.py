@@ -45,11 +45,15 @@ class ModelCard:
     # pass: galleries default to this stricter threshold (calibrated on all dev impostor pairs) when present.
     identify_threshold: float | None = None
     identify_threshold_far: float | None = None  # per-comparison dev false-accept rate it targets
+    # The upper tail of the dev impostor scores (quantiles and a fitted tail beyond them; written by
+    # benchmarks/calibrate_search_threshold.py): galleries place their threshold from it for a false-alarm rate
+    # per *search* at their number of templates (facegnet.gallery.search_threshold). None: the fixed threshold above.
+    impostor_tail: dict[str, Any] | None = None
     weights_file: str | None = None  # relative to the card
     sha256: str = UNTRAINED_FINGERPRINT
     # Per embedding procedure ("flip:fp32", ...): threshold, threshold_far, identify_threshold,
-    # identify_threshold_far and the dev figures they came from. Absent in older cards: then the top-level
-    # thresholds are those of "flip:fp32", the procedure facegnet.train.release calibrates with.
+    # identify_threshold_far, impostor_tail and the dev figures they came from. Absent in older cards: then
+    # the top-level thresholds are those of "flip:fp32", the procedure facegnet.train.release calibrates with.
     thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     licence: str = ""
@@ -92,7 +96,8 @@ class ModelCard:
         if not self.thresholds:
             entry = {"threshold": self.threshold, "threshold_far": self.threshold_far,
                      "identify_threshold": self.identify_threshold,
-                     "identify_threshold_far": self.identify_threshold_far} if key == "flip:fp32" else None
+                     "identify_threshold_far": self.identify_threshold_far,
+                     "impostor_tail": self.impostor_tail} if key == "flip:fp32" else None
         else:
             entry = self.thresholds.get(key)
         if entry is None:
@@ -109,6 +114,7 @@ class ModelCard:
             threshold_far=entry.get("threshold_far"),
             identify_threshold=entry.get("identify_threshold"),
             identify_threshold_far=entry.get("identify_threshold_far"),
+            impostor_tail=entry.get("impostor_tail"),
         )
 
     @property

@@ -3,10 +3,16 @@
 EXIF orientation is applied (phone photos are stored sideways), and every Pillow mode a user meets
 (L, LA, I;16, I, F, P, PA, RGBA, CMYK, YCbCr) is converted to RGB. Anything that is not a readable image
 raises :class:`ImageError` naming the file and the reason.
+
+Big photos can be decoded reduced (``max_side``): a JPEG through its DCT scaling (``Image.draft``: an 8000×8000
+photo is decoded at 1/4, never holding its full pixels), any other format resized after decoding. Detection
+needs no more than a couple of thousand pixels a side, and a server must not spend gigabytes on one upload.
 """
 from __future__ import annotations
 
+import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
 
@@ -22,6 +28,12 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".
 
 #: Decompression-bomb guard: larger images are refused rather than exhausting memory.
 MAX_PIXELS = 200_000_000
+
+#: The longest side a server decodes photos to (``facegnet serve --max-side``); None anywhere else.
+DEFAULT_MAX_SIDE = 2048
+
+#: A JPEG is DCT-scaled to no less than this fraction of ``max_side`` (then resized the rest of the way).
+_DRAFT_FLOOR = 0.75
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -61,16 +73,73 @@ def _array_to_rgb(array: np.ndarray, source: str) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def load_image(source: ImageLike) -> np.ndarray:
+@dataclass(frozen=True)
+class Decoded:
+    """A photo decoded at most ``max_side`` pixels a side, and the size of the photo itself.
+
+    ``scale`` maps coordinates in ``array`` back to the photo's own: ``x_photo = x * scale[0]``.
+    """
+
+    array: np.ndarray
+    width: int
+    height: int
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        return self.width / self.array.shape[1], self.height / self.array.shape[0]
+
+    @property
+    def reduced(self) -> bool:
+        return self.array.shape[1] != self.width or self.array.shape[0] != self.height
+
+
+def load_image(source: ImageLike, max_side: int | None = None) -> np.ndarray:
     """Load ``source`` as an RGB ``uint8`` array of shape (H, W, 3).
 
     Accepts a file path, a PIL image or a numpy array (RGB channel order). EXIF orientation is applied.
+    With ``max_side``, a larger photo comes back reduced to at most that many pixels a side (see
+    :func:`load_image_reduced` for the scale back to its own coordinates).
     Raises :class:`ImageError` for a missing, unreadable or non-image file.
     """
+    if max_side is not None:
+        return load_image_reduced(source, max_side).array
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source, "<array>")
     if isinstance(source, Image.Image):
         return np.asarray(_to_rgb(ImageOps.exif_transpose(source)))
+    return _decode(_opener(source), _label(source), None).array
+
+
+def load_image_reduced(source: ImageLike | bytes, max_side: int | None = DEFAULT_MAX_SIDE, *,
+                       name: str | None = None) -> Decoded:
+    """Decode ``source`` (a path, the bytes of a file, a PIL image or an array) at most ``max_side`` a side.
+
+    A JPEG is decoded at 1/2, 1/4 or 1/8 of its size by the codec itself when that still leaves at least
+    3/4 of ``max_side``; anything still larger is resized (area-averaged). ``name`` labels errors about bytes.
+    Returns the array with the photo's own (upright) width and height.
+    """
+    if max_side is not None and int(max_side) < 1:
+        raise ValueError(f"max_side must be positive, not {max_side}")
+    if isinstance(source, np.ndarray):
+        array = _array_to_rgb(source, name or "<array>")
+        return _shrink(Image.fromarray(array), max_side, array.shape[1], array.shape[0])
+    if isinstance(source, Image.Image):
+        image = _to_rgb(ImageOps.exif_transpose(source))
+        return _shrink(image, max_side, image.width, image.height)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        label = name or "<bytes>"
+        if len(source) == 0:
+            raise ImageError("empty file (0 bytes)", label)
+        return _decode(lambda: Image.open(io.BytesIO(bytes(source))), label, max_side)
+    return _decode(_opener(source), _label(source), max_side)
+
+
+def _label(source) -> str:
+    return str(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
+
+
+def _opener(source):
+    """A function opening ``source`` (a path) with Pillow, after the checks that name the file's problem."""
     if not isinstance(source, (str, os.PathLike)):
         raise ImageError(f"cannot read an image from a {type(source).__name__}")
     path = Path(source)
@@ -80,22 +149,50 @@ def load_image(source: ImageLike) -> np.ndarray:
         raise ImageError("is a directory, not an image", path)
     if path.stat().st_size == 0:  # an interrupted copy or download: say so rather than "unrecognised format"
         raise ImageError("empty file (0 bytes)", path)
+    return lambda: Image.open(path)
+
+
+def _decode(open_image, label: str, max_side: int | None) -> Decoded:
     try:
-        with Image.open(path) as image:
+        with open_image() as image:
             if image.width * image.height > MAX_PIXELS:
-                raise ImageError(f"image too large ({image.width}×{image.height} pixels)", path)
+                raise ImageError(f"image too large ({image.width}×{image.height} pixels)", label)
+            width, height = image.size
+            if _orientation(image) in (5, 6, 7, 8):  # stored sideways: upright, width and height swap
+                width, height = height, width
+            if max_side is not None and image.format == "JPEG" and max(width, height) > max_side:
+                floor = _DRAFT_FLOOR * max_side / max(width, height)
+                image.draft("RGB", (max(1, int(image.width * floor)), max(1, int(image.height * floor))))
             image = ImageOps.exif_transpose(image)  # also forces the decode
             image.load()
-            return np.asarray(_to_rgb(image))
+            return _shrink(_to_rgb(image), max_side, width, height)
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError("not an image (unrecognised file format)", path) from None
+        raise ImageError("not an image (unrecognised file format)", label) from None
     except PermissionError:
-        raise ImageError("permission denied", path) from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"unreadable or truncated image ({exc})", path) from None
+        raise ImageError("permission denied", label) from None
+    except Image.DecompressionBombError:  # Pillow's own guard, past twice its limit: refused from the header
+        raise ImageError(f"image too large (more than {2 * Image.MAX_IMAGE_PIXELS} pixels)", label) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"unreadable or truncated image ({exc})", label) from None
 
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(0x0112, 1))
+    except (OSError, ValueError, TypeError, AttributeError, SyntaxError):  # a broken EXIF block
+        return 1
+
+
+def _shrink(image: Image.Image, max_side: int | None, width: int, height: int) -> Decoded:
+    """The image (RGB) as an array at most ``max_side`` a side; ``width``×``height`` is the photo's own size."""
+    image = _to_rgb(image)
+    if max_side is not None and max(image.size) > max_side:
+        factor = max_side / max(image.size)
+        size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+        image = image.resize(size, Image.BILINEAR, reducing_gap=2.0)
+    return Decoded(np.asarray(image), int(width), int(height))
 
 
 def load_image_or_error(source: ImageLike) -> np.ndarray | FacegnetError:
@@ -104,6 +201,7 @@ def load_image_or_error(source: ImageLike) -> np.ndarray | FacegnetError:
         return load_image(source)
     except FacegnetError as exc:
         return exc
+
 
 def describe(source: ImageLike) -> str:
     """A short name for ``source`` in messages: the path, or the kind of object."""

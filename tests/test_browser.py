@@ -191,6 +191,115 @@ def test_cluster_unsorted_photos_and_name_a_group(site, browser):
     wait_for(browser, '.person[data-name="First group"]', thumbnails_loaded)
 
 
+# ---------------------------------------------------------------------------------------------- a phone
+PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+CONTROLS = "button, input:not([type=file]), a, label.drop, select, textarea"
+
+
+def overflow(driver) -> dict:
+    """The page's width against the viewport's, and every visible control that sticks out of the viewport."""
+    return driver.execute_script("""
+        const width = window.innerWidth, out = [];
+        for (const node of document.querySelectorAll(arguments[0])) {
+          const r = node.getBoundingClientRect();
+          if (!r.width || !r.height || node.closest('[hidden]')) continue;  // not shown
+          if (r.left < 0 || r.right > width + 0.5) out.push(`${node.id || node.textContent.trim() || node.tagName}`
+                                                                 + ` (${Math.round(r.left)}..${Math.round(r.right)})`);
+        }
+        return {inner: width, scroll: document.documentElement.scrollWidth, outside: out};
+    """, CONTROLS)
+
+
+def test_the_page_fits_a_phone(site, browser):
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE)
+    try:
+        open_tab(browser, site, "people")
+        wait_for(browser, ".person img.thumb")
+        for tab in ("people", "identify", "camera", "clusters"):
+            browser.find_element(By.CSS_SELECTOR, f'#tabs [data-tab="{tab}"]').click()
+            if tab == "clusters":
+                wait_for(browser, "#cluster-groups .group")
+            seen = overflow(browser)
+            # Not zoomed out (the viewport stays the phone's 390 px), nothing wider, every control on screen.
+            assert seen["inner"] == 390 and seen["scroll"] <= seen["inner"] and not seen["outside"], (tab, seen)
+            if tab == "people":
+                browser.save_screenshot(str(SHOTS / "phone.png"))
+        browser.find_element(By.ID, "logout").click()
+        wait_for(browser, "#login")
+        seen = overflow(browser)
+        assert seen["scroll"] <= seen["inner"] == 390 and not seen["outside"], ("sign-in", seen)
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+# ---------------------------------------------------------------------------------------------- signing out
+def hashchange_listeners(driver) -> int:
+    window = driver.execute_cdp_cmd("Runtime.evaluate", {"expression": "window"})["result"]["objectId"]
+    listeners = driver.execute_cdp_cmd("DOMDebugger.getEventListeners", {"objectId": window})["listeners"]
+    return sum(1 for listener in listeners if listener["type"] == "hashchange")
+
+
+def gallery_shown(driver) -> dict:
+    """What of the gallery the page shows: the summary line, person cards, cluster groups, identified photos."""
+    return driver.execute_script("""
+        return {summary: document.querySelector('#summary').textContent,
+                people: document.querySelectorAll('#people-grid .person').length,
+                groups: document.querySelectorAll('#cluster-groups .group').length,
+                identified: document.querySelectorAll('#identify-result img, #identify-list li').length};
+    """)
+
+
+def sign_in(driver, token: str) -> None:
+    field = wait_for(driver, "#token")
+    field.clear()
+    field.send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "#login-form button").click()
+
+
+def open_tab(driver, site: str, tab: str) -> None:
+    """Sign in by the server's link and open a tab (the page reopens the tab it showed last)."""
+    driver.get(f"{site}/#token={TOKEN}")
+    wait_for(driver, f'#tabs [data-tab="{tab}"]').click()
+
+
+def test_signing_out_or_a_wrong_token_leaves_no_figures(site, browser):
+    open_tab(browser, site, "people")
+    wait_for(browser, ".person img.thumb")
+    browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="identify"]').click()
+    browser.find_element(By.ID, "identify-file").send_keys(str(lfw_photo("Colin_Powell", 3)))
+    wait_for(browser, "#identify-result .box")
+    shown = gallery_shown(browser)
+    assert "people" in shown["summary"] and shown["people"] >= 2 and shown["identified"] >= 1
+    nothing = {"summary": "", "people": 0, "groups": 0, "identified": 0}
+    browser.find_element(By.ID, "logout").click()
+    wait_for(browser, "#login")
+    assert gallery_shown(browser) == nothing
+    listeners = hashchange_listeners(browser)
+    sign_in(browser, "not-the-token")
+    wait_for(browser, "#message.error", lambda e: "wrong token" in e.text)
+    assert gallery_shown(browser) == nothing
+    sign_in(browser, TOKEN)
+    wait_for(browser, '#tabs [data-tab="people"]').click()
+    wait_for(browser, ".person img.thumb")
+    assert hashchange_listeners(browser) == listeners  # signing in adds no listener
+    # A link with a wrong token, opened while signed in: back to the sign-in, the gallery's figures gone.
+    browser.execute_script("location.hash = '#token=not-the-token-either'")
+    wait_for(browser, "#login")
+    assert gallery_shown(browser) == nothing and not browser.find_element(By.ID, "tabs").is_displayed()
+
+
+def test_a_rejected_photo_leaves_no_broken_image(site, browser, tmp_path):
+    open_tab(browser, site, "identify")
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not a photo\n" * 20)
+    browser.find_element(By.ID, "identify-file").send_keys(str(text))
+    wait_for(browser, "#message.error", lambda e: "not an image" in e.text)
+    broken = browser.execute_script(
+        "return [...document.querySelectorAll('#identify-result img')].filter((i) => !i.naturalWidth).length")
+    assert broken == 0
+    browser.save_screenshot(str(SHOTS / "rejected.png"))
+
+
 def test_api_docs_render_without_internet(site, browser):
     # Swagger UI's files ship in the package (fastapi-offline): /docs renders with no CDN to reach.
     browser.get(site + "/docs")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from facegnet.train import bundle
-from facegnet.train import data as D
+from facegnet.train import datasets as D
 
 PACK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train"
 pytestmark = pytest.mark.skipif(not (PACK / "manifest.csv").exists(), reason="shared training pack not present")

@@ -90,5 +90,10 @@ def test_live_overlay_draws_the_name_not_boxes(name):
 
 def test_labels_are_clipped_at_the_image_edges():
     image = np.zeros((60, 80, 3), np.uint8)
-    draw_faces(image, [([50, 0, 79, 59], "王小明 0.99", KNOWN_COLOUR)], corner_text="30.0 FPS")
-    assert image.any()  # drawn, and nothing raised for a label wider than the space left
+    label = "王小明 0.99"
+    draw_faces(image, [([50, 0, 79, 59], label, KNOWN_COLOUR)])
+    patch = label_patch(label, text_size_for(image.shape), KNOWN_COLOUR)
+    assert patch.shape[1] > 80 - 50  # wider than the space left right of the box: it must be cut, not wrap
+    # No room above the box: the label sits inside its top edge, cut at the image's right edge, pixel for pixel.
+    height = min(patch.shape[0], 60)
+    assert np.array_equal(image[:height, 50:], patch[:height, : 80 - 50])

@@ -209,7 +209,7 @@ def test_int8_ranges_of_another_graph_are_refused(tmp_path, onnx_path, recognize
 
 @pytest.mark.slow
 def test_int8_backend_works_from_a_wheel_without_the_training_pack(tmp_path):
-    """Issue 13.7: an installed user (wheel contents only, no ../shared, empty cache) runs --backend onnx-int8."""
+    """An installed user (wheel contents only, no ../shared, empty cache) runs --backend onnx-int8."""
     import subprocess
     import sys
     import zipfile

@@ -11,8 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from facegnet.errors import DataError
-from facegnet.train.data import to_input
-from facegnet.train.fold import embedding_inputs, fold_linear, fold_teacher, fold_view, teacher_metric
+from facegnet.train.datasets import to_input
+from facegnet.train.fold import (
+    embedding_inputs,
+    fold_linear,
+    fold_teacher,
+    fold_view,
+    teacher_metric,
+)
 from facegnet.train.setup import build_net
 
 SMALL_MODEL = {"width": 0.5, "stem_stride": 2, "prelu": True, "dfc": False, "embedding_size": 64, "dropout": 0.0}
@@ -53,7 +59,8 @@ def test_teacher_metric_adds_the_projected_cosine_to_the_student_one() -> None:
 
 
 def test_the_folded_view_has_the_cosines_the_fold_ships() -> None:
-    """--fold-margin trains on fold_view; export --fold-teacher ships L: the same cosines, at any weight."""
+    """The trainer's dev evaluation scores fold_view; export --fold-teacher ships L: the same cosines, at any
+    weight."""
     torch.manual_seed(3)
     projection = torch.nn.Linear(64, 16, bias=False)
     raw = torch.randn(100, 64) * 3.0  # fold_view normalises its rows itself

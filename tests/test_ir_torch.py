@@ -87,7 +87,7 @@ def _has_openvino() -> bool:
 def test_the_face_teacher_in_pytorch_equals_openvino() -> None:
     import openvino as ov
 
-    from facegnet.train import data as D
+    from facegnet.train import datasets as D
     from facegnet.train.teacher import OnlineTeacher, teacher_input
 
     faces = D.load_pack(PACK, "train", 2, teacher=None, limit=12)

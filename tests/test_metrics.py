@@ -129,3 +129,41 @@ def test_metrics_refuse_empty_or_mismatched_input():
         metrics.best_threshold([0.1, 0.2], [True])
     with pytest.raises(ValueError, match="two folds"):
         metrics.kfold_accuracy([0.1, 0.2], [True, False], [0, 0])
+
+
+def _clustered_items(seed: int, n: int = 500, people: int = 60, dim: int = 6):
+    """Integer-valued embeddings (inner products exact in float32, whatever the summation order; many ties)
+    around one vector per person, and the person of each item; some people have more than 10 items."""
+    rng = np.random.default_rng(seed)
+    person = np.sort(rng.integers(0, people, n))
+    centres = rng.integers(-3, 4, (people, dim))
+    return (centres[person] + rng.integers(-2, 3, (n, dim))).astype(np.float32), person
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 10_000])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_all_pairs_tar_matches_the_full_list_of_pairs(seed, chunk):
+    embeddings, person = _clustered_items(seed)
+    fars = (1e-1, 1e-2, 1e-3, 1e-4)
+    report = metrics.all_pairs_tar_at_far(embeddings, person, fars=fars, max_per_person=10, chunk=chunk)
+    i, j = np.triu_indices(len(person), 1)
+    scores = np.einsum("ij,ij->i", embeddings[i].astype(np.float64), embeddings[j])
+    same = person[i] == person[j]
+    first_ten = metrics.genuine_subset(person, 10)
+    keep = ~same | (first_ten[i] & first_ten[j])  # every impostor pair; genuine ones of the first ten photos
+    assert report["impostor_pairs"] == (~same).sum() and report["genuine_pairs"] == (same & keep).sum()
+    assert report["highest_impostor"] == scores[~same].max()
+    i_top, j_top = report["highest_impostor_pair"]
+    assert person[i_top] != person[j_top] and embeddings[i_top] @ embeddings[j_top] == scores[~same].max()
+    for far in fars:
+        tar, threshold = metrics.tar_at_far(scores[keep], same[keep], far)
+        assert report[f"tar@far={far:g}"] == tar and report[f"threshold@far={far:g}"] == threshold
+    assert 0 < report["tar@far=0.001"] < report["tar@far=0.1"] < 1  # the figures are not degenerate
+
+
+def test_genuine_subset_keeps_each_persons_first_photos():
+    people = np.array(["b", "a", "b", "b", "a", "c", "b"])
+    assert metrics.genuine_subset(people, 2).tolist() == [True, True, True, False, True, True, False]
+    assert metrics.genuine_subset(people, None).all()
+    with pytest.raises(ValueError):
+        metrics.all_pairs_tar_at_far(np.ones((1, 3)), ["a"])

@@ -22,7 +22,7 @@ from facegnet.models import (
     ghostfacenet,
     ghostnet,
 )
-from facegnet.models.ghostnet import DFC_FIRST_LAYER, DFCAttention, GhostModule
+from facegnet.models.ghostnet import GhostModule
 from facegnet.models.profile import summarize
 
 # The module, not the builder of the same name that facegnet.models exports.
@@ -36,7 +36,6 @@ IMAGENET_SIZES = {0.5: (2.6e6, 42e6), 1.0: (5.2e6, 141e6), 1.3: (7.3e6, 226e6)}
 FACE_RANGES = {
     "ghostfacenet-w1.0-s2": ((2.5e6, 4.5e6), (30e6, 70e6)),
     "ghostfacenet-w1.3-s1": ((4.0e6, 6.5e6), (180e6, 260e6)),
-    "ghostfacenet-v2-w1.0-s2": ((3.0e6, 5.5e6), (35e6, 80e6)),
     "ghostfacenet-w0.5-s2": ((0.6e6, 1.5e6), (8e6, 20e6)),
 }
 
@@ -83,10 +82,8 @@ def test_face_variants_embed_to_512(name: str) -> None:
 
 
 def test_face_variants_cover_the_named_configurations() -> None:
-    assert {"ghostfacenet-w1.0-s2", "ghostfacenet-w1.3-s1", "ghostfacenet-v2-w1.0-s2", "ghostfacenet-w0.5-s2"} <= set(
-        FACE_VARIANTS
-    )
-    assert FACE_VARIANTS["ghostfacenet-v2-w1.0-s2"]["dfc"] is True
+    assert {"ghostfacenet-w1.0-s2", "ghostfacenet-w1.3-s1", "ghostfacenet-w0.5-s2"} <= set(FACE_VARIANTS)
+    assert not any(config["dfc"] for config in FACE_VARIANTS.values())
     assert FACE_VARIANTS["ghostfacenet-w1.3-s1"]["stem_stride"] == 1
 
 
@@ -191,7 +188,7 @@ def test_build_from_trained_card_loads_and_checks_sha256(tmp_path, monkeypatch) 
 
 
 def test_eval_forward_is_deterministic() -> None:
-    model = face_model("ghostfacenet-v2-w1.0-s2")
+    model = face_model("ghostfacenet-w1.0-s2")
     x = torch.randn(2, 3, 112, 112)
     with torch.inference_mode():
         assert torch.equal(model(x), model(x))
@@ -206,15 +203,11 @@ def test_prelu_only_when_asked() -> None:
     assert not has_prelu(ghostnet(0.5))
 
 
-def test_dfc_attention_only_when_asked() -> None:
-    with_dfc = ghostfacenet(width=0.5, dfc=True)
-    bottlenecks = [b for stage in with_dfc.blocks for b in stage]
-    flags = [b.ghost1.dfc is not None for b in bottlenecks]
-    assert flags == [i >= DFC_FIRST_LAYER for i in range(len(bottlenecks))]
-    assert all(b.ghost2.dfc is None for b in bottlenecks)  # only the first Ghost module is gated
-    assert not any(isinstance(m, DFCAttention) for m in ghostfacenet(width=0.5).modules())
-    assert any(isinstance(m, DFCAttention) for m in ghostnet(0.5, dfc=True).modules())
-    assert not any(isinstance(m, DFCAttention) for m in ghostnet(0.5).modules())
+def test_dfc_attention_is_refused_and_false_still_builds() -> None:
+    """Cards and training configurations carry "dfc": false (GhostNetV2's attention, since removed)."""
+    with pytest.raises(WeightsError, match="DFC attention"):
+        ghostfacenet(width=0.5, dfc=True)
+    assert ghostfacenet(width=0.5, dfc=False).config["dfc"] is False
 
 
 def test_count_macs_of_single_layers() -> None:

@@ -1,7 +1,7 @@
 """The embedding procedure (weights + flip + numerics) as one recorded identity, with thresholds per procedure.
 
-Issue 13.1: thresholds were calibrated with flip TTA in fp32 but used unchanged without flip and in int8. Each
-procedure now has its own dev-calibrated thresholds in the card, or is refused; normalisation and flip are
+Thresholds calibrated with flip TTA in fp32 do not hold without flip or in int8, so each
+procedure has its own dev-calibrated thresholds in the card, or is refused; normalisation and flip are
 written once (facegnet.preprocess) and the ONNX Runtime back-end runs without PyTorch.
 """
 from __future__ import annotations

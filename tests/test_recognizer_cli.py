@@ -277,6 +277,9 @@ def test_cli_eval_records_its_figures_in_the_model_card(tmp_path, capsys):
     payload, lfw = json.loads(report.read_text()), load_card(card_path).lfw
     assert lfw["accuracy_10fold"] == round(payload["accuracy"], 4) and lfw["auc"] == round(payload["auc"], 4)
     assert lfw["command"] == f"facegnet eval lfw --data {data}" and lfw["flip"] is True
+    # The all-pairs figure goes beside the 10-fold one: 6 people with 2 photos each.
+    assert lfw["all_pairs"]["tar@far=1e-3"] == round(payload["all_pairs"]["tar@far=0.001"], 4)
+    assert (lfw["all_pairs"]["genuine_pairs"], lfw["all_pairs"]["impostor_pairs"]) == (6, 60)
     # Another way of running the same weights goes beside the reference figures, not over them.
     assert main(["eval", "lfw", "--data", str(data), "--weights", str(card_path), "--no-flip", "--record",
                  "--quiet"]) == 0
@@ -289,6 +292,43 @@ def test_cli_eval_records_its_figures_in_the_model_card(tmp_path, capsys):
     assert stored.threshold == stored.thresholds["flip:fp32"]["threshold"]
     proc = run_cli("eval", "lfw", "--data", data, "--weights", card_path, "--limit", "1", "--record", "--quiet")
     assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1 and "--limit" in proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_eval_all_pairs_on_a_small_lfw_subset(tmp_path, capsys, recognizer):
+    """Every photo against every other: George_W_Bush's 12 photos give genuine pairs from his first 10 only."""
+    from facegnet.evaluation.lfw import list_images
+    from facegnet.evaluation.metrics import genuine_subset, tar_at_far
+
+    data = _mini_benchmark(tmp_path / "bench")
+    for number in range(3, 13):
+        shutil.copy(lfw_photo("George_W_Bush", number), data / "images" / "George_W_Bush" /
+                    f"George_W_Bush_{number:04d}.jpg")
+    report = tmp_path / "report.json"
+    assert main(["eval", "lfw", "--data", str(data), "--json", str(report), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    all_pairs = json.loads(report.read_text())["all_pairs"]
+    assert all_pairs["images"] == 22 and all_pairs["people"] == 6 and all_pairs["max_per_person"] == 10
+    assert all_pairs["genuine_pairs"] == 45 + 5 and all_pairs["impostor_pairs"] == 22 * 21 // 2 - 66 - 5
+    assert "all pairs (22 images, at most 10 photos a person: 50 genuine, 160 impostor pairs)" in out
+    first, second = all_pairs["highest_impostor_pair"]  # image names of two different people
+    assert first.rsplit("_", 1)[0] != second.rsplit("_", 1)[0] and first in out
+    # The same figures from the pairs listed one by one, with the recogniser's own embeddings.
+    paths, people = list_images(data)
+    embeddings = np.stack([r.embedding for r in recognizer.embed_images(paths, select="center",
+                                                                        fallback_center=True)])
+    people = np.array(people)
+    i, j = np.triu_indices(len(paths), 1)
+    scores = np.einsum("ij,ij->i", embeddings[i], embeddings[j])
+    same, first_ten = people[i] == people[j], genuine_subset(people, 10)
+    keep = ~same | (first_ten[i] & first_ten[j])
+    for far in (1e-3, 1e-4):
+        tar, threshold = tar_at_far(scores[keep], same[keep], far)
+        assert all_pairs[f"tar@far={far:g}"] == pytest.approx(tar, abs=1 / 50)  # at most one pair apart
+        assert all_pairs[f"threshold@far={far:g}"] == pytest.approx(threshold, abs=1e-4)
+    assert all_pairs["tar@far=0.001"] >= 0.8  # the shipped weights tell these people apart
+    assert main(["eval", "lfw", "--data", str(data), "--json", str(report), "--no-all-pairs", "--quiet"]) == 0
+    assert "all_pairs" not in json.loads(report.read_text()) and "all pairs: skipped" in capsys.readouterr().out
 
 
 def test_cli_eval_bad_benchmark(tmp_path):

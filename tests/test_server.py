@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import re
 import stat
 import warnings
 from pathlib import Path
@@ -69,7 +70,13 @@ def state(gallery: Path) -> tuple[list, list[str]]:
 # ---------------------------------------------------------------------------------------------- access
 def test_health_page_and_docs_need_no_token_but_the_api_does(server):
     client, _ = server
-    assert client.get("/health").json() == {"status": "ok", "auth": True}
+    health = client.get("/health").json()
+    assert {k: health[k] for k in ("status", "auth")} == {"status": "ok", "auth": True}
+    info = client.get("/api/info", headers=AUTH).json()
+    in_force = health["search_threshold"]  # the threshold identify uses now, and the rate it holds
+    assert in_force["threshold"] == round(info["threshold"], 4) and in_force["source"] == info["search_threshold"]["source"]
+    assert in_force["far_per_search"] == info["search_threshold"]["far_per_search"] and "people" not in in_force
+    assert client.head("/health").status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "app.js" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
@@ -136,9 +143,12 @@ def test_serve_says_so_when_the_port_is_taken(tmp_path, capsys):
 
 
 def test_no_auth_app_serves_without_token(tmp_path, recognizer):
-    app = create_app(tmp_path / "open", None, recognizer=recognizer)
+    app = create_app(tmp_path / "open", None, recognizer=recognizer, threshold=0.42)
     with TestClient(app, base_url="http://127.0.0.1:8000") as client:
-        assert client.get("/health").json()["auth"] is False
+        health = client.get("/health").json()
+        assert health["auth"] is False
+        assert {k: health["search_threshold"][k] for k in ("threshold", "source")} == {"threshold": 0.42, "source": "given"}
+        assert client.get("/api/info").json()["threshold"] == 0.42  # --threshold wins, and says so
         assert client.get("/api/people").json() == {"people": []}
         # A page elsewhere reaching it by DNS rebinding names another host: refused.
         rebound = client.get("/api/people", headers={"Host": "attacker.example:8000"})
@@ -333,6 +343,146 @@ def test_clusters_name_merge_dismiss(server):
     assert not (gallery / "clusters" / job["id"]).exists()
     none = client.post("/api/clusters", files=[upload(b"text", "a.txt")], headers=AUTH)
     assert none.status_code == 422 and "no usable face" in none.json()["error"]
+
+
+# ---------------------------------------------------------------------------------------------- no server paths
+SERVER_PATH = re.compile(r"(?<![\w.])/(?:tmp|root|home|work|var|usr|srv|opt|mnt|data)/")
+
+
+def assert_no_path(response, gallery: Path) -> None:
+    text = response.text
+    assert "error" in response.json(), text
+    for spelled in {str(gallery), str(gallery.resolve()), str(gallery.parent)}:
+        assert spelled not in text, text
+    assert not SERVER_PATH.search(text), text
+
+
+def test_errors_name_no_server_path(server):
+    client, gallery = server
+    checked = []
+
+    def check(method: str, path: str, status: int, **kwargs) -> dict:
+        response = client.request(method, path, headers=AUTH, **kwargs)
+        assert response.status_code == status, (method, path, response.text)
+        assert_no_path(response, gallery)
+        checked.append(path)
+        return response.json()
+
+    taken = check("PATCH", "/api/people/Alice", 409, json={"name": "Bob"})
+    assert taken == {"error": "'Bob' is already in the gallery: merge 'Alice' into 'Bob' instead"}
+    check("POST", "/api/people/Alice/merge", 422, json={"into": "Alice"})
+    check("POST", "/api/people/Nobody/merge", 404, json={"into": "Alice"})
+    check("POST", "/api/people/unknown/photos", 422, files=[upload(photo_bytes("Tony_Blair", 6))])
+    check("GET", "/api/people/Nobody", 404)
+    check("DELETE", "/api/people/Alice/templates/999999", 404)
+    check("GET", "/api/people/Alice/templates/999999/thumbnail", 404)
+    for name, (data, status, _) in bad_uploads().items():
+        check("POST", "/api/people/Carol/photos", status, files=[upload(data, name)])
+        if status != 422:  # a camera frame without a face is no error
+            check("POST", "/api/live/session-paths/frames", status, files=[upload(data, name)])
+        check("POST", "/api/clusters", 422 if status != 413 else 413, files=[upload(data, name)])
+    check("POST", "/api/verify", 415, files=[upload(b"text" * 50, "a.jpg", "a"), upload(b"text" * 50, "b.jpg", "b")])
+    check("GET", "/api/clusters/000000000000", 404)
+    check("DELETE", "/api/live/no-such-session", 404)
+    # A template whose stored photo was damaged, then lost, on the server's disk.
+    enrolled = client.post("/api/people/Dana/photos", files=[upload(photo_bytes("Tony_Blair", 5))], headers=AUTH)
+    template = enrolled.json()["added"][0]["template"]
+    stored = next(p for p in (gallery / "photos").iterdir() if p.read_bytes() == photo_bytes("Tony_Blair", 5))
+    stored.write_bytes(b"damaged on disk")
+    check("GET", f"/api/people/Dana/templates/{template}/thumbnail", 415)
+    stored.unlink()
+    assert "not on disk" in check("GET", f"/api/people/Dana/templates/{template}/thumbnail", 404)["error"]
+    assert client.delete("/api/people/Dana", headers=AUTH).status_code == 200
+    assert len(checked) > 20
+
+
+# ---------------------------------------------------------------------------------------------- names
+def test_names_with_control_characters_or_a_slash_get_422(server):
+    client, gallery = server
+    before = state(gallery)
+    photo = [upload(photo_bytes("Tony_Blair", 7))]
+    for quoted in ("x%00y", "bell%07", "esc%1B%5B31m", "del%7F"):
+        response = client.post(f"/api/people/{quoted}/photos", files=photo, headers=AUTH)
+        assert response.status_code == 422, (quoted, response.text)
+        assert "control characters" in response.json()["error"]
+    assert "control" in client.patch("/api/people/Alice", json={"name": "A\x1bb"}, headers=AUTH).json()["error"]
+    assert client.post("/api/people/Alice/merge", json={"into": "x\x00"}, headers=AUTH).status_code == 422
+    # A name with '/': the same 422 whether it is the new name of a rename or a name in the URL.
+    renamed = client.patch("/api/people/Alice", json={"name": "AC/DC"}, headers=AUTH)
+    assert renamed.status_code == 422
+    expected = renamed.json()
+    assert expected == {"error": "a person's name cannot contain '/' ('AC/DC')"}
+    for method, path in (("POST", "/api/people/AC/DC/photos"), ("GET", "/api/people/AC/DC"),
+                         ("PATCH", "/api/people/AC%2FDC"), ("DELETE", "/api/people/AC/DC"),
+                         ("POST", "/api/people/AC/DC/merge"), ("DELETE", "/api/people/AC/DC/templates/1"),
+                         ("GET", "/api/people/AC/DC/templates/1/thumbnail")):
+        kwargs = {"files": photo} if path.endswith("photos") else {"json": {"name": "X", "into": "Bob"}}
+        response = client.request(method, path, headers=AUTH, **kwargs)
+        assert (response.status_code, response.json()) == (422, expected), (method, path, response.text)
+    assert client.get("/api/people/AC/DC").status_code == 401  # the token first, as everywhere
+    assert client.put("/api/people/Alice", headers=AUTH).status_code == 405
+    assert state(gallery) == before
+    from facegnet.server.people import clean_name
+
+    assert clean_name("  Владимир   Путин ") == "Владимир Путин" and clean_name("Zoë Ångström") == "Zoë Ångström"
+
+
+def test_favicon_and_head_of_the_page(server):
+    client, _ = server
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/x-icon"
+    assert Image.open(io.BytesIO(icon.content)).format == "ICO"
+    head = client.head("/")
+    assert head.status_code == 200 and head.content == b"" and head.headers["content-type"].startswith("text/html")
+
+
+# ---------------------------------------------------------------------------------------------- big photos
+def test_big_photo_is_decoded_reduced_and_answered_in_its_own_coordinates(server):
+    client, _ = server
+    small = photo_bytes("Colin_Powell", 6)
+    big = jpeg(Image.open(io.BytesIO(small)).resize((4000, 4000), Image.BILINEAR))  # 16 times the photo
+    assert len(big) < 1024 * 1024  # within this app's upload limit
+    answers = [client.post("/api/identify", files=[upload(data, name)], headers=AUTH).json()
+               for data, name in ((small, "small.jpg"), (big, "big.jpg"))]
+    assert (answers[1]["width"], answers[1]["height"]) == (4000, 4000)
+    assert [f["name"] for f in answers[1]["faces"]] == [f["name"] for f in answers[0]["faces"]] == ["Alice"]
+    expected = np.array(answers[0]["faces"][0]["box"]) * 16
+    found = np.array(answers[1]["faces"][0]["box"])
+    size = expected[2] - expected[0]
+    assert np.abs(found - expected).max() < 0.1 * size, (found, expected)  # the same face, in 4000-px pixels
+    verify = client.post("/api/verify", headers=AUTH, files=[upload(big, "a.jpg", "a"), upload(small, "b.jpg", "b")])
+    body = verify.json()
+    assert body["same"] is True and np.abs(np.array(body["box_a"]) - np.array(body["box_b"]) * 16).max() < 0.1 * size
+
+
+def test_identify_runs_beside_a_change_in_progress(server):
+    """Recognition does not wait for the lock that changes take (an enrolment, a camera frame)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, _ = server
+    service = client.app.state.service
+    probe = [upload(photo_bytes("Serena_Williams", 3))]
+    assert client.post("/api/identify", files=probe, headers=AUTH).status_code == 200  # the first runs alone
+    pool = ThreadPoolExecutor(2)
+    try:
+        with service.lock:  # as an enrolment holds it (released, whatever happens, before the pool is waited for)
+            answers = [pool.submit(client.post, "/api/identify", files=probe, headers=AUTH) for _ in range(2)]
+            names = [a.result(timeout=30).json()["faces"][0]["name"] for a in answers]
+    finally:
+        pool.shutdown(wait=True)
+    assert names == ["Bob", "Bob"]
+
+
+def test_the_default_layout_follows_the_cores():
+    from facegnet.cli.serve import worker_layout
+
+    assert worker_layout(1) == (1, 1) and worker_layout(2) == (2, 1) and worker_layout(16) == (8, 2)
+    assert worker_layout(4, threads=2) == (2, 2) and worker_layout(4, workers=1) == (1, 4)
+    assert worker_layout(2, workers=1, threads=2) == (1, 2)
+    from facegnet.cli import serve
+    from facegnet.server import service
+
+    assert serve.RECOGNITIONS_AT_ONCE == service.RECOGNITIONS_AT_ONCE  # the CLI's default is the server's
 
 
 def test_each_kind_of_error_has_its_status():

@@ -2,10 +2,14 @@
 
 Enrolments sent at the same time to different processes all land (the gallery's writer lock and SQLite
 transactions), each process sees the others' people at once, and the same photo sent to two processes at
-once becomes one template.
+once becomes one template. A camera session whose frames alternate between the two workers is tracked as
+one. An 8000×8000 photo keeps a server's peak memory under 1.5 GB (decoded reduced).
 """
 from __future__ import annotations
 
+import http.client
+import io
+import json
 import os
 import signal
 import socket
@@ -13,6 +17,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, lfw_photo
@@ -43,7 +48,7 @@ def servers(tmp_path_factory):
               "--token", TOKEN, "--workers", "2", "--threads", "1"],
         # B: a separate server; its token from the environment.
         "B": [sys.executable, "-m", "facegnet", "serve", "--gallery", str(gallery), "--port", str(ports["B"]),
-              "--threads", "1"],
+              "--workers", "1", "--threads", "1"],
     }
     processes = {
         key: subprocess.Popen(command, env={**env, "FACEGNET_TOKEN": TOKEN} if key == "B" else env,
@@ -63,7 +68,7 @@ def servers(tmp_path_factory):
                     pass
                 assert time.monotonic() < deadline, f"server {key} did not start"
                 time.sleep(0.3)
-        yield urls, gallery
+        yield urls, gallery, {key: p.pid for key, p in processes.items()}
     finally:
         for process in processes.values():
             if process.poll() is None:
@@ -81,7 +86,7 @@ def enroll(url: str, person: str, numbers=(1, 2)) -> httpx.Response:
 
 
 def test_processes_share_one_gallery(servers):
-    urls, gallery = servers
+    urls, gallery, _ = servers
     jobs = [(urls[key], person) for key, people in PEOPLE.items() for person in people]
     with ThreadPoolExecutor(len(jobs)) as pool:  # all four at once, two to each server
         answers = list(pool.map(lambda job: enroll(*job), jobs))
@@ -104,3 +109,102 @@ def test_processes_share_one_gallery(servers):
     assert people["Colin_Powell"] == 3
     assert len(list((gallery / "photos").iterdir())) == 9  # one stored photo per template, none left over
     assert httpx.get(f"{urls['A']}/api/people").status_code == 401  # the token rule holds in every worker
+
+
+# ---------------------------------------------------------------------------------------------- camera sessions
+def descendants(pid: int) -> list[int]:
+    """A process and every process below it (from /proc)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        try:
+            todo += [int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def serving_process(connection: http.client.HTTPConnection, pids: list[int]) -> int | None:
+    """Which of ``pids`` holds the server's end of this client connection (/proc/net/tcp and its fds)."""
+    ours = connection.sock.getsockname()[1]
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[2].rsplit(":", 1)[1], 16) == ours:  # its remote end is our port
+                inodes.add(f"socket:[{fields[9]}]")
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return pid
+        except OSError:
+            continue
+    return None
+
+
+def send(connection: http.client.HTTPConnection, method: str, path: str, **kwargs) -> dict:
+    request = httpx.Request(method, f"http://{connection.host}:{connection.port}{path}", headers=AUTH, **kwargs)
+    connection.request(method, path, request.read(), dict(request.headers))
+    response = connection.getresponse()
+    body = response.read()
+    assert response.status == 200, body
+    return json.loads(body)
+
+
+def test_a_camera_session_is_one_session_across_workers(servers):
+    urls, _, pids = servers
+    port = int(urls["A"].rsplit(":", 1)[1])
+    workers = descendants(pids["A"])[1:]
+    by_worker: dict[int, http.client.HTTPConnection] = {}
+    opened = []
+    for _ in range(40):  # connections until two different workers hold one each
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        opened.append(connection)
+        send(connection, "GET", "/health")
+        owner = serving_process(connection, workers)
+        by_worker.setdefault(owner, connection)
+        if len([w for w in by_worker if w is not None]) == 2:
+            break
+    two = [c for w, c in by_worker.items() if w is not None]
+    assert len(two) == 2, f"40 connections all reached one worker of {workers}"
+    frame = lfw_photo("Serena_Williams", 4).read_bytes()
+    answers = [send(two[n % 2], "POST", "/api/live/session-across/frames",
+                    files=[("file", ("frame.jpg", frame, "image/jpeg"))]) for n in range(6)]
+    assert [a["frame"] for a in answers] == list(range(6))  # one session, not one per worker
+    tracks = {f["track"] for a in answers[2:] for f in a["faces"] if f["name"] == "Serena_Williams"}
+    appeared = [e for a in answers for e in a["events"] if e["event"] == "appeared" and e["name"] == "Serena_Williams"]
+    assert len(tracks) == 1 and len(appeared) == 1, answers
+    end = send(two[0], "DELETE", "/api/live/session-across")
+    assert end["frames"] == 6 and any(e["event"] == "left" and e["name"] == "Serena_Williams" for e in end["events"])
+    for connection in opened:
+        connection.close()
+
+
+# ---------------------------------------------------------------------------------------------- a big photo
+def peak_memory(pid: int) -> int:
+    """The process's peak resident memory (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
+
+
+def test_an_8000_pixel_photo_keeps_the_server_under_1_5_gb(servers):
+    from PIL import Image
+
+    urls, _, pids = servers
+    small = lfw_photo("Colin_Powell", 6).read_bytes()
+    out = io.BytesIO()
+    Image.open(io.BytesIO(small)).resize((8000, 8000), Image.BILINEAR).save(out, format="JPEG", quality=85)
+    answers = [httpx.post(f"{urls['B']}/api/identify", headers=AUTH, timeout=120,
+                          files=[("file", (name, data, "image/jpeg"))]).json()
+               for name, data in (("small.jpg", small), ("big.jpg", out.getvalue()))]
+    peak = peak_memory(pids["B"])  # B is one process: the worker itself
+    assert peak <= 1.5e9, f"peak memory {peak / 1e9:.2f} GB"
+    assert (answers[1]["width"], answers[1]["height"]) == (8000, 8000)
+    assert answers[1]["faces"][0]["name"] == answers[0]["faces"][0]["name"] == "Colin_Powell"
+    expected = [v * 32 for v in answers[0]["faces"][0]["box"]]  # the same face, in the big photo's pixels
+    found = answers[1]["faces"][0]["box"]
+    assert max(abs(a - b) for a, b in zip(found, expected)) < 0.1 * (expected[2] - expected[0]), (found, expected)

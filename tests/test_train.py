@@ -1,7 +1,8 @@
-"""Training: the pack dataset, margin heads, distillation, exact resume, 2-process DDP, fine-tuning, CLI.
+"""Training: the pack dataset, margin heads, distillation, exact resume (also of checkpoints written before the
+training options were pruned), 2-process DDP, fine-tuning, CLI.
 
 Runs are tiny (a ×0.5 network, batches of 8, a few steps over the first faces of the real training pack) so
-the whole file stays fast on two cores.
+the whole file stays fast on two cores. Tests that read the pack skip without it; the formula tests do not.
 """
 from __future__ import annotations
 
@@ -20,15 +21,17 @@ import torch.multiprocessing as mp
 from facegnet.errors import DataError
 from facegnet.evaluation.metrics import threshold_at_far
 from facegnet.models.heads import ArcFace, CosFace, build_head
-from facegnet.train import data as D
+from facegnet.train import datasets as D
+from facegnet.train.augment import Augment
 from facegnet.train.distill import TeacherDistill
 from facegnet.train.evaluate import pair_scores
+from facegnet.train.sampling import EpochSampler
 from facegnet.train.trainer import TrainConfig, train
 
 PACK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train"
 SMALL_MODEL = {"width": 0.5, "stem_stride": 2, "prelu": True, "dfc": False, "embedding_size": 64, "dropout": 0.0}
 
-pytestmark = pytest.mark.skipif(not (PACK / "manifest.csv").exists(), reason="shared training pack not present")
+needs_pack = pytest.mark.skipif(not (PACK / "manifest.csv").exists(), reason="shared training pack not present")
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +59,7 @@ def tiny_config(out: Path, dev: Path | None, **kw) -> TrainConfig:
 
 
 # ----------------------------------------------------------------------------------------------- data
+@needs_pack
 def test_pack_dataset_reads_crops_labels_and_teacher_rows() -> None:
     faces = D.load_pack(PACK, "train", min_faces=2, limit=40)
     assert faces.images.shape == (40, 112, 112, 3) and faces.images.dtype == np.uint8
@@ -74,6 +78,7 @@ def test_pack_dataset_reads_crops_labels_and_teacher_rows() -> None:
     assert all(rows[i]["split"] == "dev" for i, r in enumerate(rows) if r["crop"] in dev.paths)
 
 
+@needs_pack
 def test_folder_dataset_labels_people_and_loose_faces(tmp_path: Path) -> None:
     rows = [r for r in D.read_manifest(PACK) if r["split"] == "train"][:12]
     for r in rows[:6]:
@@ -90,9 +95,9 @@ def test_folder_dataset_labels_people_and_loose_faces(tmp_path: Path) -> None:
 
 def test_augment_flip_and_determinism() -> None:
     x = torch.randn(4, 3, 112, 112)
-    flipped = D.Augment(flip=1.0)(x.clone(), torch.Generator().manual_seed(0))
+    flipped = Augment(flip=1.0)(x.clone(), torch.Generator().manual_seed(0))
     assert torch.equal(flipped, x.flip(-1))
-    aug = D.Augment(flip=0.5, colour=0.5, grayscale=0.5, blur=0.5, lowres=0.5)
+    aug = Augment(flip=0.5, colour=0.5, grayscale=0.5, blur=0.5, lowres=0.5)
     a = aug(x.clone(), torch.Generator().manual_seed(1))
     b = aug(x.clone(), torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and not torch.equal(a, x)
@@ -101,20 +106,20 @@ def test_augment_flip_and_determinism() -> None:
 def test_augment_jitter_warps_within_bounds_and_keeps_black_border() -> None:
     gen = torch.Generator().manual_seed(3)
     x = torch.rand(6, 3, 112, 112) * 2 - 1
-    warped = D.Augment(flip=0, jitter=1.0)(x.clone(), gen)
+    warped = Augment(flip=0, jitter=1.0)(x.clone(), gen)
     assert warped.shape == x.shape and not torch.equal(warped, x)
     assert warped.min() >= -1 - 1e-5 and warped.max() <= 1 + 1e-5
     # a small warp keeps the face where it was: the centre moves by a few pixels at most
     centre = (slice(None), slice(None), slice(40, 72), slice(40, 72))
     assert (warped[centre] - x[centre]).abs().mean() < (torch.rand_like(x) * 2 - 1 - x).abs().mean()
     # what the warp brings in from outside the crop is the aligner's black border, not mid-grey
-    black = D.Augment(flip=0, jitter=1.0)(torch.full((4, 3, 112, 112), -1.0), gen)
+    black = Augment(flip=0, jitter=1.0)(torch.full((4, 3, 112, 112), -1.0), gen)
     assert torch.allclose(black, torch.full_like(black, -1.0), atol=1e-5)
 
 
 def test_augment_erase_blanks_one_rectangle_per_image() -> None:
     x = torch.rand(8, 3, 112, 112) * 2 - 1
-    erased = D.Augment(flip=0, erase=1.0)(x.clone(), torch.Generator().manual_seed(4))
+    erased = Augment(flip=0, erase=1.0)(x.clone(), torch.Generator().manual_seed(4))
     for before, after in zip(x, erased):
         changed = (before != after).any(0)
         rows, cols = changed.any(1).nonzero(), changed.any(0).nonzero()
@@ -126,8 +131,8 @@ def test_augment_erase_blanks_one_rectangle_per_image() -> None:
 
 
 def test_sampler_splits_one_global_batch_across_ranks() -> None:
-    whole = D.EpochSampler(100, 8, seed=5).batch(3)
-    parts = [D.EpochSampler(100, 8, seed=5, rank=r, world=2).batch(3) for r in range(2)]
+    whole = EpochSampler(100, 8, seed=5).batch(3)
+    parts = [EpochSampler(100, 8, seed=5, rank=r, world=2).batch(3) for r in range(2)]
     assert sorted(np.concatenate(parts)) == sorted(whole)
 
 
@@ -194,6 +199,7 @@ def _states_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@needs_pack
 def test_resumed_run_matches_uninterrupted_run(tmp_path: Path, dev_pairs: Path) -> None:
     straight = train(tiny_config(tmp_path / "straight", dev_pairs), progress=False)
     assert straight["step"] == 4 and straight["dev"] is not None
@@ -211,6 +217,81 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path: Path, dev_pairs: Path) 
     assert '"event": "resume"' in log and '"event": "dev"' in log
 
 
+# What the trainer wrote before relation_weight, fold_margin and budget_minutes were removed: the same checkpoint
+# entries, with those options at 0 in its config (and without the options added since).
+PRE_REFACTOR_ONLY = {"relation_weight": 0.0, "fold_margin": 0.0, "budget_minutes": 0.0}
+ADDED_SINCE = ("lookalike_neighbours",)
+CHECKPOINT_ENTRIES = {"config", "module", "model", "ema", "optimizer", "scheduler", "step", "best", "minutes", "rng"}
+
+
+def _rewrite_as_pre_refactor(run: Path, **old_values: float) -> None:
+    """Turn a run folder's last.pt and config.json into the layout the pre-refactor trainer wrote."""
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    kept = CHECKPOINT_ENTRIES if ckpt["config"]["ema"] else CHECKPOINT_ENTRIES - {"ema"}
+    assert set(ckpt) == kept and set(ckpt["rng"]) == {"torch", "numpy", "python", "augment"}
+    config = {k: v for k, v in ckpt["config"].items() if k not in ADDED_SINCE}
+    ckpt["config"] = {**config, **PRE_REFACTOR_ONLY, **old_values}
+    torch.save(ckpt, run / "last.pt")
+    (run / "config.json").write_text(json.dumps(ckpt["config"], indent=2) + "\n")
+
+
+@needs_pack
+def test_a_checkpoint_written_before_the_options_were_pruned_resumes_exactly(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from facegnet.cli import main
+
+    options = dict(ema=0.9, jitter=0.3, erase=0.2, threads=1)
+    train(tiny_config(tmp_path / "straight", None, **options), progress=False)
+    train(tiny_config(tmp_path / "old", None, stop_at=2, **options), progress=False)
+    _rewrite_as_pre_refactor(tmp_path / "old")
+    assert main(["train", "--out", str(tmp_path / "old"), "--resume", "--dry-run"]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert not set(PRE_REFACTOR_ONLY) & set(resolved) and resolved["stop_at"] == 0 and resolved["threads"] == 1
+    assert main(["train", "--out", str(tmp_path / "old"), "--resume", "--no-progress"]) == 0
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "old" / "last.pt", weights_only=False)
+    assert b["step"] == 4 and not set(PRE_REFACTOR_ONLY) & set(b["config"])
+    for key in ("module", "model", "ema"):
+        assert _states_equal(a[key], b[key]), key
+    assert all(_states_equal(a["optimizer"]["state"][i], b["optimizer"]["state"][i]) for i in a["optimizer"]["state"])
+    assert a["scheduler"] == b["scheduler"]
+    # A removed option at a value that did something cannot be honoured: one line naming the checkpoint.
+    shutil.copytree(tmp_path / "old", tmp_path / "folded")
+    _rewrite_as_pre_refactor(tmp_path / "folded", fold_margin=1.0)
+    capsys.readouterr()
+    assert main(["train", "--out", str(tmp_path / "folded"), "--resume", "--no-progress"]) == DataError.exit_code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'fold_margin' = 1.0 was removed" in err[0] and "last.pt" in err[0]
+    # and a resumed run keeps its own configuration: only where and how it runs may change
+    assert main(["train", "--out", str(tmp_path / "old"), "--resume", "--lr", "0.5"]) == DataError.exit_code
+    assert "--lr cannot change when resuming" in capsys.readouterr().err
+
+
+@needs_pack
+def test_lookalike_batches_train_and_resume_exactly(tmp_path: Path) -> None:
+    """--lookalike-neighbours: batches from the look-alike sampler, built on the pack's stored descriptors."""
+    from facegnet.train.lookalike import LookalikeSampler
+    from facegnet.train.sampling import make_sampler
+
+    cfg = tiny_config(tmp_path / "straight", None, steps=3, lookalike_neighbours=4, threads=1)
+    faces = D.training_faces(cfg)
+    sampler = make_sampler(cfg, faces)
+    assert isinstance(sampler, LookalikeSampler)
+    plain = EpochSampler(len(faces), cfg.batch_size, cfg.seed)
+    assert any(sorted(sampler.batch(s)) != sorted(plain.batch(s)) for s in range(3))
+    straight = train(cfg, progress=False)
+    assert straight["step"] == 3
+    log = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3] and all(math.isfinite(r["loss"]) for r in log if "loss" in r)
+    train(tiny_config(tmp_path / "split", None, steps=3, lookalike_neighbours=4, threads=1, stop_at=2), progress=False)
+    train(tiny_config(tmp_path / "split", None, steps=3, lookalike_neighbours=4, threads=1), resume=True,
+          progress=False)
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
+    assert _states_equal(a["module"], b["module"])
+
+
+@needs_pack
 def test_finetune_from_weights_with_frozen_stages(tmp_path: Path) -> None:
     first = train(tiny_config(tmp_path / "base", None, steps=2), progress=False)
     weights = tmp_path / "base.pt"
@@ -226,6 +307,7 @@ def test_finetune_from_weights_with_frozen_stages(tmp_path: Path) -> None:
     assert not torch.equal(net["conv_last.0.weight"], start["conv_last.0.weight"])  # trained
 
 
+@needs_pack
 def test_init_from_a_checkpoint_restores_head_and_projection(tmp_path: Path) -> None:
     """A warm restart (``--init`` a trainer checkpoint of the same data) keeps the trained head and projection;
     plain weights bring only the network, and the head starts fresh."""
@@ -261,14 +343,13 @@ def _ddp_worker(rank: int, port: int, out: str, results: str) -> None:
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank))
-    # A wall-clock schedule that the clock, not the step count, drives (30 s against 100,000 steps): each process's
-    # own clock would give each its own learning rate and the replicas would drift; rank 0's is shared.
-    cfg = tiny_config(Path(out), None, steps=100_000, stop_at=3, device="cpu", budget_minutes=0.5)
+    cfg = tiny_config(Path(out), None, steps=100, stop_at=3, device="cpu")
     summary = train(cfg, progress=False, return_module=True)
     torch.save(summary["module"].state_dict(), Path(results) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
 
+@needs_pack
 def test_two_process_gloo_ddp_keeps_replicas_identical(tmp_path: Path) -> None:
     mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path / "run"), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt")
@@ -281,6 +362,7 @@ def test_two_process_gloo_ddp_keeps_replicas_identical(tmp_path: Path) -> None:
     assert ckpt["step"] == 3 and len(ckpt["rng"]) == 2
 
 
+@needs_pack
 def test_cli_train_parses_options_and_rejects_bad_values(tmp_path: Path) -> None:
     from facegnet.cli import main
 
@@ -292,6 +374,7 @@ def test_cli_train_parses_options_and_rejects_bad_values(tmp_path: Path) -> None
     assert main(["train", "--out", str(tmp_path / "none"), "--resume"]) == DataError.exit_code
 
 
+@needs_pack
 def test_sigterm_stops_a_cli_run_with_a_checkpoint_that_resumes(tmp_path: Path) -> None:
     """A service manager's SIGTERM (or Ctrl-C) ends a long run at a step boundary: last.pt written, one line saying
     how to go on, exit 128 + 15; the checkpoint then resumes at that very step."""
@@ -355,6 +438,7 @@ def test_cli_train_compile_without_a_cpp_compiler_is_one_line(tmp_path: Path, mo
 LFW = PACK.parent / "lfw" / "images"
 
 
+@needs_pack
 @pytest.mark.skipif(not LFW.exists(), reason="LFW images not present")
 def test_prepare_aligns_photos_reports_failures_and_resumes(tmp_path: Path) -> None:
     from PIL import Image
@@ -382,6 +466,7 @@ def test_prepare_aligns_photos_reports_failures_and_resumes(tmp_path: Path) -> N
     assert len(faces) == 2 and faces.identities == ["someone"]
 
 
+@needs_pack
 def test_export_writes_weights_and_a_calibrated_card(tmp_path: Path, dev_pairs: Path) -> None:
     from facegnet.card import load_card, sha256_file
     from facegnet.models import build_from_card
@@ -396,9 +481,12 @@ def test_export_writes_weights_and_a_calibrated_card(tmp_path: Path, dev_pairs: 
     assert loaded.threshold_far == 1e-2 and loaded.threshold == pytest.approx(dev_threshold, abs=1.1e-5)
     assert loaded.threshold >= dev_threshold - 5e-6  # rounded up for the card: never more false accepts
     assert loaded.config["width"] == 0.5 and loaded.embedding_size == 64
+    # the resolved configuration of the run, as `facegnet train --dry-run` prints it (pauses are not the recipe's)
+    run_config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert loaded.training["config"] == {**run_config, "stop_at": 0, "max_minutes": 0.0}
+    assert TrainConfig(**loaded.training["config"]).to_dict() == loaded.training["config"]
     # The open-set threshold: every pair of the pack's dev faces, at most 0.1% of impostor pairs accepted.
     from facegnet.train.release import dev_identity_similarities
-    from facegnet.train.trainer import TrainConfig
 
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     impostor, genuine = dev_identity_similarities(build_from_card(loaded).eval(), TrainConfig.from_dict(ckpt["config"]))

@@ -15,7 +15,8 @@ import torch
 
 from facegnet.cli import main
 from facegnet.errors import DataError
-from facegnet.train import data as D
+from facegnet.train import datasets as D
+from facegnet.train.augment import mix_batch
 from facegnet.train.prepare import prepare
 from facegnet.train.trainer import TrainConfig, train
 
@@ -120,46 +121,6 @@ def test_mixup_needs_an_online_teacher(capsys: pytest.CaptureFixture, tmp_path: 
     assert "--teacher-model" in capsys.readouterr().err
 
 
-def test_relation_distillation_needs_an_online_teacher(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    assert main(["train", "--relation-weight", "5", "--out", str(tmp_path / "r")]) == DataError.exit_code
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--relation-weight needs --teacher-model" in err[0]
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--fold-margin", "1"], "--fold-margin needs --teacher-model and a margin head"),
-    (["--fold-margin", "-1", "--teacher-model", "x"], "--fold-margin is a fold weight: 0 (off) or positive, not -1"),
-])
-def test_fold_margin_is_checked_in_one_line(args: list[str], message: str, capsys: pytest.CaptureFixture,
-                                            tmp_path: Path) -> None:
-    assert main(["train", *args, "--out", str(tmp_path / "r")]) == DataError.exit_code
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0]
-
-
-def test_similarity_loss_is_zero_only_when_the_relations_match() -> None:
-    from facegnet.train.distill import similarity_loss
-
-    gen = torch.Generator().manual_seed(0)
-    teacher = torch.nn.functional.normalize(torch.randn(16, 8, generator=gen), dim=1)
-    rotation, _ = torch.linalg.qr(torch.randn(32, 32, generator=gen))
-    # Another space, the same relations: teacher vectors padded to 32-d, rotated and scaled.
-    student = 3.0 * torch.cat([teacher, torch.zeros(16, 24)], dim=1) @ rotation
-    assert float(similarity_loss(student, teacher)) < 1e-10
-    wrong = torch.randn(16, 32, generator=gen, requires_grad=True)
-    loss = similarity_loss(wrong, teacher)
-    loss.backward()
-    assert float(loss.detach()) > 0.05 and wrong.grad is not None and float(wrong.grad.abs().sum()) > 0
-    # Rows without a teacher vector (NaN) take no part; with fewer than two rows left there is nothing to match.
-    wrong = wrong.detach()
-    holed = teacher.clone()
-    holed[3] = float("nan")
-    keep = torch.arange(16) != 3
-    assert torch.isclose(similarity_loss(wrong, holed), similarity_loss(wrong[keep], teacher[keep]))
-    holed[1:] = float("nan")
-    assert float(similarity_loss(wrong, holed)) == 0.0
-
-
 def test_unlabelled_prepare_keeps_same_named_photos_of_two_folders_apart(tmp_path: Path) -> None:
     src = tmp_path / "src"
     rows = [r for r in D.read_manifest(PACK) if r["split"] == "train"][:2]
@@ -196,7 +157,7 @@ def test_mix_batch_mixes_only_the_rows_it_reports() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.stack([torch.full((3, 112, 112), float(v)) for v in torch.linspace(-0.9, 0.9, 32)])  # all distinct
     before = x.clone()
-    mixed = D.mix_batch(x, 0.3, 0.3, gen)
+    mixed = mix_batch(x, 0.3, 0.3, gen)
     assert 0 < int(mixed.sum()) < len(x)
     changed = (x != before).flatten(1).any(1)
     assert torch.equal(changed, mixed)
@@ -238,7 +199,7 @@ def test_online_teacher_separates_people_of_the_pack() -> None:
 def test_online_teacher_run_with_extra_faces_mixup_and_resume(prepared: Path, tmp_path: Path) -> None:
     base = dict(data=str(PACK), extra_data=str(prepared), teacher_model=str(TEACHER), out=str(tmp_path / "run"),
                 model=dict(SMALL_MODEL), limit=24, batch_size=8, steps=4, warmup_steps=1, head="cosface",
-                distill="cosine", mixup=0.3, cutmix=0.2, jitter=0.5, relation_weight=5.0, checkpoint_every=0,
+                distill="cosine", mixup=0.3, cutmix=0.2, jitter=0.5, checkpoint_every=0,
                 log_every=1, threads=1, dev_pairs="none", min_faces=1, seed=5)
     train(TrainConfig(**base, stop_at=2), progress=False)
     resumed = train(TrainConfig(**base), resume=True, progress=False)
@@ -248,7 +209,6 @@ def test_online_teacher_run_with_extra_faces_mixup_and_resume(prepared: Path, tm
     assert start["faces"] == 24 + len(D.load_prepared(prepared)) and start["teacher_sha256"] and start["classes"] > 2
     steps = [r for r in log if "online" in r]
     assert len(steps) == 4 and all(0.0 <= r["online"] <= 2.0 and "distill" in r for r in steps)
-    assert all(0.0 < r["relation"] <= 4.0 for r in steps)  # squared cosine differences
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert state["module"]["online.mean"].abs().sum() > 0  # the teacher's centre, kept for the resume
     # Export with the online projection folded in: the exported network is the metric's linear map of the plain one
@@ -275,37 +235,6 @@ def test_online_teacher_run_with_extra_faces_mixup_and_resume(prepared: Path, tm
     want = e @ metric @ e.T
     assert (f @ f.T - want).abs().max() < 1e-3 * want.abs().max()
     assert (f @ f.T - e @ e.T).abs().max() > 0.05 * want.abs().max()  # and L is not the identity
-
-
-@needs_teacher
-def test_fold_margin_run_trains_the_folded_view_and_exports_it_folded(tmp_path: Path) -> None:
-    """--fold-margin: the head's centres live in [e, w·k·We] (64 + 256 here), dev reports the folded view's scores,
-    and the export folds with the run's weight unless told otherwise."""
-    from facegnet.train.release import export
-
-    pairs = _pairs_file(tmp_path)
-    out = tmp_path / "run"
-    cfg = TrainConfig(data=str(PACK), teacher_model=str(TEACHER), out=str(out), model=dict(SMALL_MODEL), limit=72,
-                      batch_size=8, steps=3, warmup_steps=1, head="cosface", distill="cosine", fold_margin=1.5,
-                      checkpoint_every=0, log_every=1, threads=1, dev_pairs=str(pairs), min_faces=1, seed=3,
-                      init=None)
-    summary = train(cfg, progress=False, return_module=True)
-    module = summary["module"]
-    assert module.head.weight.shape[1] == 64 + 256
-    dev = summary["dev"]
-    assert 0.0 <= dev["folded"]["auc"] <= 1.0 and set(dev["folded"]) >= {"accuracy", "tar@far1e-3"}
-    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    assert all(0.0 < r["margin"] for r in log if "margin" in r)
-    card = export(out / "last.pt", "tiny", tmp_path / "weights", far=1e-1, pairs=pairs, identify_far=None)
-    assert card.training["teacher_fold"]["weight"] == 1.5  # the run's own weight by default
-    plain = export(out / "last.pt", "plain", tmp_path / "plain", far=1e-1, pairs=pairs, identify_far=None,
-                   fold_teacher=0.0)
-    assert "teacher_fold" not in plain.training
-    # Fine-tuning from plain weights: the warm start fits the projection first, then centres the folded head on it
-    again = train(TrainConfig(**{**cfg.__dict__, "init": str(tmp_path / "plain" / "plain.pt"), "steps": 1,
-                                 "out": str(tmp_path / "again")}), progress=False)
-    start = json.loads((tmp_path / "again" / "log.jsonl").read_text().splitlines()[0])
-    assert start["warm_start"]["head_centres"] > 2 and start["warm_start"]["online_cos"] > 0 and again["step"] == 1
 
 
 def test_sources_unpack_a_pinned_commit_and_prepare_it_unlabelled(tmp_path: Path, monkeypatch) -> None:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from facegnet.models.heads import build_head
-from facegnet.train import data as D
+from facegnet.train import datasets as D
 from facegnet.train.distill import TeacherDistill
 from facegnet.train.evaluate import embed_crops
 from facegnet.train.setup import build_net

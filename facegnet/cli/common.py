@@ -32,6 +32,34 @@ def add_model_options(parser: argparse.ArgumentParser, threshold: bool = True,
                        "first use; default: onnx on a CPU, torch on a GPU)")
 
 
+def add_database_option(parser: argparse.ArgumentParser) -> None:
+    """--database URL: a PostgreSQL gallery instead of a gallery directory (default: $FACEGNET_DATABASE)."""
+    parser.add_argument("--database", default=None, metavar="URL",
+                        help="a gallery in PostgreSQL (postgresql://user@host/db) instead of a directory, shared by "
+                        "servers on several hosts (default: $FACEGNET_DATABASE; needs facegnet[postgres])")
+
+
+def database_of(args: argparse.Namespace) -> str | None:
+    """The PostgreSQL gallery the options name (--database, else $FACEGNET_DATABASE unless --gallery is given), or
+    None for a gallery directory. Refuses a URL that is not PostgreSQL's."""
+    import os
+
+    url = getattr(args, "database", None)
+    if url is None and getattr(args, "gallery", None) is None:
+        url = os.environ.get("FACEGNET_DATABASE", "").strip() or None
+    if url is None:
+        return None
+    if not url.startswith(("postgresql://", "postgres://")):
+        from facegnet.errors import GalleryError
+
+        raise GalleryError("--database wants a PostgreSQL URL: postgresql://user@host:port/database")
+    if getattr(args, "gallery", None) is not None and getattr(args, "database", None) is not None:
+        from facegnet.errors import GalleryError
+
+        raise GalleryError("give --gallery DIR or --database URL, not both")
+    return url
+
+
 def make_recognizer(args: argparse.Namespace, **extra):
     """The FaceRecognizer these options describe (``extra``: further FaceRecognizer keyword arguments)."""
     from facegnet.recognizer import FaceRecognizer

@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from facegnet.cli.common import add_model_options, make_recognizer, print_json, warn
-from facegnet.cli.live import add_live_options, live_requested, run_live_cli
+from facegnet.cli.common import add_database_option, add_model_options, database_of, make_recognizer, print_json, warn
+from facegnet.cli.live import add_live_options, apply_far, far_option, live_requested, run_live_cli, threshold_line
 from facegnet.detection.quality import MIN_FACE_SIZE
 from facegnet.errors import FacegnetError, GalleryError, NoFaceError
 
-INDEX_CHOICES = ("auto", "flat", "pq", "ivf", "hnsw", "ivfpq")
+INDEX_CHOICES = ("auto", "flat", "pq", "ivfpq")
 
 
 def _gallery_option(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +18,7 @@ def _gallery_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gallery", default=None, metavar="DIR",
                         help="gallery directory (default: $FACEGNET_GALLERY, else the per-user "
                              "$XDG_DATA_HOME/facegnet/gallery, i.e. ~/.local/share/facegnet/gallery)")
+    add_database_option(parser)
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -70,8 +71,9 @@ def register(subparsers) -> None:
     identify.add_argument("--annotate", metavar="OUT",
                           help="write copies with boxes and names drawn: a file for one image, else a folder")
     identify.add_argument("--threshold", type=float, default=None,
-                          help="similarity below which a face is 'unknown' (default: the model card's identification "
-                          "threshold, stricter than its verification one: a stranger is compared with everyone)")
+                          help="similarity below which a face is 'unknown' (default: chosen for --far at the "
+                          "gallery's number of enrolled photos: a stranger is compared with each)")
+    far_option(identify)
     identify.add_argument("--top-k", type=int, default=1, metavar="K", help="candidates per face (default: 1)")
     identify.add_argument("--aggregate", choices=("max", "mean"), default="max",
                           help="score a person by the best (max) or the mean of their templates (default: max)")
@@ -86,8 +88,9 @@ def register(subparsers) -> None:
     actions = gallery.add_subparsers(dest="action", metavar="ACTION")
     listing = actions.add_parser("list", help="enrolled people and their number of templates")
     listing.add_argument("--json", action="store_true")
-    info = actions.add_parser("info", help="counts, model, index, sizes")
+    info = actions.add_parser("info", help="counts, model, index, threshold in force, sizes")
     info.add_argument("--json", action="store_true")
+    far_option(info)
     remove = actions.add_parser("remove", help="remove people (or one template with --template ID)")
     remove.add_argument("names", nargs="*", metavar="NAME")
     remove.add_argument("--template", type=int, action="append", default=[], metavar="ID",
@@ -101,6 +104,9 @@ def register(subparsers) -> None:
     for sub in (listing, info, remove, rebuild):
         _gallery_option(sub)
         sub.set_defaults(func=run_gallery)
+    from facegnet.cli.gallery_db import register_actions
+
+    register_actions(actions)  # migrate, token
     gallery.set_defaults(func=lambda _args: (gallery.print_help(), 2)[1])
 
 
@@ -121,7 +127,8 @@ def run_enroll(args: argparse.Namespace) -> int:
         elif result.warning:
             tqdm.write(f"facegnet: warning: {result.source}: {result.warning}", file=sys.stderr)
 
-    with Gallery(args.gallery, recognizer=recognizer, create=True, index=args.index, quality=quality) as gallery:
+    with Gallery(args.gallery, recognizer=recognizer, create=True, index=args.index, quality=quality,
+                 database=database_of(args)) as gallery:
         result = gallery.enroll_folder(args.folder, progress=progress, on_result=report)
         people, templates = gallery.store.count()
         _untrained_warning(gallery)
@@ -142,10 +149,16 @@ def run_identify(args: argparse.Namespace) -> int:
         raise FacegnetError("give IMAGE files to identify, or --camera N, --video PATH or --stream URL")
     if args.top_k < 1:
         raise FacegnetError("--top-k must be at least 1")
-    gallery = Gallery(args.gallery, recognizer=_recognizer(args))  # refuses a gallery of other weights
+    database = database_of(args)  # before the model loads: a bad URL is one line at once
+    gallery = Gallery(args.gallery, recognizer=_recognizer(args), database=database)  # refuses other weights
     if not len(gallery):
         gallery.close()
         raise GalleryError("the gallery is empty: enroll people first", gallery.path)
+    try:
+        apply_far(gallery, args)
+    except FacegnetError:
+        gallery.close()
+        raise
     out_paths = annotation_paths(args.images, args.annotate) if args.annotate else []
     status, identified = 0, 0
     options = {"top_k": args.top_k, "threshold": args.threshold, "aggregate": args.aggregate}
@@ -181,6 +194,7 @@ def run_identify(args: argparse.Namespace) -> int:
                 out_paths[n].parent.mkdir(parents=True, exist_ok=True)
                 annotate(array, matches).save(out_paths[n])
         if identified:  # a bad input alone still gives exactly one line
+            print(threshold_line(gallery), file=sys.stderr)
             _untrained_warning(gallery)
     return status
 
@@ -203,7 +217,7 @@ def run_gallery(args: argparse.Namespace) -> int:
     from facegnet.gallery.procedure import short
 
     weights = getattr(args, "weights", None)
-    with Gallery(args.gallery, weights=weights, check_fingerprint=False) as gallery:
+    with Gallery(args.gallery, weights=weights, check_fingerprint=False, database=database_of(args)) as gallery:
         if args.action == "list":
             people = gallery.people()
             if args.json:
@@ -213,12 +227,16 @@ def run_gallery(args: argparse.Namespace) -> int:
                     print(f"{name}\t{count}")
                 print(f"{len(people)} people, {sum(c for _, c in people)} templates", file=sys.stderr)
         elif args.action == "info":
+            apply_far(gallery, args)
             info = gallery.info()
             if args.json:
                 print_json(info)
             else:
                 for key, value in info.items():
-                    print(f"{key}: {value}")
+                    if key == "threshold":
+                        value = gallery.search_threshold(info["people"], info["templates"]).describe()
+                    if key != "search_threshold":
+                        print(f"{key}: {value}")
                 if not info["fingerprint_matches"]:
                     warn("made with other weights than the current model: run `facegnet gallery rebuild`")
                 elif info["procedure"] != gallery.procedure_in_use:

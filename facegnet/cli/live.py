@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from facegnet.cli.common import print_json, warn
+from facegnet.cli.common import database_of, print_json, warn
 from facegnet.detection.quality import MIN_FACE_SIZE
 from facegnet.errors import FacegnetError, GalleryError
 
@@ -44,12 +44,42 @@ def add_live_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--realtime", action="store_true",
                        help="play a --video at its own frame rate, skipping frames when slower, as a camera "
                             "would (default: every frame of a video file is processed)")
+    group.add_argument("--mqtt", metavar="URL",
+                       help="also publish the events to an MQTT broker: mqtt://HOST[:PORT]/TOPIC (events on "
+                            "TOPIC/events, each person's presence on TOPIC/people/NAME, Home Assistant discovery; "
+                            "options ?discovery=off, ?buffer=SECONDS to wait for an absent broker, default 60; "
+                            "password in FACEGNET_MQTT_PASSWORD); see docs/home-automation.md")
     group.add_argument("--retries", type=int, default=5, metavar="N",
                        help="times a dropped stream or camera is reopened before giving up (default: 5)")
     _add(group, "--min-face-size", type=int, default=None, metavar="PX",
          help=f"smallest face side searched for and named, in pixels (default: {MIN_FACE_SIZE}; smaller is slower)")
     _add(group, "--threads", type=int, default=None, metavar="N",
          help=f"CPU threads for torch (live default: {LIVE_THREADS})")
+
+
+def far_option(parser: argparse.ArgumentParser) -> None:
+    """``--far RATE``: the false-alarm rate per search (``identify``, live or photos, and ``gallery info``)."""
+    parser.add_argument("--far", type=float, default=None, metavar="RATE",
+                        help="false-alarm rate per search the default threshold holds: the chance that a stranger "
+                        "is named as somebody (default: 0.01, as the model card's dev pairs predict it); the "
+                        "threshold rises with the number of enrolled photos")
+
+
+def apply_far(gallery, args: argparse.Namespace) -> None:
+    """Set the gallery's per-search false-alarm rate from ``--far`` (checked: a rate, not with --threshold)."""
+    far = getattr(args, "far", None)
+    if far is None:
+        return
+    if not 0.0 < far < 1.0:
+        raise FacegnetError(f"--far must be a rate between 0 and 1 (e.g. 0.01), not {far:g}")
+    if getattr(args, "threshold", None) is not None:
+        raise FacegnetError("give --far (a false-alarm rate) or --threshold (a similarity), not both")
+    gallery.search_far = far
+
+
+def threshold_line(gallery) -> str:
+    """Which threshold names faces, and the false-alarm rate per search it holds (one line, for stderr)."""
+    return f"facegnet: threshold {gallery.search_threshold().describe()}"
 
 
 def live_requested(args: argparse.Namespace) -> bool:
@@ -69,6 +99,11 @@ def run_live_cli(args: argparse.Namespace) -> int:
         raise FacegnetError("--annotate is for photos; to keep the drawings of a video use --record OUT.mp4")
     if args.realtime and source.kind != "video":
         warn("--realtime only changes how video files are read; cameras and streams are always real time")
+    if getattr(args, "mqtt", None):  # a bad URL or a missing client library: one line before any model loads
+        from facegnet.live.mqtt import MqttTarget, require_client
+
+        args.mqtt_target = MqttTarget.parse(args.mqtt)
+        require_client()
     if not args.headless:
         check_window_support()
     capture = FrameCapture(source, pace=args.realtime, retries=args.retries)
@@ -82,6 +117,7 @@ def run_live_cli(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, capture) -> int:
     from facegnet.gallery import Gallery
     from facegnet.live import EventWriter, LiveConfig, LiveIdentifier, run_live
+    from facegnet.live.events import EventSinks
     from facegnet.recognizer import FaceRecognizer
 
     config = LiveConfig(detect_every=args.detect_every, embed_every=args.embed_every,
@@ -92,19 +128,38 @@ def _run(args: argparse.Namespace, capture) -> int:
         flip=not args.no_flip, device=args.device, threads=args.threads or LIVE_THREADS,
         **({"backend": args.backend} if getattr(args, "backend", None) else {}),  # if identify offers --backend
     )
-    gallery = Gallery(args.gallery, recognizer=recognizer)  # refuses a gallery of other weights
+    gallery = Gallery(args.gallery, recognizer=recognizer,  # refuses a gallery of other weights
+                      database=database_of(args))
     with gallery:
         if not len(gallery):
             raise GalleryError("the gallery is empty: enroll people first", gallery.path)
         if not gallery.card.trained:
             warn("no trained weights are installed: using an untrained network, so names are near chance")
-        identifier = LiveIdentifier(recognizer, gallery, config, emit=EventWriter(sys.stdout))
-        summary = run_live(capture, identifier, window=not args.headless, record=args.record)
-    print_json(summary.to_dict())
+        apply_far(gallery, args)
+        print(threshold_line(gallery), file=sys.stderr)
+        publisher = None
+        if getattr(args, "mqtt_target", None) is not None:
+            from facegnet.live.mqtt import MqttPublisher
+
+            publisher = MqttPublisher(args.mqtt_target, people=[name for name, _ in gallery.people()],
+                                      source=capture.source.describe())
+            publisher.start()
+        identifier = LiveIdentifier(recognizer, gallery, config, emit=EventSinks(EventWriter(sys.stdout), publisher))
+        try:
+            summary = run_live(capture, identifier, window=not args.headless, record=args.record)
+        finally:
+            if publisher is not None:
+                publisher.close()
+        in_force = gallery.search_threshold()  # as it stood at the end (people may have been enrolled meanwhile)
+    report = summary.to_dict()
+    report["threshold"] = in_force.to_dict()
+    if publisher is not None:
+        report["mqtt"] = publisher.stats()
+    print_json(report)
     print(summary.text(), file=sys.stderr)
     if summary.error is not None:
         raise summary.error
     return 0
 
 
-__all__ = ["add_live_options", "live_requested", "run_live_cli"]
+__all__ = ["add_live_options", "apply_far", "far_option", "live_requested", "run_live_cli", "threshold_line"]

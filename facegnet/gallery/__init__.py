@@ -4,7 +4,9 @@ Modules, one job each: :mod:`~facegnet.gallery.gallery` (the :class:`Gallery`), 
 answers), :mod:`~.enrolment` (which faces are good enough, reading photos), :mod:`~.search` (open-set
 ranking), :mod:`~.cache` (the index kept in step with SQLite), :mod:`~.rebuild` (re-embedding),
 :mod:`~.store` (SQLite), :mod:`~.index` (FAISS), :mod:`~.folders` (locations and enrolment folders),
-:mod:`~.draw` (annotated copies); the writer lock is :mod:`facegnet.locking`.
+:mod:`~.draw` (annotated copies); the writer lock is :mod:`facegnet.locking`. A gallery shared by several hosts
+lives in PostgreSQL instead: :mod:`~.pg_store` (the store, its change listener and writer lock), :mod:`~.pg_tokens`
+(named tokens), :mod:`~.migrate` (copying between the two).
 """
 from facegnet.gallery.enrolment_rules import QualityPolicy
 from facegnet.gallery.folders import GALLERY_ENV, default_gallery_dir, discover

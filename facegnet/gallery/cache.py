@@ -26,7 +26,7 @@ State = tuple[str, int, int, int]
 class IndexCache:
     """The in-memory index of one store, loaded from ``path`` or built from the store, synced on use."""
 
-    def __init__(self, store: Store, path: Path) -> None:
+    def __init__(self, store: Store, path: Path | None) -> None:
         self.store = store
         self.path = path
         self._index: GalleryIndex | None = None
@@ -36,6 +36,10 @@ class IndexCache:
     @property
     def loaded(self) -> bool:
         return self._index is not None
+
+    def has_file(self) -> bool:
+        """Is there an index file (a PostgreSQL gallery keeps its index in memory only)?"""
+        return self.path is not None and self.path.exists()
 
     def dim(self) -> int:
         """Embedding size the store records."""
@@ -67,6 +71,9 @@ class IndexCache:
         index = self.current()
         assert self._state is not None
         epoch, generation, removals, max_id = self._state
+        if self.path is None:  # in memory only: every process builds its own from the database
+            self.dirty = False
+            return
         index.save(self.path, {"epoch": epoch, "generation": generation, "removals": removals, "max_id": max_id})
         self.dirty = False
 
@@ -74,9 +81,7 @@ class IndexCache:
         """Compare SQLite with the index: template ids in each, and whether they agree."""
         held = self.current().ids()
         stored = self.store.template_ids()
-        people_without = self.store.conn.execute(
-            "SELECT COUNT(*) FROM people p WHERE NOT EXISTS (SELECT 1 FROM templates t WHERE t.person_id = p.id)"
-        ).fetchone()[0]
+        people_without = self.store.people_without_templates()
         return {
             "sqlite_templates": len(stored),
             "index_entries": len(held),
@@ -104,6 +109,9 @@ class IndexCache:
 
     def _load(self) -> None:
         """Load the index file if it holds this store's embeddings (same epoch); otherwise build from SQLite."""
+        if self.path is None:
+            self.build()
+            return
         try:
             index, header = GalleryIndex.load(self.path)
             if header.get("epoch") == self.store.epoch() and index.dim == self.dim():
@@ -116,7 +124,7 @@ class IndexCache:
         self.build()
 
     def _store_state(self) -> State:
-        max_id = self.store.conn.execute("SELECT COALESCE(MAX(id), 0) FROM templates").fetchone()[0]
+        max_id = self.store.max_template_id()
         return (self.store.epoch(), self.store.generation(), int(self.store.get_meta("removals", "0") or 0),
                 int(max_id))
 
@@ -131,10 +139,7 @@ class IndexCache:
             if not rebuild:
                 if state[2] == self._state[2]:
                     # Nothing removed since our state, and template ids only grow: fetch the newer ones.
-                    rows = self.store.conn.execute(
-                        "SELECT id FROM templates WHERE id > ? ORDER BY id", (self._state[3],)
-                    ).fetchall()
-                    missing = np.array([r[0] for r in rows], np.int64)
+                    missing = self.store.template_ids_after(self._state[3])
                     extra = np.zeros(0, np.int64)
                 else:
                     stored = self.store.template_ids()

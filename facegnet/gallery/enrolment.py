@@ -16,7 +16,7 @@ import numpy as np
 from facegnet.errors import GalleryError, NoFaceError
 from facegnet.gallery.cache import IndexCache
 from facegnet.gallery.enrolment_rules import Pending, QualityPolicy, enroll_photos, exists, face_quality, read_photo
-from facegnet.gallery.folders import INDEX_NAME, clean_name, discover
+from facegnet.gallery.folders import clean_name, discover
 from facegnet.gallery.index import normalise
 from facegnet.gallery.procedure import procedure_of
 from facegnet.gallery.results import EnrollReport, EnrollResult
@@ -143,6 +143,6 @@ class Enrolment:
         report = enroll_photos(discover(folder), self._prepare_enrolment, self._detect_batch, self._choose_face,
                                self.recognizer.embed_face_list, self._store_enrolment, progress=progress,
                                on_result=on_result)
-        if report.enrolled or not (self.path / INDEX_NAME).exists():
+        if report.enrolled or not self._cache.has_file():
             self.save()
         return report

@@ -9,6 +9,10 @@ format)::
     index.faiss      the FAISS index of the embeddings                                   <- a cache
     gallery.lock     writers take an exclusive lock on it
 
+or, for servers on several hosts, a PostgreSQL database (``Gallery(database="postgresql://…")``, the same tables
+plus photos and tokens, :mod:`facegnet.gallery.pg_store`): each process then keeps its index in memory only, and
+brings it in step with every change as PostgreSQL announces it (LISTEN/NOTIFY).
+
 Every enrolment is one SQLite transaction, so a kill at any moment leaves the gallery before or after a whole
 photo. The index is verified against SQLite whenever it is used (:mod:`facegnet.gallery.cache`) and topped up
 or rebuilt from it, so a stale or damaged index file is harmless. Files are created owner-only.
@@ -43,9 +47,11 @@ from facegnet.gallery.enrolment_rules import QualityPolicy
 from facegnet.gallery.folders import DB_NAME, INDEX_NAME, LOCK_NAME, default_gallery_dir, open_store
 from facegnet.gallery.index import KINDS, GalleryIndex, normalise, resolve_kind
 from facegnet.gallery.maintenance import Maintenance
+from facegnet.gallery.pg_store import is_database_url
 from facegnet.gallery.procedure import compose, procedure_of, recorded_procedure, short
 from facegnet.gallery.results import Identification
 from facegnet.gallery.search import AGGREGATES, rank
+from facegnet.gallery.search_threshold import DEFAULT_SEARCH_FAR, SearchThreshold, given_threshold, search_threshold
 from facegnet.locking import FileLock, LockTimeout
 
 if TYPE_CHECKING:  # the recogniser pulls in torch: import it only when a model is really needed
@@ -72,6 +78,8 @@ class Gallery(Enrolment, Maintenance):
         quality: which faces are good enough to enroll and to be named; by default faces from the
             recogniser's ``min_face_size`` (:data:`facegnet.detection.quality.MIN_FACE_SIZE`) up.
         lock_timeout: seconds a writer waits for another writer before giving up.
+        database: a PostgreSQL gallery (``postgresql://user@host/db``, :mod:`facegnet.gallery.pg_store`) instead
+            of a directory, shared by processes on several hosts; a ``path`` of that form means the same.
     """
 
     def __init__(
@@ -85,24 +93,39 @@ class Gallery(Enrolment, Maintenance):
         check_fingerprint: bool = True,
         quality: QualityPolicy | None = None,
         lock_timeout: float = 60.0,
+        database: str | None = None,
     ) -> None:
         if index is not None and index != "auto" and index not in KINDS:
             raise GalleryError(f"unknown index kind {index!r} (choose from auto, {', '.join(KINDS)})")
-        self.path = Path(path) if path is not None else default_gallery_dir()
+        if database is None and isinstance(path, str) and is_database_url(path):
+            path, database = None, path
+        self.database = database
+        self.path: Path | str = Path(path) if path is not None else default_gallery_dir()
         self._recognizer = recognizer
         self._weights = weights
         self.card: ModelCard = recognizer.card if recognizer is not None else resolve_card(weights)
         self.quality = quality or QualityPolicy(
             min_face=recognizer.min_face_size if recognizer is not None else MIN_FACE_SIZE)
         self.lock_timeout = float(lock_timeout)
+        #: False-alarm rate per search the default threshold holds (see :meth:`search_threshold`); settable.
+        self.search_far = DEFAULT_SEARCH_FAR
         # Lock order, always: the writer lock (file + thread), then the mutex; never the other way round.
         self._mutex = threading.RLock()  # this object's database connection and index
         self._recognizer_lock = threading.Lock()
-        self._writer_lock = FileLock(self.path / LOCK_NAME)
-        self.store = open_store(self.path, create=create, index=index, writer=self._writer,
-                                initial=lambda: (self.card.fingerprint, self.card.name, self.card.embedding_size,
-                                                 index or "auto", self.procedure_in_use))
-        self._cache = IndexCache(self.store, self.path / INDEX_NAME)
+        initial = lambda: (self.card.fingerprint, self.card.name, self.card.embedding_size,  # noqa: E731
+                           index or "auto", self.procedure_in_use)
+        if database is not None:  # PostgreSQL: the index lives in memory only and follows the database's changes
+            from facegnet.gallery.pg_store import PgWriterLock, open_pg_store, redact
+
+            self.path = redact(database)
+            self._writer_lock = PgWriterLock(database)
+            self.store = open_pg_store(database, create=create, index=index, writer=self._writer, initial=initial)
+            self._cache = IndexCache(self.store, None)
+            self.store.listen(self._follow)
+        else:
+            self._writer_lock = FileLock(self.path / LOCK_NAME)
+            self.store = open_store(self.path, create=create, index=index, writer=self._writer, initial=initial)
+            self._cache = IndexCache(self.store, self.path / INDEX_NAME)
         if check_fingerprint:
             self.check_fingerprint()
 
@@ -122,10 +145,21 @@ class Gallery(Enrolment, Maintenance):
         why = "with another embedding procedure" if same_weights else "with other weights"
         raise GalleryError(
             f"made {why} ({meta.get('model', '?')}, {short(recorded)}) than the current one "
-            f"({self.card.name}, {short(current)}); run `facegnet gallery rebuild --gallery {self.path}` with the "
+            f"({self.card.name}, {short(current)}); run `facegnet gallery rebuild {self._option}` with the "
             "options you identify with to re-embed it, or use the procedure it was made with",
             self.path,
         )
+
+    @property
+    def _option(self) -> str:
+        """The command-line option that names this gallery (password left out)."""
+        return f"--database {self.path}" if self.database else f"--gallery {self.path}"
+
+    def _follow(self, generation: int) -> None:
+        """Another process changed the database: bring a loaded index in step now, not at the next search."""
+        with self._mutex:
+            if self._cache.loaded:
+                self._cache.current()
 
     @property
     def procedure(self) -> str:
@@ -153,11 +187,28 @@ class Gallery(Enrolment, Maintenance):
 
     @property
     def threshold(self) -> float:
-        """Default open-set threshold: one given to the recogniser, else the model card's identification threshold
-        (stricter than its verification one when the card has it, see :attr:`ModelCard.open_set_threshold`)."""
+        """Default open-set threshold (see :meth:`search_threshold`)."""
+        return self.search_threshold().threshold
+
+    def search_threshold(self, people: int | None = None, templates: int | None = None) -> SearchThreshold:
+        """The open-set threshold in force, with the false-alarm rate per search it holds and why.
+
+        A threshold given to the recogniser wins (the rate it holds is then predicted); else, when the model
+        card describes its impostor scores' tail, the threshold at which a stranger's search against the
+        gallery's ``people`` and their ``templates`` (default: as many as are enrolled now; a search compares
+        the stranger with every template) names somebody with probability :attr:`search_far`
+        (:mod:`facegnet.gallery.search_threshold`): it rises as photos are added. Cards without a tail give
+        their fixed identification threshold (:attr:`ModelCard.open_set_threshold`).
+        """
+        if people is None:
+            with self._mutex:
+                people, templates = self.store.count()
+        tail = self.card.impostor_tail
         if self._recognizer is not None and self._recognizer.threshold_given:
-            return float(self._recognizer.threshold)
-        return self.card.open_set_threshold
+            return given_threshold(tail, people, float(self._recognizer.threshold), "given", templates)
+        if tail:
+            return search_threshold(tail, people, self.search_far, templates)
+        return given_threshold(None, people, self.card.open_set_threshold, "card", templates)
 
     @property
     def fingerprint(self) -> str:
@@ -232,7 +283,7 @@ class Gallery(Enrolment, Maintenance):
 
         Args:
             top_k: candidates listed for each face.
-            threshold: open-set threshold (default: the model card's calibrated one).
+            threshold: open-set threshold (default: :meth:`search_threshold`, for the gallery's size).
             aggregate: score a person by the ``max`` of their templates' similarities (default) or the ``mean``.
         """
         from facegnet.io import load_image
@@ -310,10 +361,12 @@ class Gallery(Enrolment, Maintenance):
         with self._mutex:
             meta = self.store.meta()
             people, templates = self.store.count()
-        files = {name: (self.path / name) for name in (DB_NAME, INDEX_NAME)}
+        in_force = self.search_threshold(people, templates)
+        local = isinstance(self.path, Path)
+        files = {name: (self.path / name) for name in (DB_NAME, INDEX_NAME)} if local else {}
         kind = meta.get("index_kind", "auto")
         return {
-            "path": str(self.path.resolve()),
+            "path": str(self.path.resolve()) if local else str(self.path),
             "people": people,
             "templates": templates,
             "model": meta.get("model"),
@@ -324,7 +377,8 @@ class Gallery(Enrolment, Maintenance):
             "embedding_size": int(meta.get("embedding_size", 512)),
             "index_kind": kind,
             "index_in_use": resolve_kind(kind, templates)[0],
-            "threshold": self.threshold,
+            "threshold": in_force.threshold,
+            "search_threshold": in_force.to_dict(),
             "created": float(meta.get("created", 0)),
             "bytes": {name: p.stat().st_size for name, p in files.items() if p.exists()},
         }

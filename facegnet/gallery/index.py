@@ -1,20 +1,17 @@
 """The FAISS side of a gallery: unit vectors, inner-product search, removable by template id.
 
-Embeddings are L2-normalised, so the inner product is the cosine similarity. Five index kinds:
+Embeddings are L2-normalised, so the inner product is the cosine similarity. Three index kinds:
 
 - ``flat``: exact search (``IndexFlatIP`` in an ``IndexIDMap2``); the default for small galleries.
 - ``pq``: every vector scanned as a 16-byte product-quantised code with SIMD "fast scan"
   (``IndexPQFastScan``), the best 64 then re-scored exactly against the full vectors kept beside them
   (``IndexFlatIP``). Exhaustive, so it keeps recall where graphs and cells lose it on high-dimensional
   embeddings; the default for large galleries (recall@1 1.0 at 1.5-2 ms a query at 1M on two busy cores).
-- ``hnsw``: a graph (``IndexHNSWFlat`` in an ``IndexIDMap2``). HNSW cannot delete, so removed ids become
-  tombstones filtered out at search time, and the graph is rebuilt once they exceed a fifth of it.
-- ``ivf``: inverted lists over spherical k-means cells (``IndexIVFFlat``, ids stored natively); quick to
-  build, but needs to scan a large share of the cells for high recall on high-dimensional embeddings.
 - ``ivfpq``: IVF with product-quantised codes (64 bytes a vector instead of 2 KiB), for galleries too large
   for memory; its similarities are approximate (the gallery re-scores its shortlist from SQLite).
 
-Measured in benchmarks/gallery_index.py.
+Measured in benchmarks/gallery_index.py, where ``pq`` beat a graph (HNSW) and plain IVF cells at every size on
+recall and latency, so those two are not offered; a gallery that recorded one of them opens with ``auto``.
 
 ``auto`` picks one from the gallery's size (:func:`choose_kind`). The index is only a cache of the SQLite
 store: it is saved atomically (temporary file, fsync, ``os.replace``) with a small JSON header that says
@@ -36,7 +33,9 @@ import numpy as np
 
 from facegnet.atomic import atomic_path
 
-KINDS: tuple[str, ...] = ("flat", "pq", "ivf", "hnsw", "ivfpq")
+KINDS: tuple[str, ...] = ("flat", "pq", "ivfpq")
+#: Kinds galleries could record before the benchmark retired them: such a gallery's index is rebuilt as ``auto``.
+RETIRED_KINDS: tuple[str, ...] = ("ivf", "hnsw")
 #: Below this many templates ``auto`` keeps exact search (about a millisecond a query on two cores);
 #: from here on it uses ``pq``, which keeps recall@1 >= 0.99 under 2 ms up to 1M (benchmarks/gallery_index.py).
 AUTO_EXACT_MAX = 10_000
@@ -46,7 +45,7 @@ AUTO_PQ_MIN = 4_000_000
 #: Trained kinds need this many vectors to train; fewer fall back to exact search.
 MIN_TRAIN = 1_000
 #: Kinds whose codebooks are trained on the gallery's vectors (and retrained as it grows).
-TRAINED = ("pq", "ivf", "ivfpq")
+TRAINED = ("pq", "ivfpq")
 #: Searches of fewer queries than this run on one thread: waking OpenMP threads for one query costs
 #: more than it saves, and much more on a busy machine.
 SINGLE_THREAD_BELOW = 16
@@ -56,8 +55,6 @@ _MAGIC = b"FGIDX001"
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "flat": {},
     "pq": {"pq_m": 32, "rerank": 64},
-    "ivf": {"nprobe": 64},
-    "hnsw": {"M": 32, "ef_construction": 80, "ef_search": 128},
     "ivfpq": {"nprobe": 64, "pq_m": 64},
 }
 
@@ -74,10 +71,10 @@ def choose_kind(count: int) -> str:
 def resolve_kind(kind: str, count: int, params: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     """The kind and parameters :meth:`GalleryIndex.build` really uses for ``count`` vectors.
 
-    ``auto`` becomes :func:`choose_kind`; IVF kinds fall back to exact ``flat`` search when there are too
-    few vectors to train their k-means (about 39 a cell, and 39 a code word for PQ).
+    ``auto`` (and a retired kind) becomes :func:`choose_kind`; trained kinds fall back to exact ``flat`` search
+    when there are too few vectors to train their k-means (about 39 a cell, and 39 a code word for PQ).
     """
-    if kind == "auto":
+    if kind == "auto" or kind in RETIRED_KINDS:
         kind = choose_kind(count)
     if kind not in KINDS:
         raise ValueError(f"unknown index kind {kind!r} (choose from auto, {', '.join(KINDS)})")
@@ -85,9 +82,9 @@ def resolve_kind(kind: str, count: int, params: dict[str, Any] | None = None) ->
     merged.pop("trained_on", None)
     if kind == "pq" and count < MIN_TRAIN:
         return "flat", {}
-    if kind in ("ivf", "ivfpq"):
+    if kind == "ivfpq":
         merged.setdefault("nlist", nlist_for(count))
-        needed = max(39 * merged["nlist"], MIN_TRAIN if kind == "ivf" else 39 * 256)
+        needed = max(39 * merged["nlist"], 39 * 256)
         if count < needed:
             return "flat", {}
     return kind, merged
@@ -126,8 +123,7 @@ class GalleryIndex:
     params: dict[str, Any]
     index: Any  # the FAISS index
     exact: Any = None  # ``pq`` only: the full vectors (IndexIDMap2 of IndexFlatIP) that re-score shortlists
-    dead: set[int] = field(default_factory=set)  # HNSW tombstones
-    _ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # ids held (with tombstones)
+    _ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # ids held
 
     # ----------------------------------------------------------------------------------------- building
     @classmethod
@@ -141,7 +137,7 @@ class GalleryIndex:
     ) -> "GalleryIndex":
         """A new index of ``kind`` holding ``vectors`` under ``ids``.
 
-        Trained kinds (``pq``, ``ivf``, ``ivfpq``) learn their codebooks / cells from (a sample of) these
+        Trained kinds (``pq``, ``ivfpq``) learn their codebooks / cells from (a sample of) these
         vectors; with too few of them to train, the index falls back to ``flat``, which is exact anyway.
         """
         ids = _as_ids(ids)
@@ -154,7 +150,7 @@ class GalleryIndex:
             # ~40 points a cell / code word is what FAISS asks for; a fixed seed keeps rebuilds reproducible.
             rng = np.random.default_rng(0)
             cells = 40 * merged.get("nlist", 0)
-            wanted = {"pq": 65_536, "ivf": cells, "ivfpq": max(cells, 40 * 256)}[kind]
+            wanted = {"pq": 65_536, "ivfpq": max(cells, 40 * 256)}[kind]
             n_train = min(len(x), wanted)
             sample = x if n_train == len(x) else x[np.sort(rng.choice(len(x), n_train, replace=False))]
             _train(index, kind, sample)
@@ -173,38 +169,26 @@ class GalleryIndex:
             return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         if kind == "pq":  # 4-bit codes: the layout SIMD fast scan needs
             return faiss.IndexIDMap2(faiss.IndexPQFastScan(dim, int(params["pq_m"]), 4, ip))
-        if kind == "hnsw":
-            inner = faiss.IndexHNSWFlat(dim, int(params["M"]), ip)
-            inner.hnsw.efConstruction = int(params["ef_construction"])
-            return faiss.IndexIDMap2(inner)
         quantizer = faiss.IndexFlatIP(dim)
-        if kind == "ivf":
-            index = faiss.IndexIVFFlat(quantizer, dim, int(params["nlist"]), ip)
-        else:
-            index = faiss.IndexIVFPQ(quantizer, dim, int(params["nlist"]), int(params["pq_m"]), 8, ip)
+        index = faiss.IndexIVFPQ(quantizer, dim, int(params["nlist"]), int(params["pq_m"]), 8, ip)
         return index  # faiss' Python wrapper keeps the quantizer alive with the index
 
     def _apply_search_params(self) -> None:
-        if self.kind in ("ivf", "ivfpq"):
+        if self.kind == "ivfpq":
             self.index.nprobe = int(self.params["nprobe"])
-        elif self.kind == "hnsw":
-            faiss.downcast_index(self.index.index).hnsw.efSearch = int(self.params["ef_search"])
 
     def set_search_params(self, **params: Any) -> None:
-        """Change ``nprobe`` (IVF kinds), ``ef_search`` (HNSW) or ``rerank`` (pq) of a built index."""
+        """Change ``nprobe`` (ivfpq) or ``rerank`` (pq) of a built index."""
         self.params.update({k: v for k, v in params.items() if v is not None})
         self._apply_search_params()
 
     # ----------------------------------------------------------------------------------------- contents
     def __len__(self) -> int:
-        return int(self.index.ntotal) - len(self.dead)
+        return int(self.index.ntotal)
 
     def ids(self) -> np.ndarray:
-        """The template ids this index holds (removed ones excluded), sorted."""
-        if not self.dead:
-            return np.sort(self._ids)
-        live = self._ids[~np.isin(self._ids, np.fromiter(self.dead, np.int64, len(self.dead)))]
-        return np.sort(live)
+        """The template ids this index holds, sorted."""
+        return np.sort(self._ids)
 
     def add(self, ids: Any, vectors: np.ndarray) -> None:
         """Add unit vectors (normalised here anyway) under new ids."""
@@ -214,8 +198,6 @@ class GalleryIndex:
         x = normalise(vectors).reshape(-1, self.dim)
         if len(x) != len(ids):
             raise ValueError(f"{len(ids)} ids for {len(x)} vectors")
-        if self.dead and not self.dead.isdisjoint(ids.tolist()):
-            self.compact()  # an id coming back must not also sit in the graph as a tombstone
         self.index.add_with_ids(x, ids)
         if self.exact is not None:
             self.exact.add_with_ids(x, ids)
@@ -225,38 +207,22 @@ class GalleryIndex:
         """Remove ids (unknown ones are ignored); returns how many were removed."""
         ids = _as_ids(ids)
         present = ids[np.isin(ids, self._ids)]
-        if self.dead:
-            present = present[~np.isin(present, np.fromiter(self.dead, np.int64, len(self.dead)))]
         if not len(present):
             return 0
-        if self.kind == "hnsw":
-            self.dead.update(present.tolist())
-            if len(self.dead) > 0.2 * self.index.ntotal:
-                self.compact()
-        else:
-            self.index.remove_ids(faiss.IDSelectorBatch(present))
-            if self.exact is not None:
-                self.exact.remove_ids(faiss.IDSelectorBatch(present))
-            self._ids = self._ids[~np.isin(self._ids, present)]
+        self.index.remove_ids(faiss.IDSelectorBatch(present))
+        if self.exact is not None:
+            self.exact.remove_ids(faiss.IDSelectorBatch(present))
+        self._ids = self._ids[~np.isin(self._ids, present)]
         return len(present)
 
-    def compact(self) -> None:
-        """Rebuild an HNSW graph without its tombstones."""
-        if not self.dead:
-            return
-        live = self.ids()
-        vectors = self.reconstruct(live)
-        fresh = GalleryIndex.build(self.dim, live, vectors, kind=self.kind, **self.params)
-        self.index, self.dead, self._ids = fresh.index, set(), fresh._ids
-
     def reconstruct(self, ids: Any) -> np.ndarray:
-        """The stored vectors of ``ids`` (exact for flat/HNSW/IVF, approximate for IVF-PQ)."""
+        """The stored vectors of ``ids`` (exact for flat and pq, approximate for IVF-PQ)."""
         ids = _as_ids(ids)
         if not len(ids):
             return np.zeros((0, self.dim), np.float32)
         if self.exact is not None:
             return self.exact.reconstruct_batch(ids).astype(np.float32)
-        if self.kind in ("ivf", "ivfpq"):
+        if self.kind == "ivfpq":
             self.index.make_direct_map(True)
         return np.stack([self.index.reconstruct(int(i)) for i in ids]).astype(np.float32)
 
@@ -268,13 +234,7 @@ class GalleryIndex:
         if len(self) == 0:
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
         with _threads(1 if len(q) < SINGLE_THREAD_BELOW else None):
-            if self.dead:
-                selector = faiss.IDSelectorNot(
-                    faiss.IDSelectorBatch(np.fromiter(self.dead, np.int64, len(self.dead)))
-                )
-                params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(self.params["ef_search"]))
-                sims, ids = self.index.search(q, k, params=params)
-            elif self.kind == "pq":
+            if self.kind == "pq":
                 return self._search_reranked(q, k)
             else:
                 sims, ids = self.index.search(q, k)
@@ -312,7 +272,6 @@ class GalleryIndex:
             "dim": self.dim,
             "kind": self.kind,
             "params": self.params,
-            "dead": sorted(self.dead),
             "count": len(self),
         }
         blob = json.dumps(meta).encode()
@@ -341,12 +300,13 @@ class GalleryIndex:
             except RuntimeError as exc:
                 raise ValueError(f"corrupt FAISS data ({str(exc).splitlines()[0][:80]})") from None
         kind = meta["kind"]
+        if kind not in KINDS:
+            raise ValueError(f"index kind {kind!r} is no longer offered (rebuilt from the store)")
         out = cls(dim=int(meta["dim"]), kind=kind, params=dict(meta["params"]), index=index, exact=exact)
         if index.d != out.dim:
             raise ValueError("index dimension does not match its header")
         if exact is not None and exact.ntotal != index.ntotal:
             raise ValueError("index parts disagree")
-        out.dead = set(int(i) for i in meta.get("dead", []))
         out._ids = _held_ids(index, kind)
         if len(out) != int(meta.get("count", -1)):
             raise ValueError("index size does not match its header")
@@ -365,9 +325,6 @@ def _train(index: Any, kind: str, sample: np.ndarray) -> None:
         kmeans = faiss.Kmeans(index.d, index.nlist, niter=20, spherical=True, seed=1234)
         kmeans.train(sample)
         index.quantizer.add(kmeans.centroids)  # a trained quantizer: IVF training only fits the codes
-    if kind == "ivf":
-        index.train(sample)
-        return
     with _threads(1):
         index.train(sample)
 
@@ -388,7 +345,7 @@ def _threads(count: int | None) -> Iterator[None]:
 
 def _held_ids(index: Any, kind: str) -> np.ndarray:
     """Every id stored in a FAISS index (IDMap2 keeps a table; IVF keeps ids in its lists)."""
-    if kind in ("flat", "hnsw", "pq"):
+    if kind in ("flat", "pq"):
         return faiss.vector_to_array(index.id_map).astype(np.int64)
     invlists = index.invlists
     parts = []

@@ -4,6 +4,7 @@ writer lock, then its mutex, and is one SQLite transaction.
 """
 from __future__ import annotations
 
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 from facegnet.card import ModelCard
 from facegnet.errors import GalleryError
 from facegnet.gallery.cache import IndexCache
-from facegnet.gallery.folders import INDEX_NAME, clean_name
+from facegnet.gallery.folders import clean_name
 from facegnet.gallery.index import KINDS
 from facegnet.gallery.procedure import procedure_of
 from facegnet.gallery.rebuild import reembed
@@ -89,7 +90,7 @@ class Maintenance:
     def _after_removal(self) -> None:
         # A removed person must leave the index file too: a cache that still held them would be topped up,
         # not trusted, but biometric data should not outlive its removal on disk.
-        if self._cache.loaded or (self.path / INDEX_NAME).exists():
+        if self._cache.loaded or self._cache.has_file():
             self._cache.save()
 
     def rebuild(
@@ -110,7 +111,11 @@ class Maintenance:
         rec = self.recognizer
         with self._writer():  # no other writer for the whole re-embedding; readers go on meanwhile
             templates = self.templates()
-            new, dropped = reembed(templates, rec, progress)
+            with tempfile.TemporaryDirectory(prefix="facegnet-rebuild-") as copies:
+                # A PostgreSQL gallery keeps the photos servers enrolled: re-embed from copies of them.
+                if hasattr(self.store, "photo_copies"):
+                    templates = self.store.photo_copies(templates, Path(copies))
+                new, dropped = reembed(templates, rec, progress)
             if dropped and not drop_missing:
                 first = dropped[0]
                 raise GalleryError(

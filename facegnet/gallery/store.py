@@ -365,6 +365,35 @@ class Store:
     def integrity_ok(self) -> bool:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
+    # ------------------------------------------------------------------------------------- for the index cache
+    def max_template_id(self) -> int:
+        return int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM templates").fetchone()[0])
+
+    def template_ids_after(self, template_id: int) -> np.ndarray:
+        rows = self.conn.execute("SELECT id FROM templates WHERE id > ? ORDER BY id", (int(template_id),))
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def people_without_templates(self) -> int:
+        return int(self.conn.execute(
+            "SELECT COUNT(*) FROM people p WHERE NOT EXISTS (SELECT 1 FROM templates t WHERE t.person_id = p.id)"
+        ).fetchone()[0])
+
+    # ------------------------------------------------------------------------------------- migration
+    def insert_template(self, record: TemplateRecord) -> None:
+        """Insert a template under its own id (``facegnet gallery migrate``); call inside :meth:`write`."""
+        person = self.person_id(record.name, create=True)
+        box = [None] * 4 if record.box is None else [float(v) for v in record.box]
+        lm = None if record.landmarks is None else np.asarray(record.landmarks, np.float32).tobytes()
+        self.conn.execute(
+            "INSERT INTO templates(id, person_id, source, sha256, x1, y1, x2, y2, score, quality, landmarks, "
+            "created, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (record.id, person, record.source, record.sha256, *box, record.score, record.quality, lm,
+             record.created, _blob(record.embedding)),
+        )
+
+    def after_import(self) -> None:
+        """Nothing to do: AUTOINCREMENT continues past the largest id inserted."""
+
 
 def _blob(embedding: np.ndarray) -> bytes:
     return np.ascontiguousarray(np.asarray(embedding, np.float32).reshape(-1)).tobytes()

@@ -3,8 +3,9 @@
 - :class:`NameVoter` holds a track's name steady: the name shown is the most frequent of its recent
   identifications, so one poor frame does not make it flicker.
 - Events are JSON objects, one per line: ``appeared`` when a face has been seen long enough to be a face,
-  ``renamed`` when its voted name changes afterwards, ``left`` when it is gone, and one ``summary`` at the
-  end. Each face event holds ``event``, ``time`` (ISO 8601, UTC), ``track`` (id), ``name`` (or
+  ``renamed`` when its voted name changes afterwards, ``left`` when it is gone (``reason``: ``gone``, ``end``
+  of the source, or ``changed``: someone else now stands where it was, who appears as a new face), and one
+  ``summary`` at the end. Each face event holds ``event``, ``time`` (ISO 8601, UTC), ``track`` (id), ``name`` (or
   ``unknown``), ``similarity`` and ``box`` ([x1, y1, x2, y2] in pixels), plus ``frame`` and ``offset``
   (seconds into the source).
 - :func:`draw` puts boxes, names, similarities and the frame rate on a frame.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import IO, Any
@@ -130,6 +131,17 @@ class EventWriter:
         self.count += 1
 
 
+class EventSinks:
+    """Several event sinks as one (the JSON lines writer and the MQTT publisher)."""
+
+    def __init__(self, *sinks: Callable[[dict[str, Any]], None]) -> None:
+        self.sinks = [s for s in sinks if s is not None]
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink(event)
+
+
 @dataclass
 class Summary:
     """Counts for the end of a run."""
@@ -212,4 +224,5 @@ def draw(image: np.ndarray, observations: Sequence[Observation], fps: float | No
     return draw_faces(image, faces, bgr=True, corner_text=None if fps is None else f"{fps:.1f} FPS")
 
 
-__all__ = ["UNKNOWN", "NameVoter", "Observation", "EventWriter", "Summary", "face_event", "iso_time", "draw"]
+__all__ = ["UNKNOWN", "NameVoter", "Observation", "EventWriter", "EventSinks", "Summary", "face_event", "iso_time",
+           "draw"]

@@ -5,7 +5,8 @@ each track's box moves with its recent velocity; when a detection runs, its face
 by the overlap (intersection over union) of their boxes, greedily from the best overlap down. Unmatched
 faces start new tracks; a track that detection misses several times in a row has left.
 
-The tracker knows nothing about identities: the caller hangs names on track ids.
+The tracker knows nothing about identities: the caller hangs names on track ids, and :meth:`Tracker.split`s a
+track whose face stopped matching its name (another person in the same place, as after a cut).
 """
 from __future__ import annotations
 
@@ -133,6 +134,14 @@ class Tracker:
             kept.append(track)
         self.tracks = kept
         return TrackUpdate(created, [t for t, _ in pairs], ended)
+
+    def split(self, track: Track, frame: int) -> Track:
+        """Someone else now stands where ``track`` is (its face stopped matching it): the same box continues as
+        a new, already confirmed track with a new id; the old one is gone. Returns the new track."""
+        new = Track(self._next_id, track.face, frame, frame, hits=max(track.hits, self.min_hits))
+        self._next_id += 1
+        self.tracks = [new if t.id == track.id else t for t in self.tracks]
+        return new
 
     def clear(self) -> list[Track]:
         """End every track (the source ended); returns them."""

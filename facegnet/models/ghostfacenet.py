@@ -32,7 +32,6 @@ from facegnet.torch_files import load_pt
 FACE_VARIANTS: dict[str, dict[str, Any]] = {
     "ghostfacenet-w1.0-s2": {"width": 1.0, "stem_stride": 2, "prelu": True, "dfc": False},
     "ghostfacenet-w1.3-s1": {"width": 1.3, "stem_stride": 1, "prelu": True, "dfc": False},
-    "ghostfacenet-v2-w1.0-s2": {"width": 1.0, "stem_stride": 2, "prelu": True, "dfc": True},
     "ghostfacenet-w0.5-s2": {"width": 0.5, "stem_stride": 2, "prelu": True, "dfc": False},
 }
 
@@ -55,6 +54,9 @@ class GhostFaceNet(nn.Module):
         super().__init__()
         if stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, not {stem_stride}")
+        if dfc:  # the key stays in cards and training configurations, always false
+            raise WeightsError("GhostNetV2's DFC attention (dfc=true) is not part of facegnet: it did not pay for its "
+                               "time in training (docs/training.md); use dfc=false")
         given = locals()
         self.config = {key: given[key] for key in GHOSTFACENET_DEFAULTS}
         self.embedding_size = embedding_size
@@ -62,7 +64,7 @@ class GhostFaceNet(nn.Module):
         act = "prelu" if prelu else "relu"
         stem_chs = _make_divisible(STEM_CHANNELS * width, 4)
         self.stem = ConvBnAct(3, stem_chs, 3, stride=stem_stride, act=act)
-        self.blocks, body_chs, strides = build_body(stem_chs, width, act=act, dfc=dfc)
+        self.blocks, body_chs, strides = build_body(stem_chs, width, act=act)
         self.num_features = _make_divisible(LAST_CHANNELS * width, 4)
         self.conv_last = ConvBnAct(body_chs, self.num_features, 1, act=act)
         # Every stride-2 convolution pads k // 2, so each one maps a side of n pixels to ceil(n / 2).

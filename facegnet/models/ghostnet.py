@@ -4,9 +4,6 @@ A Ghost module makes half of its output channels with an ordinary 1×1 convoluti
 3×3 depthwise convolution applied to the first half. Ghost bottlenecks (two Ghost modules around an optional
 depthwise stride convolution and squeeze-excitation) form the body; the layer table below is the paper's Table 1,
 kept as data so that the face network (:mod:`facegnet.models.ghostfacenet`) reuses it unchanged.
-
-GhostNetV2's DFC attention (Tang et al., NeurIPS 2022) is an option (``dfc=True``): a decoupled fully connected
-attention branch that gates the output of the first Ghost module of each bottleneck after the first two.
 """
 from __future__ import annotations
 
@@ -57,8 +54,6 @@ GHOSTNET_TABLE: tuple[tuple[BlockConfig, ...], ...] = (
 STEM_CHANNELS = 16
 LAST_CHANNELS = 960  # the 1×1 convolution after the bottlenecks
 HEAD_CHANNELS = 1280  # the ImageNet classifier's hidden layer (not scaled by width)
-#: Bottlenecks with index below this keep the plain Ghost module when DFC attention is on (GhostNetV2).
-DFC_FIRST_LAYER = 2
 
 
 def _make_divisible(value: float, divisor: int = 4, min_value: int | None = None) -> int:
@@ -110,38 +105,12 @@ class SqueezeExcite(nn.Module):
         return x * F.hardsigmoid(scale)
 
 
-class DFCAttention(nn.Module):
-    """GhostNetV2's decoupled fully connected attention map (one value per channel and position, in (0, 1)).
-
-    Computed at half resolution to stay cheap: average pool ↓2, 1×1 conv, 1×5 depthwise (horizontal), 5×1
-    depthwise (vertical), sigmoid, nearest upsampling back to the size of the gated tensor.
-    """
-
-    def __init__(self, in_chs: int, out_chs: int, kernel: int = 5) -> None:
-        super().__init__()
-        self.reduce = nn.Sequential(nn.Conv2d(in_chs, out_chs, 1, bias=False), nn.BatchNorm2d(out_chs))
-        self.horizontal = nn.Sequential(
-            nn.Conv2d(out_chs, out_chs, (1, kernel), 1, (0, kernel // 2), groups=out_chs, bias=False),
-            nn.BatchNorm2d(out_chs),
-        )
-        self.vertical = nn.Sequential(
-            nn.Conv2d(out_chs, out_chs, (kernel, 1), 1, (kernel // 2, 0), groups=out_chs, bias=False),
-            nn.BatchNorm2d(out_chs),
-        )
-
-    def forward(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        # ceil_mode keeps a 1-pixel map from vanishing (the face network reaches 4×4 and smaller maps).
-        attn = F.avg_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
-        attn = torch.sigmoid(self.vertical(self.horizontal(self.reduce(attn))))
-        return F.interpolate(attn, size=tuple(size), mode="nearest")
-
-
 class GhostModule(nn.Module):
     """Ghost module: a 1×1 primary convolution makes ``ceil(out / ratio)`` intrinsic feature maps, a cheap 3×3
     depthwise convolution on them makes the rest ("ghosts"); both are concatenated and cut to ``out_chs``."""
 
     def __init__(
-        self, in_chs: int, out_chs: int, ratio: int = 2, dw_kernel: int = 3, act: str = "relu", dfc: bool = False
+        self, in_chs: int, out_chs: int, ratio: int = 2, dw_kernel: int = 3, act: str = "relu"
     ) -> None:
         super().__init__()
         self.out_chs = out_chs
@@ -149,14 +118,10 @@ class GhostModule(nn.Module):
         cheap_chs = init_chs * (ratio - 1)
         self.primary_conv = ConvBnAct(in_chs, init_chs, 1, act=act)
         self.cheap_operation = ConvBnAct(init_chs, cheap_chs, dw_kernel, groups=init_chs, act=act)
-        self.dfc = DFCAttention(in_chs, out_chs) if dfc else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         intrinsic = self.primary_conv(x)
-        out = torch.cat([intrinsic, self.cheap_operation(intrinsic)], dim=1)[:, : self.out_chs]
-        if self.dfc is not None:
-            out = out * self.dfc(x, out.shape[-2:])
-        return out
+        return torch.cat([intrinsic, self.cheap_operation(intrinsic)], dim=1)[:, : self.out_chs]
 
 
 class GhostBottleneck(nn.Module):
@@ -172,10 +137,9 @@ class GhostBottleneck(nn.Module):
         stride: int = 1,
         se_ratio: float = 0.0,
         act: str = "relu",
-        dfc: bool = False,
     ) -> None:
         super().__init__()
-        self.ghost1 = GhostModule(in_chs, mid_chs, act=act, dfc=dfc)
+        self.ghost1 = GhostModule(in_chs, mid_chs, act=act)
         self.conv_dw = (
             nn.Sequential(
                 nn.Conv2d(mid_chs, mid_chs, kernel, stride, (kernel - 1) // 2, groups=mid_chs, bias=False),
@@ -210,7 +174,6 @@ def build_body(
     width: float = 1.0,
     table: Sequence[Sequence[BlockConfig]] = GHOSTNET_TABLE,
     act: str = "relu",
-    dfc: bool = False,
 ) -> tuple[nn.Sequential, int, list[int]]:
     """The Ghost bottleneck stages of ``table`` scaled by ``width``.
 
@@ -219,17 +182,14 @@ def build_body(
     """
     stages: list[nn.Module] = []
     strides: list[int] = []
-    layer = 0
     for stage in table:
         blocks: list[nn.Module] = []
         for cfg in stage:
             out_chs = _make_divisible(cfg.out * width, 4)
             mid_chs = _make_divisible(cfg.expansion * width, 4)
-            use_dfc = dfc and layer >= DFC_FIRST_LAYER
-            blocks.append(GhostBottleneck(in_chs, mid_chs, out_chs, cfg.kernel, cfg.stride, cfg.se_ratio, act, use_dfc))
+            blocks.append(GhostBottleneck(in_chs, mid_chs, out_chs, cfg.kernel, cfg.stride, cfg.se_ratio, act))
             strides.append(cfg.stride)
             in_chs = out_chs
-            layer += 1
         stages.append(nn.Sequential(*blocks))
     return nn.Sequential(*stages), in_chs, strides
 
@@ -259,7 +219,6 @@ class GhostNet(nn.Module):
         num_classes: int = 1000,
         dropout: float = 0.2,
         in_chans: int = 3,
-        dfc: bool = False,
         table: Sequence[Sequence[BlockConfig]] = GHOSTNET_TABLE,
     ) -> None:
         super().__init__()
@@ -267,7 +226,7 @@ class GhostNet(nn.Module):
         self.num_classes = num_classes
         stem_chs = _make_divisible(STEM_CHANNELS * width, 4)
         self.stem = ConvBnAct(in_chans, stem_chs, 3, stride=2)
-        self.blocks, body_chs, _ = build_body(stem_chs, width, table, dfc=dfc)
+        self.blocks, body_chs, _ = build_body(stem_chs, width, table)
         self.num_features = _make_divisible(LAST_CHANNELS * width, 4)
         self.conv_last = ConvBnAct(body_chs, self.num_features, 1)
         self.global_pool = nn.AdaptiveAvgPool2d(1)
@@ -291,7 +250,7 @@ def ghostnet(
 ) -> GhostNet:
     """The ImageNet GhostNet with width multiplier ``width`` (0.5, 1.0 and 1.3 in the paper).
 
-    ``kwargs`` go to :class:`GhostNet` (``in_chans``, ``dfc``). No ImageNet weights ship with facegnet, so
+    ``kwargs`` go to :class:`GhostNet` (``in_chans``, ``table``). No ImageNet weights ship with facegnet, so
     ``pretrained=True`` raises :class:`~facegnet.errors.WeightsError`.
     """
     if pretrained:

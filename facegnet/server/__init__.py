@@ -6,7 +6,9 @@
 Modules: :mod:`.app` (the factory), :mod:`.auth` (bearer tokens), :mod:`.errors` (one JSON error shape),
 :mod:`.uploads` (size-limited uploads decoded by facegnet's own image reader), :mod:`.service` (the one place
 that touches the recogniser and the gallery), :mod:`.live` (camera frames tracked per browser session),
-:mod:`.clusters` (groups of unsorted photos to name), :mod:`.routes` (the endpoints) and ``static/`` (the page).
+:mod:`.clusters` (groups of unsorted photos to name), :mod:`.scores` (similarities on the 0..1 scales of
+CompreFace and DeepStack clients), :mod:`.routes` (the endpoints, facegnet's own and CompreFace- and
+DeepStack-compatible ones) and ``static/`` (the page).
 """
 from __future__ import annotations
 

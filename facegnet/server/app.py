@@ -1,21 +1,33 @@
 """The application factory: ``create_app(gallery_dir, token)`` → a FastAPI app serving the API and the page."""
 from __future__ import annotations
 
+import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import Depends
 from fastapi.staticfiles import StaticFiles
-from fastapi_offline import FastAPIOffline  # Swagger UI's files ship in the package: /docs works offline
+from fastapi_offline import (
+    FastAPIOffline,  # Swagger UI's files ship in the package: /docs works offline
+)
 
 from facegnet import __version__
+from facegnet.io import DEFAULT_MAX_SIDE
 from facegnet.server.auth import TokenGuard, is_loopback
 from facegnet.server.clusters import ClusterJobs
 from facegnet.server.errors import error_response, install_error_handlers
 from facegnet.server.live import LiveSessions
-from facegnet.server.routes import clusters, live, people, recognition, system
-from facegnet.server.service import GalleryService
+from facegnet.server.routes import (
+    clusters,
+    compreface,
+    deepstack,
+    live,
+    people,
+    recognition,
+    system,
+)
+from facegnet.server.service import RECOGNITIONS_AT_ONCE, GalleryService
 from facegnet.server.uploads import MB, BodyLimit
 
 #: What the page may load and where it may connect: this server only (no CDN, no third party).
@@ -36,6 +48,11 @@ def create_app(
     max_request_mb: float = 256.0,
     max_cluster_photos: int = 500,
     cluster_method: str = "average",
+    max_side: int | None = DEFAULT_MAX_SIDE,
+    concurrency: int = RECOGNITIONS_AT_ONCE,
+    live_dir: str | Path | None = None,
+    database: str | None = None,
+    mqtt: str | None = None,
 ) -> FastAPIOffline:
     """The facegnet server for one gallery directory (created if missing).
 
@@ -49,17 +66,42 @@ def create_app(
         max_upload_mb: the largest photo accepted; max_request_mb: the largest request body.
         max_cluster_photos: photos one cluster request may hold.
         cluster_method: see :mod:`facegnet.cluster`.
+        max_side: photos larger than this many pixels a side are decoded reduced (None: never).
+        concurrency: identify/verify requests run at once (see :mod:`facegnet.server.service`).
+        live_dir: where camera sessions keep their state when several worker processes serve them
+            (None: in this process's memory).
+        database: a PostgreSQL gallery (``postgresql://…``) shared with other servers; ``gallery_dir`` then
+            only holds this server's working files. Its named tokens are accepted beside ``token``.
+        mqtt: also publish the camera sessions' events to this broker (``mqtt://HOST[:PORT]/TOPIC``, see
+            :mod:`facegnet.live.mqtt`).
     """
     if recognizer is None:
         from facegnet.recognizer import FaceRecognizer
 
         recognizer = FaceRecognizer(weights)
-    service = GalleryService(gallery_dir, recognizer, threshold=threshold)
-    guard = TokenGuard(token)
+    service = GalleryService(gallery_dir, recognizer, threshold=threshold, max_side=max_side, database=database,
+                             concurrency=concurrency)
+    if database is not None:
+        from facegnet.gallery.pg_tokens import TokenTable
+
+        guard = TokenGuard(token, named=TokenTable(database))
+    else:
+        guard = TokenGuard(token)
+
+    publisher = None
+    if mqtt is not None:
+        from facegnet.live.mqtt import MqttPublisher, MqttTarget
+
+        publisher = MqttPublisher(MqttTarget.parse(mqtt), people=[p["name"] for p in service.people()],
+                                  source="facegnet serve")
 
     @asynccontextmanager
     async def lifespan(app):
+        if publisher is not None:
+            publisher.start(wait=1.0)
         yield
+        if publisher is not None:
+            publisher.close()
         service.close()
 
     app = FastAPIOffline(
@@ -71,15 +113,18 @@ def create_app(
     )
     app.state.service = service
     app.state.guard = guard
-    app.state.live = LiveSessions(service)
+    app.state.live = LiveSessions(service, shared_dir=live_dir)
+    app.state.live.publish = publisher
     app.state.clusters = ClusterJobs(service, method=cluster_method)
     app.state.max_upload_bytes = int(max_upload_mb * MB)
     app.state.max_cluster_photos = int(max_cluster_photos)
-    install_error_handlers(app)
+    install_error_handlers(app, private_paths=[Path(gallery_dir), Path(tempfile.gettempdir()), Path.home()])
     for router, dependencies in system.routers(guard):
         app.include_router(router, dependencies=dependencies)
     for module in (people, recognition, live, clusters):
         app.include_router(module.router, dependencies=[Depends(guard)])
+    for module in (compreface, deepstack):  # their clients send the token their own way; the routes check it
+        app.include_router(module.router)
     app.mount("/static", StaticFiles(packages=[("facegnet.server", "static")]), name="static")
 
     @app.middleware("http")

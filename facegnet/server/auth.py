@@ -1,7 +1,9 @@
 """Access: every API request carries ``Authorization: Bearer <token>``.
 
 The token is given (``--token`` / ``FACEGNET_TOKEN``) or generated on first start into ``server.token``
-in the gallery directory, readable by its owner only. ``--no-auth`` is accepted only on a loopback host:
+in the gallery directory, readable by its owner only. A PostgreSQL gallery also holds named tokens with a role
+(:mod:`facegnet.gallery.pg_tokens`), which every server of the gallery accepts, and stops accepting within a
+second of their revocation. ``--no-auth`` is accepted only on a loopback host:
 a gallery holds biometric data, so it is never open to a network.
 """
 from __future__ import annotations
@@ -12,8 +14,9 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from typing import Any
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from facegnet.errors import FacegnetError
@@ -84,20 +87,60 @@ def resolve_token(gallery_dir: str | Path, given: str | None = None, no_auth: bo
 _BEARER = HTTPBearer(auto_error=False, description="the server's token (see `facegnet serve --help`)")
 
 
-class TokenGuard:
-    """A FastAPI dependency that lets a request through only with the right bearer token."""
+#: Requests an ``identify`` token may make besides reading: naming faces, comparing photos, the camera.
+IDENTIFY_PATHS = ("/api/identify", "/api/verify", "/api/live/")
 
-    def __init__(self, token: str | None) -> None:
+
+def changes_gallery(request: Request) -> bool:
+    """Does this request change the gallery (or start work on it) rather than read or identify?"""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return False
+    return not request.url.path.startswith(IDENTIFY_PATHS)
+
+
+class TokenGuard:
+    """A FastAPI dependency that lets a request through only with the right bearer token.
+
+    Args:
+        token: the server's own token (every right); None, with no ``named`` tokens, turns the check off.
+        named: the named tokens of a PostgreSQL gallery (:class:`facegnet.gallery.pg_tokens.TokenTable`): an
+            ``enroll`` token may do everything, an ``identify`` token may read and identify only (403 otherwise).
+    """
+
+    def __init__(self, token: str | None, named: Any = None) -> None:
         self._token = None if token is None else token.encode()
+        self._named = named
 
     @property
     def required(self) -> bool:
-        return self._token is not None
+        return self._token is not None or self._named is not None
 
-    def __call__(self, credentials: HTTPAuthorizationCredentials | None = Depends(_BEARER)) -> None:
-        if self._token is None:
+    def role(self, key: str | None) -> str | None:
+        """``enroll`` for the server's token, a named token's role, or None for a wrong or revoked one."""
+        key = (key or "").strip()
+        if not key:
+            return None
+        if self._token is not None and hmac.compare_digest(key.encode(), self._token):  # constant time
+            return "enroll"
+        return self._named.role_of(key) if self._named is not None else None
+
+    def accepts(self, key: str | None, change: bool = True) -> bool:
+        """Is ``key`` a token that may make this request (a key sent another way: CompreFace's ``x-api-key``,
+        DeepStack's ``api_key``)? ``change``: the request changes the gallery."""
+        if not self.required:
+            return True
+        role = self.role(key)
+        return role == "enroll" or (role == "identify" and not change)
+
+    def __call__(self, request: Request,
+                 credentials: HTTPAuthorizationCredentials | None = Depends(_BEARER)) -> None:
+        if not self.required:
             return
         if credentials is None or not credentials.credentials.strip():
             raise ApiError(401, "missing token: send the header 'Authorization: Bearer <token>'")
-        if not hmac.compare_digest(credentials.credentials.strip().encode(), self._token):  # constant time
-            raise ApiError(401, "wrong token")
+        role = self.role(credentials.credentials)
+        if role is None:
+            raise ApiError(401, "wrong token" if self._named is None else "wrong or revoked token")
+        if role != "enroll" and changes_gallery(request):
+            raise ApiError(403, f"this token may only identify ({role} role): enrolling, renaming, merging and "
+                                "removing people need a token with the enroll role")

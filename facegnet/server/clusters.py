@@ -24,9 +24,9 @@ from PIL import Image
 from facegnet.atomic import write_text
 from facegnet.cluster import cluster_faces, find_faces
 from facegnet.errors import FacegnetError, NoFaceError
-from facegnet.io import load_image
+from facegnet.io import DEFAULT_MAX_SIDE, load_image_reduced
 from facegnet.server.errors import ApiError
-from facegnet.server.service import GalleryService, face_jpeg
+from facegnet.server.service import GalleryService, photo_face_jpeg
 from facegnet.server.uploads import Upload, decode
 
 CLUSTERS_DIR = "clusters"
@@ -45,12 +45,14 @@ class ClusterJobs:
     # ------------------------------------------------------------------------------------------ jobs
     def create(self, uploads: list[Upload]) -> dict[str, Any]:
         """Find and group the faces of these photos; a photo that is not one is listed, not fatal."""
-        arrays, names, errors = [], [], []
+        arrays, names, errors, scales = [], [], [], {}
         uploads = _unique_names(uploads)
         for upload in uploads:
             try:
-                arrays.append(decode(upload))
+                decoded = decode(upload, self.service.max_side)
+                arrays.append(decoded.array)
                 names.append(upload.name)
+                scales[upload.name] = decoded.scale
             except FacegnetError as exc:
                 errors.append((upload.name, exc.reason))
         rec = self.service.recognizer
@@ -79,7 +81,8 @@ class ClusterJobs:
                 "method": result.method,
                 "threshold": result.threshold,
                 "photos": len(uploads),
-                "faces": [{"photo": stored[f.source], "name": f.source, "box": [round(v, 1) for v in f.box],
+                "faces": [{"photo": stored[f.source], "name": f.source,
+                           "box": _in_photo(f.box, scales[f.source]),
                            "score": round(f.score, 4)} for f in faces],
                 "groups": [{"id": g, "faces": members, "state": "open", "name": None}
                            for g, members in enumerate(result.groups())],
@@ -117,7 +120,7 @@ class ClusterJobs:
         if not 0 <= face < len(job["faces"]):
             raise ApiError(404, f"cluster job {job_id} has no face {face}")
         record = job["faces"][face]
-        return face_jpeg(load_image(self._folder(job_id) / record["photo"]), record["box"])
+        return photo_face_jpeg(self._folder(job_id) / record["photo"], record["box"], self.service.max_side)
 
     # ------------------------------------------------------------------------------------------ groups
     def name(self, job_id: str, group: int, name: str) -> dict[str, Any]:
@@ -128,7 +131,7 @@ class ClusterJobs:
             uploads = []
             for face in entry["faces"]:
                 record = job["faces"][face]
-                data = face_crop(folder / record["photo"], record["box"])
+                data = face_crop(folder / record["photo"], record["box"], max_side=self.service.max_side)
                 uploads.append(Upload(f"{record['name']} (face {face})", data))
             report = self.service.enroll(name, uploads, skip_bad=True)
             entry["state"], entry["name"] = "named", report["name"]
@@ -190,10 +193,21 @@ def _group(job: dict[str, Any], group: int) -> dict[str, Any]:
     return job["groups"][group]
 
 
-def face_crop(photo: Path, box: list[float], context: float = 1.0) -> bytes:
-    """A JPEG of the face with ``context`` face sizes around it: enrolment re-detects it as the largest face."""
-    image = Image.fromarray(load_image(photo))
-    x1, y1, x2, y2 = box
+def _in_photo(box, scale: tuple[float, float]) -> list[float]:
+    """A box found on decoded (perhaps reduced) pixels, in the photo's own pixels."""
+    sx, sy = scale
+    return [round(float(v) * (sx if i % 2 == 0 else sy), 1) for i, v in enumerate(box)]
+
+
+def face_crop(photo: Path, box: list[float], context: float = 1.0,
+              max_side: int | None = DEFAULT_MAX_SIDE) -> bytes:
+    """A JPEG of the face with ``context`` face sizes around it: enrolment re-detects it as the largest face.
+
+    ``box`` is in the photo's own pixels; a big photo is decoded reduced (the crop with it)."""
+    decoded = load_image_reduced(photo, max_side)
+    image = Image.fromarray(decoded.array)
+    sx, sy = decoded.scale
+    x1, y1, x2, y2 = box[0] / sx, box[1] / sy, box[2] / sx, box[3] / sy
     half = max(x2 - x1, y2 - y1) * (0.5 + context)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     crop = image.crop((max(0, int(cx - half)), max(0, int(cy - half)),

@@ -1,18 +1,29 @@
 """One error shape for the whole API: a 4xx/5xx status and ``{"error": "<one line>"}``.
 
 facegnet's own exceptions (:mod:`facegnet.errors`) carry the reason; :func:`status_for` is the one place
-that turns each kind into an HTTP status.
+that turns each kind into an HTTP status. No answer names a file of the server (:func:`hide_paths`): a
+client learns the name it uploaded under, never where the gallery or a temporary file lives.
 """
 from __future__ import annotations
 
 import logging
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from facegnet.errors import DataError, FacegnetError, GalleryError, ImageError, NoFaceError
+from facegnet.errors import (
+    DataError,
+    FacegnetError,
+    GalleryError,
+    ImageError,
+    NoFaceError,
+)
 
 log = logging.getLogger("facegnet.server")
 
@@ -50,6 +61,23 @@ def status_for(exc: FacegnetError) -> int:
     return 400
 
 
+def hide_paths(message: str, roots: Iterable[str | Path]) -> str:
+    """``message`` with every path under one of ``roots`` replaced by its last part (the root alone: "…")."""
+    spelled = {os.path.abspath(str(r)) for r in roots} | {os.path.realpath(str(r)) for r in roots}
+    for root in sorted((r for r in spelled if r not in ("/", "")), key=len, reverse=True):
+        pattern = re.escape(root.rstrip("/")) + r"(?:/[^\s'\":,()]*)?"
+        message = re.sub(pattern, lambda m, root=root: os.path.basename(m.group(0).rstrip("/"))
+                         if m.group(0) != root else "…", message)
+    return message
+
+
+def client_message(exc: FacegnetError) -> str:
+    """One of facegnet's errors as a client may read it: named by the upload, never by a server path."""
+    if exc.source and (os.path.isabs(exc.source) or os.sep in exc.source):
+        return exc.reason  # a file of the server (the gallery, a stored photo): the reason alone
+    return str(exc)
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": one_line(message)}, status_code=status, headers=headers)
 
@@ -67,17 +95,18 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return f"{field}: {first.get('msg', 'invalid value')}"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Make every failure, expected or not, answer ``{"error": ...}``."""
+def install_error_handlers(app: FastAPI, private_paths: Iterable[str | Path] = ()) -> None:
+    """Make every failure, expected or not, answer ``{"error": ...}``; no answer names ``private_paths``."""
+    roots = list(private_paths)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return error_response(exc.status, exc.message, headers)
+        return error_response(exc.status, hide_paths(exc.message, roots), headers)
 
     @app.exception_handler(FacegnetError)
     async def _facegnet_error(request: Request, exc: FacegnetError) -> JSONResponse:
-        return error_response(status_for(exc), str(exc))
+        return error_response(status_for(exc), hide_paths(client_message(exc), roots))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

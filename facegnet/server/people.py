@@ -1,12 +1,14 @@
 """What the server adds to a gallery: names checked for URLs, and a store for uploaded photos.
 
 - :func:`clean_name`: the gallery's own name rule (:func:`facegnet.gallery.folders.clean_name`) plus no '/',
-  which cannot travel in a URL path, as a 422 before anything is written;
+  which cannot travel in a URL path, and no control characters (a NUL or an escape is no one's name and
+  draws as a box), as a 422 before anything is written;
 - :class:`PhotoStore`: uploaded photos kept in ``<gallery>/photos/<sha256>.<ext>`` (owner-only), so that
   templates enrolled through the server have a source photo (thumbnails, ``facegnet gallery rebuild``).
 """
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 from facegnet.atomic import write_bytes
@@ -25,10 +27,19 @@ def clean_name(name: str) -> str:
     except GalleryError as exc:
         raise ApiError(422, exc.reason) from None
     if "/" in cleaned:
-        raise ApiError(422, f"a person's name cannot contain '/' ({cleaned!r})")
+        raise ApiError(422, slash_message(cleaned))
+    control = next((c for c in cleaned if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        raise ApiError(422, f"a person's name cannot contain control characters ({cleaned!r} holds "
+                            f"U+{ord(control):04X})")
     if len(cleaned) > 200:
         raise ApiError(422, "a person's name cannot be longer than 200 characters")
     return cleaned
+
+
+def slash_message(name: str) -> str:
+    """The one answer to a name with '/' (a new name in a body, or one in a URL path)."""
+    return f"a person's name cannot contain '/' ({name!r})"
 
 
 class PhotoStore:
@@ -54,6 +65,10 @@ class PhotoStore:
             return Path(source).resolve().parent == self.root.resolve()
         except OSError:
             return False
+
+    def fetch(self, sha256: str | None) -> str | None:
+        """A stored photo kept elsewhere (a database), copied here; a directory store has nothing elsewhere."""
+        return None
 
     def discard(self, source: str | None) -> None:
         """Delete a stored photo (never a user's file outside the store)."""

@@ -1,19 +1,26 @@
 """The one place where the server touches the recogniser and the gallery.
 
-Requests run on a thread pool; :attr:`GalleryService.lock` lets one of them at a time use the recogniser, the
-gallery and the camera sessions. On a CPU the networks already use every core for one photo, so running two
-at once would only make both slower, and one lock keeps each camera session's tracking state whole. Between
-processes (several uvicorn workers, or a CLI beside the server) the gallery's own writer lock and its index
-check keep one gallery on disk consistent.
+Requests run on a thread pool. Changes (enrolment, renames, removals), camera sessions and clusters take
+:attr:`GalleryService.lock`, one at a time, which keeps each camera session's tracking state whole.
+Recognition (identify, verify) runs up to ``concurrency`` requests at once beside them: the recogniser and the
+gallery's search are safe to share between threads, and with several worker processes the connections of the
+clients are seldom spread evenly over them, so a worker that runs its requests one at a time would make its
+clients wait several times longer than the others' (p99 far above p50) while the operating system could share
+the cores fairly between every request in flight. The first recognition runs alone (it loads the networks).
+Between processes (several uvicorn workers, or a CLI beside the server) the gallery's own writer lock and its
+index check keep one gallery on disk consistent.
 
 A request either does all it says or writes nothing: an enrolment of several photos that fails on one removes
 what it had added before answering with the error.
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +28,18 @@ import numpy as np
 from PIL import Image
 
 from facegnet.errors import FacegnetError, GalleryError, NoFaceError
-from facegnet.gallery import Gallery, QualityPolicy
-from facegnet.io import load_image
+from facegnet.gallery import UNKNOWN, Gallery, Identification, QualityPolicy
+from facegnet.gallery.search_threshold import SearchThreshold, given_threshold
+from facegnet.io import DEFAULT_MAX_SIDE, load_image_reduced
 from facegnet.recognizer import VerifyResult, cosine_similarity
 from facegnet.server.errors import ApiError
 from facegnet.server.people import PhotoStore, clean_name
-from facegnet.server.uploads import Upload, decode, relabel
+from facegnet.server.uploads import Upload, decode, in_photo, relabel
 
 THUMBNAIL_SIDE = 128
+
+#: Recognition requests one process runs at once by default (see the module's docstring).
+RECOGNITIONS_AT_ONCE = 4
 
 
 class GalleryService:
@@ -39,16 +50,29 @@ class GalleryService:
         recognizer: a :class:`~facegnet.recognizer.FaceRecognizer`.
         threshold: open-set threshold for identify (default: the gallery's, from the model card).
         quality: which enrolment faces are good enough (default: the gallery's 40 px, score 0.95).
+        max_side: photos larger than this many pixels a side are decoded reduced before detection.
+        database: a PostgreSQL gallery (``postgresql://…``) instead of ``gallery_dir``, which then only holds this
+            server's working files (local copies of photos, cluster jobs).
+        concurrency: identify/verify requests run at once (1: one at a time).
     """
 
     def __init__(self, gallery_dir: str | Path, recognizer: Any, *, threshold: float | None = None,
-                 quality: QualityPolicy | None = None) -> None:
+                 quality: QualityPolicy | None = None, max_side: int | None = DEFAULT_MAX_SIDE,
+                 database: str | None = None, concurrency: int = RECOGNITIONS_AT_ONCE) -> None:
         self.path = Path(gallery_dir)
+        self._recognitions = threading.BoundedSemaphore(max(1, int(concurrency)))
+        self._warm = False
+        self.max_side = max_side
         self.recognizer = recognizer
         self.threshold = threshold
         self.lock = threading.RLock()
-        self.gallery = Gallery(self.path, recognizer=recognizer, create=True, quality=quality)
-        self.photos = PhotoStore(self.path)
+        self.gallery = Gallery(self.path, recognizer=recognizer, create=True, quality=quality, database=database)
+        if database is not None:
+            from facegnet.server.db_photos import DatabasePhotos
+
+            self.photos: PhotoStore = DatabasePhotos(self.path, database)
+        else:
+            self.photos = PhotoStore(self.path)
         self._thumbnails: OrderedDict[int, tuple[str, bytes]] = OrderedDict()  # id → (person, JPEG)
 
     def close(self) -> None:
@@ -70,9 +94,19 @@ class GalleryService:
     def info(self) -> dict[str, Any]:
         with self.lock:
             info = self.gallery.info()
-        info["threshold"] = self.threshold if self.threshold is not None else info["threshold"]
+        in_force = self.threshold_in_force()
+        info["threshold"], info["search_threshold"] = in_force.threshold, in_force.to_dict()
         info.pop("path", None)  # the client needs no server paths
         return info
+
+    def threshold_in_force(self) -> SearchThreshold:
+        """The open-set threshold identify uses now, with the false-alarm rate per search it holds: the server's
+        ``--threshold`` when given, else the gallery's own (chosen for its number of templates)."""
+        in_force = self.gallery.search_threshold()
+        if self.threshold is None:
+            return in_force
+        return given_threshold(self.gallery.card.impostor_tail, in_force.people, self.threshold, "given",
+                               in_force.templates)
 
     def thumbnail(self, name: str, template_id: int) -> bytes:
         """A JPEG of one template's face, cut from its source photo."""
@@ -83,9 +117,12 @@ class GalleryService:
             template = next((t for t in self.gallery.templates(name) if t.id == template_id), None)
         if template is None:
             raise ApiError(404, f"{name!r} has no template {template_id}")
-        if not template.source or not Path(template.source).is_file():
+        source = template.source
+        if not source or not Path(source).is_file():
+            source = self.photos.fetch(template.sha256)  # a photo another server stored, from the database
+        if not source:
             raise ApiError(404, f"the photo of template {template_id} is not on disk")
-        data = face_jpeg(load_image(template.source), template.box)
+        data = photo_face_jpeg(source, template.box, self.max_side)
         with self.lock:
             self._thumbnails[template_id] = (name, data)
             while len(self._thumbnails) > 512:
@@ -95,33 +132,64 @@ class GalleryService:
     # ------------------------------------------------------------------------------------------ recognition
     def identify(self, upload: Upload, top_k: int = 1) -> dict[str, Any]:
         """Every face of the photo with its best person: the shape of ``facegnet identify --json``."""
-        array = decode(upload)
-        with self.lock:
+        decoded = decode(upload, self.max_side)  # outside the lock: a big photo does not hold up the others
+        with self.recognition():
             try:
-                matches = self.gallery.identify(array, top_k=top_k, threshold=self.threshold)
+                matches = self.gallery.identify(decoded.array, top_k=top_k, threshold=self.threshold)
             except FacegnetError as exc:
                 raise _named(exc, upload.name) from None
         if not matches:
             raise NoFaceError("no face found", upload.name)
-        height, width = array.shape[:2]
-        return {"image": upload.name, "width": width, "height": height, "faces": [m.to_dict() for m in matches]}
+        faces = [dataclasses.replace(m, face=in_photo(m.face, decoded)).to_dict() for m in matches]
+        return {"image": upload.name, "width": decoded.width, "height": decoded.height, "faces": faces}
+
+    def recognize(self, upload: Upload, top_k: int = 1) -> tuple[tuple[int, int], list[Identification]]:
+        """The photo's (height, width) and every face's :class:`Identification` (face, candidates, threshold in
+        force): the material of the CompreFace- and DeepStack-compatible answers. An empty gallery is not an
+        error here: each face comes back with no candidates, as those services answer."""
+        decoded = decode(upload, self.max_side)
+        with self.recognition():
+            try:
+                if len(self.gallery):
+                    matches = self.gallery.identify(decoded.array, top_k=top_k, threshold=self.threshold)
+                else:
+                    floor = self.gallery.quality.min_face
+                    threshold = self.gallery.threshold if self.threshold is None else self.threshold
+                    matches = [Identification(UNKNOWN, float("-inf"), threshold, [], face=face)
+                               for face in self.recognizer.detect(decoded.array) if face.size >= floor]
+            except FacegnetError as exc:
+                raise _named(exc, upload.name) from None
+        matches = [dataclasses.replace(m, face=in_photo(m.face, decoded)) for m in matches]
+        return (decoded.height, decoded.width), matches
 
     def verify(self, a: Upload, b: Upload) -> dict[str, Any]:
         """Are the largest faces of the two photos the same person? The ``facegnet verify --json`` object."""
-        arrays = [decode(a), decode(b)]
+        photos = [decode(a, self.max_side), decode(b, self.max_side)]
         embedded = []
-        with self.lock:
-            for upload, array in zip((a, b), arrays):
+        with self.recognition():
+            for upload, decoded in zip((a, b), photos):
                 try:
-                    embedded.append(self.recognizer.embed_largest(array))
+                    embedding, face, count = self.recognizer.embed_largest(decoded.array)
                 except FacegnetError as exc:
                     raise relabel(exc, upload.name) from None
+                embedded.append((embedding, in_photo(face, decoded), count))
         (emb_a, face_a, n_a), (emb_b, face_b, n_b) = embedded
         similarity = cosine_similarity(emb_a, emb_b)
         threshold = float(self.recognizer.threshold)
         notes = [f"{u.name} holds {n} faces; the largest was used" for u, n in ((a, n_a), (b, n_b)) if n > 1]
         result = VerifyResult(similarity, similarity >= threshold, threshold, face_a, face_b, n_a, n_b, notes)
         return result.to_dict()
+
+    @contextmanager
+    def recognition(self) -> Iterator[None]:
+        """A turn to recognise: one of ``concurrency`` at once; the very first alone (it loads the networks)."""
+        with self._recognitions:
+            if self._warm:
+                yield
+                return
+            with self.lock:
+                yield
+                self._warm = True
 
     # ------------------------------------------------------------------------------------------ changes
     def enroll(self, name: str, uploads: list[Upload], *, skip_bad: bool = False) -> dict[str, Any]:
@@ -134,7 +202,7 @@ class GalleryService:
         name = clean_name(name)
         if not skip_bad:
             for upload in uploads:  # every photo decodes before anything is written
-                decode(upload)
+                decode(upload, self.max_side)
         added: list[dict[str, Any]] = []
         existing: list[dict[str, Any]] = []
         skipped: list[dict[str, Any]] = []
@@ -239,6 +307,15 @@ def _template_dict(template) -> dict[str, Any]:
         "quality": None if template.quality is None else round(float(template.quality), 3),
         "created": template.created,
     }
+
+
+def photo_face_jpeg(photo: str | Path, box, max_side: int | None = DEFAULT_MAX_SIDE) -> bytes:
+    """:func:`face_jpeg` of a stored photo, decoded at most ``max_side`` a side (``box`` in its own pixels)."""
+    decoded = load_image_reduced(photo, max_side)
+    if box is not None and decoded.reduced:
+        sx, sy = decoded.scale
+        box = [float(box[0]) / sx, float(box[1]) / sy, float(box[2]) / sx, float(box[3]) / sy]
+    return face_jpeg(decoded.array, box)
 
 
 def face_jpeg(array: np.ndarray, box, side: int = THUMBNAIL_SIDE, margin: float = 0.25) -> bytes:

@@ -1,13 +1,15 @@
-"""Uploaded photos: bounded in size, decoded by facegnet's own reader (:func:`facegnet.io.load_image`).
+"""Uploaded photos: bounded in size, decoded by facegnet's own reader (:func:`facegnet.io.load_image_reduced`).
 
-The bytes go to a private temporary file only to be decoded, so an upload meets exactly the rules a file on
-disk meets (empty, not an image, truncated, too many pixels) and its errors name the upload, not the file.
+The bytes are decoded in memory by the reader files on disk meet (empty, not an image, truncated, too many
+pixels), its errors naming the upload. Big photos are decoded reduced to ``max_side`` pixels a side (a JPEG at
+1/2, 1/4 or 1/8 by the codec itself): one 8000×8000 upload must not cost gigabytes or stall every other
+request. Faces found on the reduced pixels are mapped back to the photo's own coordinates (:func:`in_photo`).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from fastapi import HTTPException, UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facegnet.errors import FacegnetError
-from facegnet.io import IMAGE_SUFFIXES, load_image
+from facegnet.io import DEFAULT_MAX_SIDE, IMAGE_SUFFIXES, Decoded, load_image_reduced
 from facegnet.server.errors import ApiError, error_response
 
 MB = 1024 * 1024
@@ -62,17 +64,22 @@ def relabel(exc: FacegnetError, name: str) -> FacegnetError:
     return type(exc)(exc.reason, name)
 
 
-def decode(upload: Upload, scratch: Path | None = None) -> np.ndarray:
-    """The upload as an RGB uint8 array; facegnet's ImageError (naming the upload) when it is not one."""
-    fd, path = tempfile.mkstemp(suffix=upload.suffix, dir=scratch)
+def decode(upload: Upload, max_side: int | None = DEFAULT_MAX_SIDE) -> Decoded:
+    """The upload as RGB pixels, at most ``max_side`` a side; facegnet's ImageError (naming the upload) when it
+    is not a photo."""
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(upload.data)
-        return load_image(path)
+        return load_image_reduced(upload.data, max_side, name=upload.name)
     except FacegnetError as exc:
         raise relabel(exc, upload.name) from None
-    finally:
-        os.unlink(path)
+
+
+def in_photo(face, decoded: Decoded):
+    """A face found on the decoded (perhaps reduced) pixels, in the coordinates of the uploaded photo."""
+    if face is None or not decoded.reduced:
+        return face
+    sx, sy = decoded.scale
+    return dataclasses.replace(face, box=np.asarray(face.box, np.float32) * np.float32([sx, sy, sx, sy]),
+                               landmarks=np.asarray(face.landmarks, np.float32) * np.float32([sx, sy]))
 
 
 class BodyLimit:

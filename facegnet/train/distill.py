@@ -9,10 +9,6 @@ projected vector with the teacher's:
 
 It needs no identity labels, so every face, labelled or not, contributes. Rows whose teacher vector is
 missing (NaN) are skipped.
-
-:func:`similarity_loss` distils the teacher's *relations* instead: the student's cosine between every two faces
-of the batch is pulled towards the teacher's cosine of the same two views (similarity-preserving distillation),
-which is what verification compares, whatever the two embedding spaces look like.
 """
 from __future__ import annotations
 
@@ -59,15 +55,3 @@ class TeacherDistill(nn.Module):
         if self.loss_kind == "cosine":
             return (1.0 - F.cosine_similarity(pred, target, dim=1)).mean()
         return (pred - target).pow(2).sum(dim=1).mean()
-
-
-def similarity_loss(embeddings: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference between the student's and the teacher's cosine similarities over every pair of
-    distinct rows of the batch (rows with a missing (NaN) teacher vector are skipped; 0 with fewer than two)."""
-    valid = ~torch.isnan(teacher).any(dim=1)
-    if int(valid.sum()) < 2:
-        return embeddings.sum() * 0.0
-    s = F.normalize(embeddings[valid].float(), dim=1)
-    t = F.normalize(teacher[valid].float(), dim=1)
-    off = ~torch.eye(len(s), dtype=torch.bool, device=s.device)
-    return ((s @ s.T - t @ t.T)[off]).pow(2).mean()

@@ -14,7 +14,7 @@ from torch import nn
 
 from facegnet.evaluation import metrics
 from facegnet.preprocess import embed_normalised
-from facegnet.train.data import to_input
+from facegnet.train.datasets import to_input
 
 
 @torch.no_grad()

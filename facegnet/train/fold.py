@@ -3,7 +3,7 @@
 Training with ``--teacher-model`` fits a linear map ``W`` from the student's unit embedding ``e`` into the
 teacher's space (the ``online`` distillation projection). Scored on the dev pairs, the concatenation of ``e``
 with its projection ``kWe`` (``k`` makes it unit length on average) separates people better than either alone
-(twelfth session, the control run's end: 94.78% against 94.22% for ``e`` alone; docs/training.md). The cosine of
+(the shipped model's run: 94.78% against 94.22% for ``e`` alone; docs/training.md). The cosine of
 two such concatenations, ``e₁ᵀ(I + k²WᵀW)e₂`` up to the norms, is the cosine of ``Le₁`` and ``Le₂`` with
 ``L = (I + k²WᵀW)^½`` (``k`` times the fold weight, in general): one symmetric D×D matrix, so the embedding keeps
 its size and the network its architecture. :func:`fold_linear` multiplies ``L`` into the last 1×1 convolution
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegnet.errors import DataError
-from facegnet.train import data as D
+from facegnet.train import datasets as D
 from facegnet.train.config import TrainConfig
 from facegnet.train.warmstart import sample_index
 
@@ -32,8 +32,8 @@ __all__ = ["check_weight", "embedding_inputs", "fold_checkpoint", "fold_faces", 
 
 def fold_view(embeddings: torch.Tensor, projection: nn.Module, weight: float = 1.0) -> torch.Tensor:
     """``[e, weight·k·We]`` for the unit rows ``e`` of ``embeddings`` (N×D) and the projection ``W``: the vector
-    whose cosines the fold with ``weight`` ships (:func:`teacher_metric`), here with ``k`` measured on these rows
-    (held constant for the gradient). Training's ``--fold-margin`` puts the margin loss on it. (N, D+T)."""
+    whose cosines the fold with ``weight`` ships (:func:`teacher_metric`), here with ``k`` measured on these rows.
+    The trainer's dev evaluation scores it (``"folded"``). (N, D+T)."""
     e = F.normalize(embeddings.float(), dim=1)
     projected = projection(e)
     k = 1.0 / projected.detach().norm(dim=1).mean().clamp_min(1e-12)

@@ -1,7 +1,7 @@
 """An OpenVINO IR network (``.xml`` + ``.bin``) run by PyTorch, so a teacher can run on a GPU beside the student.
 
-OpenVINO runs the distillation teacher on the CPU; on a GPU machine that would starve the GPU (the issue's probe
-trained at 2.5–2.9k images/s). :class:`IRNetwork` reads the IR's graph and weights (its constants, FP16 or
+OpenVINO runs the distillation teacher on the CPU; on a GPU machine that would starve the GPU (on an H200 the
+trainer ran at 2.5–2.9k images/s). :class:`IRNetwork` reads the IR's graph and weights (its constants, FP16 or
 FP32) and executes the same operations with ``torch.nn.functional``, on whatever device it is moved to. It
 covers the operations of convolutional embedders such as ``face-reidentification-retail-0095``: Parameter,
 Const, Convert, Convolution, GroupConvolution, Add, Multiply, PReLU, Sigmoid, ReLU, Clamp, AvgPool, MaxPool,

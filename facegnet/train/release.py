@@ -20,9 +20,11 @@ from facegnet.card import WEIGHTS_DIR, ModelCard, read_card_json, sha256_file
 from facegnet.errors import DataError, WeightsError, one_line_errors
 from facegnet.evaluation.metrics import tar_at_far, threshold_at_far
 from facegnet.torch_files import load_pt, save_pt
+from facegnet.train import datasets as D
+from facegnet.train.config import TrainConfig
 from facegnet.train.evaluate import pair_scores
 from facegnet.train.fold import fold_checkpoint
-from facegnet.train.trainer import TrainConfig, _load_dev, build_net
+from facegnet.train.setup import build_net
 
 LICENCE = "CelebA: non-commercial research only; the weights inherit that restriction"
 
@@ -57,6 +59,12 @@ def _init_card_licence(cfg: TrainConfig) -> list[str]:
     return [licence] if isinstance(licence, str) else []
 
 
+def recipe_of(cfg: TrainConfig) -> dict[str, Any]:
+    """The run's configuration as the card records it: everything but where it paused (``stop_at``,
+    ``max_minutes``), which belongs to one invocation, not to the recipe."""
+    return {**cfg.to_dict(), "stop_at": 0, "max_minutes": 0.0}
+
+
 def _calibration_embedder(net: torch.nn.Module, cfg: TrainConfig):
     """The API's own embedder (card normalisation, flip TTA) around ``net``, so thresholds mean what it computes."""
     from facegnet.embed import Embedder
@@ -68,7 +76,7 @@ def _calibration_embedder(net: torch.nn.Module, cfg: TrainConfig):
 def dev_similarities(net: torch.nn.Module, cfg: TrainConfig, pairs: str | Path | None = None):
     """Cosine similarities of the dev pairs as :class:`facegnet.embed.Embedder` computes them, and the truth."""
     pairs_path = Path(pairs) if pairs else Path(cfg.data) / "dev_pairs.csv"
-    images, a, b, same = _load_dev(cfg, pairs_path)
+    images, a, b, same = D.load_dev(cfg, pairs_path)
     emb = _calibration_embedder(net, cfg)(images)
     return (emb[a] * emb[b]).sum(1), same
 
@@ -84,8 +92,6 @@ def dev_identity_similarities(net: torch.nn.Module, cfg: TrainConfig) -> tuple[n
     The pack's 6,000 dev pairs hold only 3,000 impostor pairs, too few to place a threshold at a small FAR; all
     pairs of its ~1,000 dev faces give ~500,000. Empty arrays when the data is not a pack with a dev split.
     """
-    from facegnet.train import data as D
-
     root = Path(cfg.data)
     if not D.is_pack(root):  # `facegnet prepare` output has a manifest too, but no dev split
         return np.empty(0), np.empty(0)
@@ -117,16 +123,15 @@ def export(
 
     ``fold_teacher`` > 0 folds the online teacher's projection into the embedding layer with that weight
     (:mod:`facegnet.train.fold`) before anything is measured, so thresholds and scores are the folded network's;
-    None: the weight the run's margin loss was trained on (``--fold-margin``), no fold when it had none.
+    None or 0: no fold. The card's ``training.config`` is the run's resolved configuration (its pauses left out),
+    what ``facegnet train --config RECIPE --dry-run`` prints for the recipe that made it.
     """
     ckpt_path = Path(checkpoint)
     state = load_pt(ckpt_path, "checkpoint")
-    cfg = TrainConfig.from_dict(state["config"])
+    cfg = TrainConfig.from_dict(state["config"], ckpt_path)
     net = build_net(cfg.model)
     net.load_state_dict(state["model"])
     net.eval()
-    if fold_teacher is None:
-        fold_teacher = cfg.fold_margin
     folded = fold_checkpoint(net, state, cfg, fold_teacher, ckpt_path) if fold_teacher else None
     sims, same = dev_similarities(net, cfg, pairs)
     scores = pair_scores(sims, same)
@@ -163,7 +168,7 @@ def export(
         identify_threshold_far=identify.get("identify_threshold_far"),
         weights_file=pt_path.name,
         sha256=sha256_file(pt_path),
-        training={**(training or {}), "step": state["step"], "dev": scores,
+        training={**(training or {}), "config": recipe_of(cfg), "step": state["step"], "dev": scores,
                   "dev_threshold_far": far, "checkpoint": str(ckpt_path),
                   **({"teacher_fold": folded} if folded else {}),
                   **({"dev_all_pairs": identify["dev_all_pairs"]} if identify else {})},
@@ -185,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--training", default=None, help="JSON object merged into the card's training field")
     parser.add_argument("--fold-teacher", type=float, default=None, metavar="WEIGHT",
                         help="fold the online teacher's projection into the embedding with this weight "
-                             "(1: the student's vector and its projection count alike); 0: off; "
-                             "default: the run's --fold-margin (off when it had none)")
+                             "(1: the student's vector and its projection count alike, as the shipped model); "
+                             "default 0: off")
     args = parser.parse_args(argv)
 
     def run() -> int:

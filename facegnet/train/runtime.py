@@ -22,7 +22,7 @@ from torch import nn
 
 from facegnet.errors import DeviceError
 
-__all__ = ["StopRequest", "any_rank", "barrier", "gather_rng", "pick_device", "rank0_value", "rank_world",
+__all__ = ["StopRequest", "any_rank", "barrier", "gather_rng", "pick_device", "rank_world",
            "require_compiler", "rng_state", "set_rng_state", "setup_distributed", "sync_buffers"]
 
 
@@ -105,15 +105,6 @@ def any_rank(flag: bool, world: int, device: torch.device) -> bool:
     t = torch.tensor([int(flag)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
-
-
-def rank0_value(value: float, world: int, device: torch.device) -> float:
-    """Rank 0's ``value`` on every process (each one's own clock would otherwise give each its own schedule)."""
-    if world == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.broadcast(t, 0)
-    return float(t.item())
 
 
 def barrier(world: int) -> None:

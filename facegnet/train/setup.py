@@ -3,8 +3,9 @@ optimiser's parameter groups and the learning-rate schedule."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
@@ -29,21 +30,9 @@ def load_init_weights(net: nn.Module, path: str | Path) -> None:
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     try:
-        if _is_plain_into_dfc(net, state):
-            # A plain network's weights into its GhostNetV2 variant: the attention starts out neutral.
-            from facegnet.train.grow import grow_dfc
-
-            grow_dfc(net, state)
-        else:
-            net.load_state_dict(state)
+        net.load_state_dict(state)
     except RuntimeError as exc:
         raise WeightsError(f"weights do not fit this architecture ({str(exc).splitlines()[0]})", path) from None
-
-
-def _is_plain_into_dfc(net: nn.Module, state: dict[str, Any]) -> bool:
-    """Whether ``state`` has no DFC attention branches while ``net`` has some."""
-    return (any(".dfc." in k for k in net.state_dict())
-            and not any(".dfc." in k for k in state))
 
 
 def load_init_parts(module: nn.Module, path: str | Path) -> list[str]:
@@ -101,12 +90,9 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_lambda(cfg: TrainConfig, total: int, clock: dict[str, float] | None = None) -> Callable[[int], float]:
-    """Linear warm-up to ``lr`` then cosine annealing to ``min_lr`` at ``total`` steps (as a factor of lr).
-
-    With ``cfg.budget_minutes`` the cosine follows whichever is further along: steps, or the training minutes
-    in ``clock["minutes"]`` against the budget.
-    """
+def lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
+    """Linear warm-up to ``lr`` then cosine annealing to ``min_lr`` at ``total`` steps (as a factor of lr): a
+    function of the step alone, so a resumed run follows the same schedule."""
     floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
     warm = max(0, min(cfg.warmup_steps, total - 1))
 
@@ -114,8 +100,6 @@ def lr_lambda(cfg: TrainConfig, total: int, clock: dict[str, float] | None = Non
         if step < warm:
             return (step + 1) / warm
         t = min(1.0, (step - warm) / max(1, total - warm))
-        if cfg.budget_minutes > 0 and clock is not None:
-            t = max(t, min(1.0, clock["minutes"] / cfg.budget_minutes))
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
 
     return factor

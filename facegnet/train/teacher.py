@@ -116,7 +116,7 @@ class OnlineTeacher:
 
     def mean_embedding(self, images: np.ndarray, count: int = 2048, seed: int = 0, batch: int = 256) -> np.ndarray:
         """The teacher's mean vector over a fixed sample of uint8 (N, 112, 112, 3) crops (for centring)."""
-        from facegnet.train.data import to_input
+        from facegnet.train.datasets import to_input
 
         rng = np.random.default_rng(seed)
         index = np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False))

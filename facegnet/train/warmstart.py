@@ -1,15 +1,15 @@
 """Warm start for fine-tuning: fit the new parts of a run to the network it starts from before step 1.
 
 Fine-tuning a trained embedding network with a freshly drawn margin head and random distillation projections
-first spends hundreds of steps pulling the embedding towards random class centres and random teacher axes:
-in session 4's run dev accuracy fell from 92.7% to 88.4% in the first epoch and never came back. Here
+first spends hundreds of steps pulling the embedding towards random class centres and random teacher axes
+(in one such run dev accuracy fell from 92.7% to 88.4% in the first epoch and never came back). Here
 the margin head's class centres start at each identity's mean embedding under the starting network, and each
 distillation projection starts at the least-squares map from that network's embeddings onto its teacher's
 targets, so the first gradients already point somewhere useful.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -29,10 +29,8 @@ def sample_index(n: int, count: int, seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def centre_head(head: nn.Module, net: nn.Module, images: np.ndarray, labels: np.ndarray,
-                view: Callable[[torch.Tensor], torch.Tensor] | None = None) -> int:
-    """Set each class centre of ``head`` to its identity's mean (single-view) embedding under ``net``, seen through
-    ``view`` when given (the margin loss's input, e.g. the folded view of ``--fold-margin``).
+def centre_head(head: nn.Module, net: nn.Module, images: np.ndarray, labels: np.ndarray) -> int:
+    """Set each class centre of ``head`` to its identity's mean (single-view) embedding under ``net``.
 
     Classes without a labelled face keep their random centre. Returns how many centres were set.
     """
@@ -40,8 +38,6 @@ def centre_head(head: nn.Module, net: nn.Module, images: np.ndarray, labels: np.
     if not len(rows):
         return 0
     emb = torch.from_numpy(embed_crops(net, images[rows], flip=False))
-    if view is not None:
-        emb = F.normalize(view(emb).float(), dim=1)
     lab = torch.from_numpy(labels[rows]).long()
     sums = torch.zeros_like(head.weight, dtype=torch.float32).index_add_(0, lab, emb)
     counts = torch.bincount(lab, minlength=head.weight.shape[0])

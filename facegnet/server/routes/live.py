@@ -15,7 +15,7 @@ async def frame(request: Request, session: str, file: UploadFile = File(...)) ->
     upload = await read_upload(file, state.max_upload_bytes)
 
     def work() -> dict:
-        return state.live.frame(session, decode(upload))
+        return state.live.frame(session, decode(upload, state.service.max_side))
 
     return await run_in_threadpool(work)
 

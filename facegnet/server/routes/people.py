@@ -1,11 +1,15 @@
 """People: list, enroll photos, rename, merge, remove a person or one template, face thumbnails."""
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, File, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from facegnet.server.errors import ApiError
+from facegnet.server.people import clean_name, slash_message
 from facegnet.server.uploads import read_uploads
 
 router = APIRouter(prefix="/api/people", tags=["people"])
@@ -33,6 +37,7 @@ async def person(request: Request, name: str) -> dict:
              summary="Enroll the largest face of each photo as this person (all photos or none)")
 async def enroll(request: Request, name: str, file: list[UploadFile] = File(...)) -> JSONResponse:
     state = request.app.state
+    clean_name(name)  # a bad name is refused before the photos are read
     uploads = await read_uploads(file, state.max_upload_bytes)
     report = await run_in_threadpool(state.service.enroll, name, uploads)
     return JSONResponse(report, status_code=201 if report["added"] else 200)
@@ -63,3 +68,17 @@ async def remove_template(request: Request, name: str, template_id: int) -> dict
 async def thumbnail(request: Request, name: str, template_id: int) -> Response:
     data = await run_in_threadpool(request.app.state.service.thumbnail, name, template_id)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+# A name with '/' arrives split over several path segments and matches none of the routes above: answer as
+# a rename to such a name does (422), not "no such endpoint". Declared last, it catches nothing else.
+_ENDPOINTS = re.compile(r"^(?P<name>.+?)(?:/photos|/merge|/templates/[^/]+(?:/thumbnail)?)?$")
+
+
+@router.api_route("/{rest:path}", methods=["GET", "POST", "PATCH", "DELETE"], include_in_schema=False)
+async def name_with_slash(request: Request, rest: str) -> dict:
+    name = _ENDPOINTS.match(rest).group("name") if rest else ""
+    if "/" in name:
+        raise ApiError(422, slash_message(name))
+    raise ApiError(404 if request.method == "GET" or not name else 405,
+                   f"no such endpoint: {request.method} {request.url.path}")

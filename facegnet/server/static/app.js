@@ -73,12 +73,28 @@ function say(text, kind = "info") {
 const fail = (error) => say(error.message || String(error), "error");
 
 // ------------------------------------------------------------------------------------------------ sign-in
+let signedIn = 0; // counts sign-outs: an answer that arrives after one is not shown
+
 function showLogin(reason) {
+  signedIn += 1;
+  stopCamera();
   $("#login").hidden = false;
   $("#tabs").hidden = true;
   for (const tab of document.querySelectorAll(".tab")) tab.hidden = true;
   if (reason && api.token) say(reason, "error");
   api.token = null;
+  clearGallery();
+}
+
+// Signed out (or refused), the page shows nothing of the gallery: no counts, names, faces or groups.
+function clearGallery() {
+  $("#summary").textContent = "";
+  for (const selector of ["#people-grid", "#identify-result", "#identify-list", "#cluster-groups"]) {
+    $(selector).replaceChildren();
+  }
+  $("#cluster-status").textContent = "";
+  $("#camera-status").textContent = "";
+  job = null;
 }
 
 async function start() {
@@ -105,10 +121,9 @@ $("#login-form").addEventListener("submit", (event) => {
   event.preventDefault();
   api.token = $("#token").value.trim();
   $("#message").hidden = true;
-  window.addEventListener("hashchange", () => { if (location.hash.includes("token=")) start(); });
-start();
+  start();
 });
-$("#logout").addEventListener("click", () => { stopCamera(); api.token = null; showLogin(); });
+$("#logout").addEventListener("click", () => showLogin());
 
 function showTab(name) {
   for (const tab of document.querySelectorAll(".tab")) tab.hidden = tab.id !== name;
@@ -146,12 +161,15 @@ function dropZone(zone, onFiles) {
 
 // ------------------------------------------------------------------------------------------------ people
 async function refreshPeople() {
+  const since = signedIn;
   const [{ people }, info] = await Promise.all([api.get("/api/people"), api.get("/api/info")]);
+  const cards = [];
+  for (const entry of people) cards.push(await personCard(entry));
+  if (since !== signedIn) return; // signed out meanwhile
   $("#summary").textContent = `${info.people} people, ${info.templates} photos · model ${info.current_model}`;
   const grid = $("#people-grid");
-  grid.replaceChildren();
+  grid.replaceChildren(...cards);
   if (!people.length) grid.append(el("p", { class: "muted" }, "Nobody is enrolled yet: add a person above."));
-  for (const entry of people) grid.append(await personCard(entry));
 }
 
 async function personCard({ name, templates }) {
@@ -231,19 +249,25 @@ function drawFaces(stage, faces, width, height) {
 const identifyInput = dropZone($("#identify-drop"), async ([file]) => {
   const stage = $("#identify-result");
   const list = $("#identify-list");
+  const since = signedIn;
   const img = el("img", { alt: file.name, src: URL.createObjectURL(file) });
+  img.addEventListener("error", () => img.remove()); // a file this browser cannot show: no broken image
   stage.replaceChildren(img);
   list.replaceChildren();
   say(`Identifying ${file.name}…`);
   try {
     const result = await api.post("/api/identify", { body: form("file", [file]) });
+    if (since !== signedIn) return;
     drawFaces(stage, result.faces, result.width, result.height);
     for (const face of result.faces) {
       list.append(el("li", { dataset: { name: face.name } },
         `${face.name} (similarity ${face.similarity.toFixed(3)})`));
     }
     say(`${result.faces.length} face(s) in ${result.image}.`, "ok");
-  } catch (error) { fail(error); } finally { identifyInput.value = ""; }
+  } catch (error) {
+    stage.replaceChildren(); // the server refused the photo: show none
+    fail(error);
+  } finally { identifyInput.value = ""; }
 });
 
 // ------------------------------------------------------------------------------------------------ camera
@@ -331,10 +355,15 @@ $("#cluster-start").addEventListener("click", async () => {
 
 async function loadLatestJob() {
   if (job) return;
+  const since = signedIn;
   try {
     const { jobs } = await api.get("/api/clusters");
-    if (jobs.length) { job = await api.get(`/api/clusters/${jobs[0].id}`); await renderJob(); }
-  } catch (error) { fail(error); }
+    if (!jobs.length) return;
+    const latest = await api.get(`/api/clusters/${jobs[0].id}`);
+    if (since !== signedIn) return;
+    job = latest;
+    await renderJob();
+  } catch (error) { if (error.status !== 401) fail(error); }
 }
 
 async function renderJob() {

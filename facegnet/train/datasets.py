@@ -1,16 +1,15 @@
-"""Training data: face crops held in memory as uint8, with labels and optional teacher embeddings.
+"""Training faces: crops held in memory as uint8, with labels and optional stored teacher embeddings.
 
 Two sources give the same :class:`FaceSet`:
 
 - the shared training pack (``manifest.csv``, ``crops/``, ``teacher_dlib.npy``; see its README), read by
   :func:`load_pack`;
 - a folder of 112×112 crops, one sub-folder per person (or a flat folder of unlabelled faces), read by
-  :func:`load_folder` (``facegnet prepare`` writes such folders).
+  :func:`load_folder`, or the ``manifest.csv`` that ``facegnet prepare`` writes, read by :func:`load_prepared`.
 
 Crops are decoded once and kept as one uint8 array (20k crops are ~770 MB); decoding is the slow part, so the
-array can be cached to an ``.npy`` file. Augmentation runs on whole batches in the training loop
-(:class:`Augment`), and :class:`EpochSampler` yields the batches of each epoch from a seeded permutation, so a
-resumed run draws exactly the batches an uninterrupted one would.
+array can be cached to an ``.npy`` file. :func:`training_faces` and :func:`load_dev` read what a
+:class:`~facegnet.train.config.TrainConfig` names.
 """
 from __future__ import annotations
 
@@ -23,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from facegnet.atomic import atomic_path
 from facegnet.errors import DataError
 from facegnet.io import IMAGE_SUFFIXES
 from facegnet.preprocess import normalise
+from facegnet.train.config import TrainConfig
 
 CROP_SIZE = 112
 
@@ -56,7 +55,7 @@ class FaceSet:
     def num_classes(self) -> int:
         return len(self.identities)
 
-    def subset(self, index: np.ndarray) -> "FaceSet":
+    def subset(self, index: np.ndarray) -> FaceSet:
         """The faces at ``index`` (labels kept as they are)."""
         index = np.asarray(index)
         return FaceSet(
@@ -229,41 +228,6 @@ def concat(sets: list[FaceSet], names: list[str] | None = None) -> FaceSet:
                    identities=identities, teacher=np.concatenate(teachers) if dim is not None else None)
 
 
-def mix_batch(x: torch.Tensor, mixup: float, cutmix: float, generator: torch.Generator) -> torch.Tensor:
-    """Mix faces of a batch with each other (only for an online teacher, which embeds the mixed image).
-
-    Returns a bool mask of the rows that were mixed: their identity labels and stored teacher vectors no longer
-    hold. ``mixup``: that fraction of rows becomes λ·a + (1−λ)·b with λ uniform in 0.5–0.8 (the row's own
-    face dominates); ``cutmix``: that fraction gets a rectangle (20–45% of the area) pasted from another face.
-    ``x`` is changed in place.
-    """
-    n = x.shape[0]
-    mixed = torch.zeros(n, dtype=torch.bool)
-    if n < 2:
-        return mixed
-    partner = (torch.arange(n) + torch.randint(1, n, (n,), generator=generator)) % n  # never the row itself
-    source = x.clone()
-    if mixup > 0:
-        rows = torch.rand(n, generator=generator) < mixup
-        if rows.any():
-            lam = _uniform(int(rows.sum()), 0.5, 0.8, generator).to(x).view(-1, 1, 1, 1)
-            x[rows] = lam * source[rows] + (1 - lam) * source[partner[rows]]
-            mixed |= rows
-    if cutmix > 0:
-        rows = (torch.rand(n, generator=generator) < cutmix) & ~mixed
-        if rows.any():
-            h, w = x.shape[-2:]
-            for i in torch.nonzero(rows).flatten().tolist():
-                area = float(_uniform(1, 0.2, 0.45, generator)) * h * w
-                aspect = float(torch.exp(_uniform(1, -0.5, 0.5, generator)))
-                eh, ew = min(h, int((area * aspect) ** 0.5)), min(w, int((area / aspect) ** 0.5))
-                top = int(torch.randint(0, h - eh + 1, (1,), generator=generator))
-                left = int(torch.randint(0, w - ew + 1, (1,), generator=generator))
-                x[i, :, top : top + eh, left : left + ew] = source[partner[i], :, top : top + eh, left : left + ew]
-            mixed |= rows
-    return mixed
-
-
 def load_folder(root: str | Path, min_faces: int = 2, cache: str | Path | None = None) -> FaceSet:
     """Load a folder of crops: one sub-folder per person, or loose images (unlabelled, label -1)."""
     root = Path(root)
@@ -299,137 +263,51 @@ def to_input(batch: torch.Tensor) -> torch.Tensor:
     return normalise(batch)
 
 
-@dataclass
-class Augment:
-    """Batch augmentation on normalised (N, 3, H, W) tensors, on whatever device they live (a GPU run augments
-    there). Every draw comes from ``generator`` on the CPU, so a run's views are the same on any device."""
-
-    flip: float = 0.5
-    colour: float = 0.0  # probability of a brightness/contrast/saturation jitter
-    grayscale: float = 0.0
-    blur: float = 0.0
-    lowres: float = 0.0  # probability of down-up sampling to 1/4–1/2 resolution
-    strength: float = 0.3  # colour-jitter amplitude
-    jitter: float = 0.0  # probability of a small random similarity warp (landmark noise of a real detector)
-    erase: float = 0.0  # probability of blanking a random rectangle (occlusion: hands, glasses, masks)
-
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        n = x.shape[0]
-
-        def draw(p: float) -> torch.Tensor:
-            return torch.rand(n, generator=generator) < p
-
-        if self.flip > 0:
-            mask = draw(self.flip)
-            x[mask] = x[mask].flip(-1)
-        if self.colour > 0:
-            mask = draw(self.colour).view(n, 1, 1, 1).to(x)
-            s = self.strength
-            bright = (_rand(generator, x, n, 1, 1, 1) * 2 - 1) * s
-            contrast = 1 + (_rand(generator, x, n, 1, 1, 1) * 2 - 1) * s
-            sat = 1 + (_rand(generator, x, n, 1, 1, 1) * 2 - 1) * s
-            gray = x.mean(1, keepdim=True)
-            mean = x.mean((1, 2, 3), keepdim=True)
-            y = (gray + (x - gray) * sat - mean) * contrast + mean + bright
-            x = mask * y.clamp(-1, 1) + (1 - mask) * x
-        if self.grayscale > 0:
-            mask = draw(self.grayscale)
-            if mask.any():
-                g = (0.299 * x[mask, 0] + 0.587 * x[mask, 1] + 0.114 * x[mask, 2]).unsqueeze(1)
-                x[mask] = g.expand(-1, 3, -1, -1)
-        if self.blur > 0:
-            mask = draw(self.blur)
-            if mask.any():
-                sigma = 0.5 + float(torch.rand(1, generator=generator)) * 1.0
-                k = torch.arange(-2, 3, dtype=x.dtype, device=x.device)
-                k = torch.exp(-(k**2) / (2 * sigma**2))
-                k = k / k.sum()
-                y = x[mask]
-                c = y.shape[1]
-                y = F.conv2d(F.pad(y, (2, 2, 0, 0), mode="replicate"), k.view(1, 1, 1, 5).repeat(c, 1, 1, 1), groups=c)
-                y = F.conv2d(F.pad(y, (0, 0, 2, 2), mode="replicate"), k.view(1, 1, 5, 1).repeat(c, 1, 1, 1), groups=c)
-                x[mask] = y
-        if self.lowres > 0:
-            mask = draw(self.lowres)
-            if mask.any():
-                size = x.shape[-1]
-                small = int(size * (0.25 + 0.25 * float(torch.rand(1, generator=generator))))
-                y = F.interpolate(x[mask], size=(small, small), mode="bilinear", align_corners=False, antialias=True)
-                x[mask] = F.interpolate(y, size=(size, size), mode="bilinear", align_corners=False)
-        if self.jitter > 0:
-            mask = draw(self.jitter)
-            if mask.any():
-                x[mask] = _random_similarity(x[mask], generator)
-        if self.erase > 0:
-            mask = draw(self.erase)
-            if mask.any():
-                x[mask] = _random_erase(x[mask], generator)
-        return x
+# ----------------------------------------------------------------------------------------------- what a run reads
+def uses_stored_teacher(cfg: TrainConfig) -> bool:
+    """Whether the run distils to stored descriptors (the pack's ``teacher_dlib.npy``)."""
+    return cfg.distill != "none" and bool(cfg.teacher) and cfg.teacher.lower() != "none" and is_pack(cfg.data)
 
 
-def _rand(generator: torch.Generator, like: torch.Tensor, *shape: int) -> torch.Tensor:
-    """Uniform [0, 1) numbers drawn on the CPU generator, moved to ``like``'s device and dtype."""
-    return torch.rand(*shape, generator=generator).to(like)
+def training_faces(cfg: TrainConfig) -> FaceSet:
+    """The training faces named by ``cfg.data`` (a pack, or ``facegnet prepare`` output / a folder of crops)
+    plus every folder of ``cfg.extra_data``."""
+    root = Path(cfg.data)
+    if is_pack(root):
+        teacher = cfg.teacher if uses_stored_teacher(cfg) else None
+        faces = load_pack(root, "train", cfg.min_faces, teacher=teacher, cache=cfg.cache, limit=cfg.limit)
+    else:
+        if cfg.distill != "none" and not cfg.teacher_model:
+            raise DataError("distillation needs a teacher: this folder has no stored teacher embeddings "
+                            "(give --teacher-model, or --distill none)", root)
+        faces = load_prepared(root, cfg.min_faces, cache=cfg.cache, limit=cfg.limit)
+    sets, names = [faces], [root.name or "data"]
+    for extra in [e.strip() for e in (cfg.extra_data or "").split(",") if e.strip()]:
+        if not cfg.teacher_model and cfg.head == "none":
+            raise DataError("extra faces teach only through an online teacher or their names (--teacher-model)", extra)
+        sets.append(load_prepared(extra, cfg.min_faces, cache=cfg.cache, limit=cfg.limit))
+        names.append(Path(extra).name)
+    return concat(sets, names)
 
 
-def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=generator)
+def dev_pairs_path(cfg: TrainConfig) -> Path | None:
+    """The dev pairs file a run evaluates on (None: no dev evaluation, or the default file does not exist)."""
+    if cfg.dev_pairs == "none":
+        return None
+    path = Path(cfg.dev_pairs) if cfg.dev_pairs else Path(cfg.data) / "dev_pairs.csv"
+    if cfg.dev_pairs and not path.exists():
+        raise DataError("dev pairs file not found", path)
+    return path if path.exists() else None
 
 
-def _random_similarity(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Rotate by ±10°, scale by 0.9–1.1 and shift by ±5% of the side, as MTCNN's landmark error moves a crop."""
-    n = x.shape[0]
-    angle = _uniform(n, -10.0, 10.0, generator) * (torch.pi / 180)
-    scale = _uniform(n, 0.9, 1.1, generator)
-    shift = _uniform(2 * n, -0.1, 0.1, generator).view(n, 2)  # grid units span 2, so ±0.1 is ±5% of the side
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
-    # zeros padding in normalised units is mid-grey; the aligner's border is black (-1), so shift around it
-    return F.grid_sample(x + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
-
-
-def _random_erase(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Blank one rectangle of 5–25% of the crop's area per image with a random grey level."""
-    n, _, h, w = x.shape
-    area = _uniform(n, 0.05, 0.25, generator) * h * w
-    aspect = torch.exp(_uniform(n, -1.0, 1.0, generator))
-    eh = (area * aspect).sqrt().clamp(4, h).long()
-    ew = (area / aspect).sqrt().clamp(4, w).long()
-    top = (torch.rand(n, generator=generator) * (h - eh + 1)).long()
-    left = (torch.rand(n, generator=generator) * (w - ew + 1)).long()
-    value = _uniform(n, -1.0, 1.0, generator)
-    rows = torch.arange(h).view(1, h, 1)
-    cols = torch.arange(w).view(1, 1, w)
-    inside = (
-        (rows >= top.view(n, 1, 1)) & (rows < (top + eh).view(n, 1, 1))
-        & (cols >= left.view(n, 1, 1)) & (cols < (left + ew).view(n, 1, 1))
-    )
-    return torch.where(inside.unsqueeze(1).to(x.device), value.view(n, 1, 1, 1).to(x), x)
-
-
-class EpochSampler:
-    """Batches of indices: a fresh permutation per epoch from ``seed + epoch``, split across DDP ranks.
-
-    Every rank draws the same permutation and takes its own interleaved share, so each step's global batch
-    is the same whatever the number of processes (as long as ``batch_size`` is the global size).
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1) -> None:
-        if batch_size % world:
-            raise DataError(f"batch size {batch_size} is not divisible by {world} processes")
-        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
-        self.steps_per_epoch = max(1, n // batch_size)  # drop the ragged last batch
-
-    def batch(self, step: int) -> np.ndarray:
-        """The indices this rank uses at global ``step`` (0-based)."""
-        epoch, i = divmod(step, self.steps_per_epoch)
-        perm = self._perm(epoch)
-        chunk = perm[i * self.batch_size : (i + 1) * self.batch_size]
-        return chunk[self.rank :: self.world]
-
-    def _perm(self, epoch: int) -> np.ndarray:
-        if getattr(self, "_cached", (None,))[0] != epoch:
-            rng = np.random.default_rng(self.seed * 100_003 + epoch)
-            self._cached = (epoch, rng.permutation(self.n))
-        return self._cached[1]
+def load_dev(cfg: TrainConfig, pairs_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Dev crops (uint8) and the pairs as indices into them: ``(images, a, b, same)``."""
+    pairs = read_pairs(pairs_path)
+    names = sorted({p for a, b, _ in pairs for p in (a, b)})
+    where = {n: i for i, n in enumerate(names)}
+    root = pairs_path.parent
+    images = decode_crops([root / n for n in names], cache=cfg.cache)
+    a = np.array([where[p[0]] for p in pairs])
+    b = np.array([where[p[1]] for p in pairs])
+    same = np.array([p[2] for p in pairs], dtype=bool)
+    return images, a, b, same

@@ -1,0 +1,353 @@
+"""Live events on MQTT, through Debian's mosquitto broker started by the test on a free port (never the
+system service): ``facegnet identify --video clip --headless --mqtt mqtt://...`` on a clip made of LFW photos,
+a subscriber that times each message, and a broker that goes away and comes back.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import lfw_photo
+
+mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is in the test extra: pip install -e '.[test]'")
+
+from facegnet.errors import FacegnetError  # noqa: E402
+from facegnet.live.mqtt import MqttPublisher, MqttTarget, slug  # noqa: E402
+
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="Debian's mosquitto is not installed (.ci/run installs it)")
+
+ENROLLED = {"Colin_Powell": "Colin Powell", "Serena_Williams": "Серена Уильямс"}
+STRANGER = "George_W_Bush"
+SEGMENT, GAP, FPS = 8, 5, 10  # frames with a face, then empty frames, at 10 frames/s
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Broker:
+    """mosquitto on 127.0.0.1:port with its own config; sessions persist across a restart (persistence file).
+
+    Its folder is a fresh one under the system's temporary directory, open to mosquitto's own user: started
+    as root, mosquitto drops to that user before it writes its database (pytest's folders are root's only).
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="facegnet-mosquitto-"))
+        os.chmod(self.folder, 0o777)
+        self.config = self.folder / "mosquitto.conf"
+        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                               f"persistence_location {self.folder}/\nlog_dest stderr\n")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Broker:
+        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            assert self.process.poll() is None, self.process.stderr.read().decode()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                assert time.monotonic() < deadline, "mosquitto did not start"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # SIGTERM: mosquitto saves its sessions and exits
+            self.process.wait(10)
+        self.process = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture()
+def broker():
+    server = Broker().start()
+    yield server
+    server.remove()
+
+
+class Subscriber:
+    """A real MQTT client that records (receive wall time, topic, payload) of every message under ``topic``."""
+
+    def __init__(self, port: int, topic: str, client_id: str | None = None) -> None:
+        self.messages: list[tuple[float, str, str, bool]] = []
+        self.lock = threading.Lock()
+        persistent = client_id is not None  # a session the broker keeps (and queues for) while we are away
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "",
+                                  clean_session=not persistent)
+        self.subscribed = threading.Event()
+        self.client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(f"{topic}/#", qos=1)
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_message = self._message
+        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        assert self.subscribed.wait(10), "the subscriber could not subscribe"
+
+    def _message(self, client, userdata, message) -> None:
+        with self.lock:
+            self.messages.append((time.time(), message.topic, message.payload.decode(), bool(message.retain)))
+
+    def on(self, topic: str) -> list[tuple[float, str]]:
+        with self.lock:
+            return [(t, payload) for t, name, payload, _ in self.messages if name == topic]
+
+    def wait_for(self, predicate, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out; received: {self.messages}"
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def event_time(event: dict) -> float:
+    return datetime.fromisoformat(event["time"]).timestamp()
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """Each person's LFW photo for 0.8 s, then 0.5 s of empty frames: Colin Powell, Serena Williams, a stranger."""
+    path = tmp_path_factory.mktemp("mqtt_clip") / "door.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (250, 250))
+    assert writer.isOpened()
+    for folder in [*ENROLLED, STRANGER]:
+        image = cv2.imread(str(lfw_photo(folder, 1)))
+        for _ in range(SEGMENT):
+            writer.write(image)
+        for _ in range(GAP):
+            writer.write(np.zeros_like(image))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory, recognizer) -> Path:
+    from facegnet.gallery import Gallery
+
+    path = tmp_path_factory.mktemp("mqtt_gallery")
+    with Gallery(path, recognizer=recognizer, create=True) as g:
+        for folder, name in ENROLLED.items():
+            assert g.enroll(name, lfw_photo(folder, 2)).status == "enrolled"
+    return path
+
+
+def identify(capfd, clip: Path, gallery: Path, url: str, *extra: str) -> tuple[int, list[dict], str]:
+    """``facegnet identify --video clip --headless --mqtt url`` (in this process: no second interpreter and
+    torch to start); returns the exit code, the JSON lines and stderr."""
+    import torch
+
+    from facegnet.cli import main
+
+    threads = torch.get_num_threads()  # the live command sets one torch thread; the other tests keep theirs
+    capfd.readouterr()
+    try:
+        code = main(["identify", "--video", str(clip), "--gallery", str(gallery), "--headless", "--detect-every",
+                     "2", "--mqtt", url, *extra])
+    finally:
+        torch.set_num_threads(threads)
+    out, err = capfd.readouterr()
+    return code, [json.loads(line) for line in out.splitlines()], err
+
+
+# ---------------------------------------------------------------------------------------------- the command
+@pytest.mark.slow
+def test_each_event_reaches_a_subscriber_within_a_second_of_its_frame(clip, gallery, broker, capfd):
+    subscriber = Subscriber(broker.port, "home/door")
+    try:
+        code, lines, err = identify(capfd, clip, gallery, f"mqtt://127.0.0.1:{broker.port}/home/door")
+        assert code == 0, err
+        summary, events = lines[-1], lines[:-1]
+        appeared = [e for e in events if e["event"] == "appeared"]
+        assert [e["name"] for e in appeared] == [*ENROLLED.values(), "unknown"]
+        subscriber.wait_for(lambda: len(subscriber.on("home/door/events")) == len(events))
+        received = subscriber.on("home/door/events")
+        assert [json.loads(payload) for _, payload in received] == events  # the JSON lines, in order
+        for (arrived, payload) in received:
+            event = json.loads(payload)
+            if event["event"] == "appeared":  # from the frame's capture to the subscriber
+                assert arrived - event_time(event) < 1.0, (event, arrived)
+        assert summary["mqtt"] == {"broker": f"127.0.0.1:{broker.port}", "topic": "home/door",
+                                   "events": len(events), "delivered": len(events), "dropped": 0,
+                                   "undelivered": 0, "buffered": 0}
+
+        # Presence per person (retained), and Home Assistant discovery for each enrolled person and 'unknown'.
+        for name in [*ENROLLED.values(), "unknown"]:
+            states = [payload for _, payload in subscriber.on(f"home/door/people/{slug(name)}")]
+            assert states[-2:] == ["ON", "OFF"], (name, states)
+            attributes = json.loads(subscriber.on(f"home/door/people/{slug(name)}/attributes")[-1][1])
+            assert attributes["name"] == name and attributes["event"] == "left"
+        assert [p for _, p in subscriber.on("home/door/status")][-1] == "offline"
+    finally:
+        subscriber.close()
+    # The discovery configs are retained: a Home Assistant that starts later still finds every sensor.
+    late = Subscriber(broker.port, "homeassistant")
+    try:
+        late.wait_for(lambda: len(late.messages) >= 3, timeout=5)
+        configs = {topic: json.loads(payload) for _, topic, payload, retained in late.messages if retained}
+        for name in [*ENROLLED.values(), "unknown"]:
+            config = configs[f"homeassistant/binary_sensor/facegnet_home_door/{slug(name)}/config"]
+            assert config["state_topic"] == f"home/door/people/{slug(name)}"
+            assert config["availability_topic"] == "home/door/status" and config["device_class"] == "occupancy"
+        assert configs[f"homeassistant/binary_sensor/facegnet_home_door/{slug('Серена Уильямс')}/config"]["name"] \
+            == "Серена Уильямс"
+    finally:
+        late.close()
+
+
+@pytest.mark.slow
+def test_recognition_goes_on_when_the_broker_goes_away(clip, gallery, broker, capfd):
+    subscriber = Subscriber(broker.port, "porch")
+
+    def stop_at_first_appearance(client, userdata, message) -> None:
+        if b'"appeared"' in message.payload and broker.process is not None:
+            broker.stop()  # while the first person is in view: the others come and go without a broker
+
+    subscriber.client.on_message = stop_at_first_appearance
+    try:
+        code, lines, err = identify(capfd, clip, gallery, f"mqtt://127.0.0.1:{broker.port}/porch", "--realtime")
+    finally:
+        subscriber.close()
+    assert code == 0, err
+    summary, events = lines[-1], lines[:-1]
+    assert [e["name"] for e in events if e["event"] == "appeared"] == [*ENROLLED.values(), "unknown"]
+    assert summary["ended"] == "end of file" and summary["frames_processed"] == summary["frames_read"]
+    stats = summary["mqtt"]
+    assert broker.process is None and stats["events"] == len(events) and 1 <= stats["delivered"] < len(events)
+    assert stats["delivered"] + stats["dropped"] + stats["undelivered"] == len(events)
+    assert "lost the broker" in err
+    assert f"{len(events) - stats['delivered']} of {len(events)} event(s) did not reach the broker" in err
+
+
+def test_a_bad_mqtt_url_is_one_line_before_any_model_loads(clip, gallery, capfd):
+    from facegnet.cli import main
+
+    started = time.monotonic()
+    code = main(["identify", "--video", str(clip), "--gallery", str(gallery), "--headless",
+                 "--mqtt", "http://broker/topic"])
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and "mqtt:// or mqtts://" in lines[0] and "http" in lines[0]
+    assert time.monotonic() - started < 5
+
+
+# ---------------------------------------------------------------------------------------------- the publisher
+def test_events_wait_for_a_broker_that_comes_back_and_old_ones_are_dropped(broker):
+    # A persistent session: the broker keeps the subscription (and queues for it) across its own restart.
+    subscriber = Subscriber(broker.port, "garage", client_id="garage-watcher")
+    log: list[str] = []
+    now = [0.0]  # the buffer's clock, moved on by the test instead of sleeping
+    publisher = MqttPublisher(MqttTarget.parse(f"mqtt://127.0.0.1:{broker.port}/garage?buffer=1&discovery=off"),
+                              people=["Ann"], log=log.append, clock=lambda: now[0])
+
+    def event(track: int, kind: str = "appeared") -> dict:
+        return {"event": kind, "time": "2026-01-01T00:00:00.000Z", "track": track, "name": "Ann",
+                "similarity": 0.5, "box": [0, 0, 10, 10]}
+
+    try:
+        assert publisher.start(wait=5)
+        publisher(event(0))
+        subscriber.wait_for(lambda: len(subscriber.on("garage/events")) == 1)
+        broker.stop()
+        deadline = time.monotonic() + 10
+        while publisher.connected:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        publisher(event(0, "left"))  # waits...
+        publisher(event(1))
+        now[0] += 1.5  # ...longer than the buffer allows: both are dropped when the next event comes
+        publisher(event(1, "left"))
+        publisher(event(2))
+        assert publisher.stats()["dropped"] == 2 and publisher.stats()["buffered"] == 2
+        broker.start()
+
+        def received() -> list[tuple[int, str]]:  # QoS 1 is at least once: a restarted broker may repeat one
+            events = (json.loads(p) for p in dict.fromkeys(p for _, p in subscriber.on("garage/events")))
+            return [(e["track"], e["event"]) for e in events]
+
+        subscriber.wait_for(lambda: len(received()) == 3)
+        assert received() == [(0, "appeared"), (1, "left"), (2, "appeared")]
+        # Ann's presence is retained state: ON again after the events that waited.
+        subscriber.wait_for(lambda: subscriber.on("garage/people/ann")[-1:] and
+                            subscriber.on("garage/people/ann")[-1][1] == "ON")
+    finally:
+        publisher.close()
+        subscriber.close()
+    stats = publisher.stats()
+    assert (stats["events"], stats["delivered"], stats["dropped"], stats["undelivered"]) == (5, 3, 2, 0)
+    assert any(line.startswith("lost the broker") for line in log)
+    assert any("away for more than 1 s" in line for line in log)
+    assert any(line.startswith("reconnected") and "sent 2 buffered event(s)" in line for line in log)
+    assert any("2 of 5 event(s) did not reach the broker" in line for line in log)
+
+
+def test_urls_and_slugs():
+    target = MqttTarget.parse("mqtt://user:p%40ss@broker.local:1884/home/door?buffer=5&discovery=off")
+    assert (target.host, target.port, target.topic, target.username, target.password) == \
+        ("broker.local", 1884, "home/door", "user", "p@ss")
+    assert target.buffer_seconds == 5 and target.discovery is None and not target.tls
+    assert MqttTarget.parse("mqtts://broker").port == 8883 and MqttTarget.parse("mqtts://broker").tls
+    assert MqttTarget.parse("mqtt://broker").topic == "facegnet"
+    assert MqttTarget.parse("mqtt://broker/x").discovery == "homeassistant"
+    for url, reason in (("broker:1883/x", "scheme"), ("mqtt://broker:99999/x", "port"), ("mqtt:///x", "no broker"),
+                        ("mqtt://b/home/#", "cannot hold"), ("mqtt://b/x?qos=2", "unknown option"),
+                        ("mqtt://b/x?buffer=soon", "buffer")):
+        with pytest.raises(FacegnetError, match=reason):
+            MqttTarget.parse(url)
+    assert slug("Colin Powell") == "colin_powell"
+    assert slug("Серена Уильямс").startswith("person_") and slug("Серена Уильямс") != slug("Иван Петров")
+    assert slug("O'Neil") != slug("O Neil")
+
+
+# ---------------------------------------------------------------------------------------------- the server
+def test_the_servers_camera_sessions_publish_too(gallery, broker, recognizer, tmp_path):
+    import shutil as _shutil
+    import warnings
+
+    with warnings.catch_warnings():  # starlette's TestClient prefers httpx2; httpx works
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    from facegnet.server import create_app
+
+    served = tmp_path / "gallery"
+    _shutil.copytree(gallery, served)
+    subscriber = Subscriber(broker.port, "browser")
+    app = create_app(served, "camera-token-123", recognizer=recognizer,
+                     mqtt=f"mqtt://127.0.0.1:{broker.port}/browser?discovery=off")
+    frame = ("file", ("frame.jpg", lfw_photo("Colin_Powell", 1).read_bytes(), "image/jpeg"))
+    headers = {"Authorization": "Bearer camera-token-123"}
+    try:
+        with TestClient(app) as client:
+            answers = [client.post("/api/live/kitchen-tablet/frames", files=[frame], headers=headers).json()
+                       for _ in range(6)]
+            ended = client.delete("/api/live/kitchen-tablet", headers=headers).json()
+        shown = [e for a in answers for e in a["events"]] + ended["events"]
+        assert [(e["event"], e["name"]) for e in shown] == [("appeared", "Colin Powell"), ("left", "Colin Powell")]
+        subscriber.wait_for(lambda: len(subscriber.on("browser/events")) == 2)
+        published = [json.loads(p) for _, p in subscriber.on("browser/events")]
+        assert published == [{**e, "session": "kitchen-tablet"} for e in shown]
+        assert [p for _, p in subscriber.on("browser/people/colin_powell")][-2:] == ["ON", "OFF"]
+    finally:
+        subscriber.close()

@@ -1,0 +1,137 @@
+"""Training configuration as data: recipe files, the CLI built from TrainConfig, validation, the card's record of
+the shipped recipe, and configurations written before options were removed. Nothing here trains."""
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from facegnet.cli import main
+from facegnet.errors import DataError
+from facegnet.train.config import REMOVED, TrainConfig, load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+CARD = ROOT / "facegnet" / "weights" / "facegnet-default.json"
+
+
+def _dry_run(args: list[str], capsys: pytest.CaptureFixture) -> dict:
+    assert main(["train", *args, "--dry-run"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _one_line_error(args: list[str], capsys: pytest.CaptureFixture) -> str:
+    assert main(["train", *args]) == DataError.exit_code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_the_shipped_recipe_resolves_to_the_cards_training_config(capsys: pytest.CaptureFixture,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # the recipe's paths are relative to the repository root, as documented there
+    printed = _dry_run(["--config", "recipes/facegnet-default.toml"], capsys)
+    card = json.loads(CARD.read_text())
+    assert printed == card["training"]["config"]
+    # and what it says is the shipped run: the online teacher at 60, dlib at 30, CosFace at 0.5, 2,971 steps
+    assert (printed["teacher_weight"], printed["distill_weight"], printed["margin_weight"]) == (60.0, 30.0, 0.5)
+    assert printed["steps"] == 2971 and printed["init"] == "runs/init/ff596ef8.pt" and printed["compile"] is True
+
+
+def test_every_recipe_resolves_and_the_ablation_differs_only_where_it_says(capsys: pytest.CaptureFixture) -> None:
+    recipes = sorted(RECIPES.glob("*.toml"))
+    assert {"facegnet-default.toml", "ablation-online-only.toml", "ablation-lookalike.toml"} <= {p.name for p in recipes}
+    resolved = {p.stem: _dry_run(["--config", str(p)], capsys) for p in recipes}
+    base = resolved["facegnet-default"]
+
+    def differs(name: str) -> set[str]:
+        return {k for k in base if base[k] != resolved[name][k]}
+
+    # distill_weight weighs the stored target only, which this ablation drops: left at its default, as it ran
+    assert differs("ablation-online-only") == {"teacher", "out", "distill_weight"}
+    assert resolved["ablation-online-only"]["teacher"] == "none"
+    assert differs("ablation-lookalike") == {"lookalike_neighbours", "out"}
+    assert base["lookalike_neighbours"] == 0 and resolved["ablation-lookalike"]["lookalike_neighbours"] == 64
+
+
+def test_options_given_override_the_recipe(capsys: pytest.CaptureFixture) -> None:
+    printed = _dry_run(["--config", str(RECIPES / "facegnet-default.toml"), "--steps", "10", "--no-compile",
+                        "--out", "runs/quick", "--model", '{"width": 0.5}'], capsys)
+    assert (printed["steps"], printed["compile"], printed["out"]) == (10, False, "runs/quick")
+    assert printed["lr"] == 0.01 and printed["model"]["width"] == 0.5 and printed["model"]["embedding_size"] == 512
+
+
+def test_a_recipe_with_an_unknown_key_is_refused_naming_file_and_key(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    recipe = tmp_path / "typo.toml"
+    recipe.write_text('lr = 0.01\nbatchsize = 64\n')
+    line = _one_line_error(["--config", str(recipe), "--dry-run"], capsys)
+    assert str(recipe) in line and "'batchsize'" in line
+
+
+@pytest.mark.parametrize("text, words", [
+    ('head = "sphereface"\n', ["--head must be one of arcface, cosface, none", "'sphereface'"]),
+    ('lr = "fast"\n', ["--lr must be a number", "'fast'"]),
+    ('steps = 2.5\n', ["--steps must be a whole number"]),
+    ('jitter = 2\n', ["--jitter is a probability"]),
+    ('lr = [0.1\n', ["not a valid TOML recipe"]),
+])
+def test_a_bad_value_in_a_recipe_is_one_line_naming_the_file_and_option(text: str, words: list[str], tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text(text)
+    line = _one_line_error(["--config", str(recipe), "--dry-run"], capsys)
+    assert str(recipe) in line and all(w in line for w in words), line
+
+
+def test_a_missing_recipe_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    line = _one_line_error(["--config", str(tmp_path / "nope.toml"), "--dry-run"], capsys)
+    assert "nope.toml" in line and "not found" in line
+
+
+def test_validation_holds_for_python_callers_too() -> None:
+    with pytest.raises(DataError, match="--mixup and --cutmix need --teacher-model"):
+        TrainConfig(mixup=0.2)
+    with pytest.raises(DataError, match="--ema is a decay"):
+        TrainConfig(ema=1.0)
+    with pytest.raises(DataError, match="--model has no option 'depth'"):
+        TrainConfig(model={"depth": 3})
+    cfg = TrainConfig(head="CosFace", lr=1, model="ghostfacenet-w0.5-s2")
+    assert cfg.head == "cosface" and cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.model["width"] == 0.5
+
+
+def test_each_option_has_its_help_once_and_the_cli_shows_it(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in fields(TrainConfig):
+        assert f.metadata.get("help"), f.name
+        assert "--" + f.name.replace("_", "-") in text
+        assert " ".join(f.metadata["help"].split()) in text, f.name
+    source = (ROOT / "facegnet" / "cli" / "train.py").read_text()
+    assert "weight of the online teacher's distillation loss" not in source  # no second copy of the help texts
+
+
+def test_removed_options_load_at_their_neutral_value_and_are_refused_otherwise(tmp_path: Path) -> None:
+    old = {**TrainConfig().to_dict(), "relation_weight": 0.0, "fold_margin": 0.0, "budget_minutes": 0.0}
+    cfg = TrainConfig.from_dict(old)
+    assert cfg.to_dict() == TrainConfig().to_dict()  # dropped, nothing else changed
+    assert TrainConfig.from_dict({**old, "budget_minutes": None}).to_dict() == cfg.to_dict()
+    for key in REMOVED:
+        with pytest.raises(DataError, match=f"'{key}' = 95.0 was removed") as info:
+            TrainConfig.from_dict({**old, key: 95.0}, tmp_path / "config.json")
+        assert str(tmp_path / "config.json") in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(DataError, match="unknown option 'colours'"):
+        TrainConfig.from_dict({"colours": 0.3})
+    recipe = tmp_path / "old.toml"
+    recipe.write_text("relation_weight = 0\nlr = 0.02\n")
+    assert load_recipe(recipe) == {"lr": 0.02}
+
+
+def test_removed_options_are_no_longer_command_line_options(capsys: pytest.CaptureFixture) -> None:
+    for flag in ("--relation-weight", "--fold-margin", "--budget-minutes"):
+        with pytest.raises(SystemExit):
+            main(["train", flag, "1", "--dry-run"])
+        assert "unrecognized arguments" in capsys.readouterr().err
