@@ -16,8 +16,6 @@ query at a time for each search setting.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import resource
 import sys
 import tempfile
@@ -27,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from gallery_index import DIM, NOISE, PER_IDENTITY
+from host_info import run_line, run_record, write_result
 from facegnet.gallery.index import GalleryIndex, nlist_for
 
 HERE = Path(__file__).resolve().parent
@@ -129,23 +128,15 @@ def main() -> None:
                      "p99_ms": round(float(np.percentile(times, 99)), 3)})
         print(f"  {setting} recall@1 {recall:.4f} p50 {rows[-1]['p50_ms']} ms", flush=True)
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
     result = {
-        "command": "python benchmarks/gallery_index_streamed.py " + " ".join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu, "cpus": os.cpu_count(),
-        "load_average": [round(v, 2) for v in os.getloadavg()],
+        **run_record("python benchmarks/gallery_index_streamed.py " + " ".join(sys.argv[1:])),
         "size": size, "nlist": nlist, "pq_m": index.params.get("pq_m"), "trained_on": min(BLOCK, size),
         "build_s": round(build_s, 1), "exact_search_s": round(truth_s, 1), "index_memory_mb": round(memory_mb, 1),
         "bytes_per_template": round(memory_mb * 2**20 / size, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
         "settings": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [
-        "# IVF-PQ gallery index, streamed (vectors never all in memory)", "",
-        f"`{result['command']}`, {result['date']}, {result['cpus']} × {cpu}, load average at the end "
-        + ", ".join(map(str, result["load_average"])) + " (the machine was shared with other work).", "",
+        "# IVF-PQ gallery index, streamed (vectors never all in memory)", "", run_line(result), "",
         f"{size:,} templates, {nlist} cells, {result['pq_m']}-byte PQ codes, trained on the first "
         f"{min(BLOCK, size):,}: build (train + add, generation included) {result['build_s']} s; index memory "
         f"{result['index_memory_mb']} MB "
@@ -157,8 +148,7 @@ def main() -> None:
         "Latency: one query at a time; with rerank, the FAISS shortlist plus 64 dot products (the gallery reads the "
         "64 vectors from its store besides). Recall@1: the top template is exact search's.", "",
     ]
-    args.out.with_suffix(".md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_result(args.out, result, lines)
 
 
 if __name__ == "__main__":

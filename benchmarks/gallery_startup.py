@@ -13,13 +13,12 @@ search through the gallery (FAISS plus the names read from the store).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from host_info import run_line, run_record, write_result
 
 from facegnet.gallery import Gallery
 from facegnet.gallery.folders import DB_NAME
@@ -84,21 +83,14 @@ def main() -> None:
     finally:
         with psycopg.connect(args.database, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{NAME}" WITH (FORCE)')
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
     result = {
-        "command": f"python benchmarks/gallery_startup.py --database URL --size {args.size}",
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu, "cpus": os.cpu_count(),
-        "load_average": [round(v, 2) for v in os.getloadavg()], "size": args.size, **rows,
+        **run_record(f"python benchmarks/gallery_startup.py --database URL --size {args.size}"), "size": args.size,
+        **rows,
         "postgresql_vs_sqlite_start_up": round(rows["postgresql"]["open_read_build_s"]
                                                / rows["sqlite"]["open_read_build_s"], 2),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [
-        "# Starting on a large gallery: PostgreSQL against SQLite", "",
-        f"`{result['command']}`, {result['date']}, {result['cpus']} × {cpu}, load average at the end "
-        + ", ".join(map(str, result["load_average"])) + " (the machine was shared with other work).", "",
+        "# Starting on a large gallery: PostgreSQL against SQLite", "", run_line(result), "",
         "| store | insert s | read every embedding s | open + read + build s | index | search ms | on disk MB |",
         "|---|---:|---:|---:|---|---:|---:|",
         *[f"| {k} | {r['insert_s']} | {r['read_s']} | {r['open_read_build_s']} | {r['index']} | {r['search_ms']} | "
@@ -108,8 +100,7 @@ def main() -> None:
         "index file: templates added with `add_embeddings` leave none until the index is first used; a SQLite "
         "gallery that has one loads it instead, while every PostgreSQL server builds its own).", "",
     ]
-    args.out.with_suffix(".md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_result(args.out, result, lines)
 
 
 if __name__ == "__main__":

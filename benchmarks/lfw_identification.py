@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from host_info import cpu_model
 
 from facegnet.card import resolve_card
 from facegnet.gallery import Gallery, QualityPolicy
@@ -40,14 +40,6 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "lfw"
 #: Other per-search false-alarm rates whose thresholds are reported beside the default's.
 OTHER_RATES = (0.001, 0.002, 0.005, 0.02, 0.05)
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return "unknown CPU"
 
 
 def people_photos(images: Path) -> dict[str, list[Path]]:

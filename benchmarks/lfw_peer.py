@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from facegnet.evaluation.lfw import at_threshold, read_pairs
 from facegnet.evaluation.metrics import verification_report
+from host_info import cpu_model
 
 #: Runs in the peer's Python: paths (JSON list) on stdin, encodings to argv[1] (.npy), counts as JSON on stdout.
 WORKER = r"""
@@ -60,14 +61,6 @@ np.save(sys.argv[1], np.stack([d[0] for d in done]).astype(np.float32))
 json.dump({"without_face": sum(d[2] for d in done), "with_several_faces": sum(d[1] > 1 for d in done),
            "peer": "face_recognition " + getattr(face_recognition, "__version__", "?")}, sys.stdout)
 """
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:

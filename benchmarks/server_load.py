@@ -30,6 +30,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from host_info import cpu_model, processes_of
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `facegnet serve` does, for the in-process peer below
 
@@ -93,17 +94,14 @@ def server_layout(server: subprocess.Popen) -> str:
     return line.removeprefix("facegnet: ").strip() or "unknown"
 
 
-def processes_of(pid: int) -> list[int]:
-    """A process and every process below it (from /proc)."""
-    out, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        out.append(current)
-        try:
-            todo += [int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
-        except OSError:
-            pass
-    return out
+def run_all(threads: list[threading.Thread]) -> float:
+    """Start every thread, wait for them all; returns the seconds that took."""
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - began
 
 
 def peak_memory_mb(pid: int) -> float | None:
@@ -126,14 +124,6 @@ def stop(server: subprocess.Popen) -> None:
             server.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def big_jpeg(side: int) -> bytes:
@@ -317,12 +307,7 @@ def main() -> None:
             threads.append(threading.Thread(target=enroll_client))
             if big is not None:
                 threads.append(threading.Thread(target=big_client))
-            began = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            elapsed = time.perf_counter() - began
+            elapsed = run_all(threads)
             with httpx.Client(base_url=url, headers=AUTH, timeout=TIMEOUT) as client:
                 after = sum(p["templates"] for p in client.get("/api/people").json()["people"])
             memory_after = peak_memory_mb(server.pid)
@@ -341,7 +326,8 @@ def main() -> None:
             command += f" {flag} {value}"
     result = {
         "meta": {
-            "command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_model(),
+            "command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "cpu": cpu_model(platform.processor() or "unknown"),
             "server_layout": layout, "seconds": round(elapsed, 2), "server_startup_s": round(startup, 1),
             "people_enrolled": args.people, "templates_before": before, "templates_after": after,
             "no_template_lost": after == before + enroll["templates_added"],

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from server_load import AUTH, HERE, TIMEOUT, TOKEN, free_port, lfw_people, stop, summary
+from server_load import AUTH, HERE, TIMEOUT, TOKEN, free_port, lfw_people, run_all, stop, summary
 
 
 def postgres_cpu_seconds() -> float | None:
@@ -168,12 +168,7 @@ def run_layout(database: str, count: int, threads: int, args: argparse.Namespace
         workers = [threading.Thread(target=identify_client, args=(n,)) for n in range(args.clients)]
         workers.append(threading.Thread(target=enroll_client))
         cpu_before = postgres_cpu_seconds()
-        began = time.perf_counter()
-        for t in workers:
-            t.start()
-        for t in workers:
-            t.join()
-        elapsed = time.perf_counter() - began
+        elapsed = run_all(workers)
         cpu_after = postgres_cpu_seconds()
         time.sleep(1.0)  # every server has followed the last change
         after = [sum(p["templates"] for p in httpx.get(f"{url}/api/people", headers=AUTH).json()["people"])

@@ -8,7 +8,8 @@ The holder's pid is written into the lock file so that a refusal can name it.
     >>> with FileLock("gallery/gallery.lock").hold(timeout=60):
     ...     ...  # the only writer, in any thread of any process
 
-On systems without ``fcntl`` (Windows) only the thread lock is taken.
+On systems without ``fcntl`` (Windows) only the thread lock is taken. :class:`ExclusiveLock` is the pairing
+without the file, for locks between processes held elsewhere (the PostgreSQL gallery's advisory lock).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 try:
     import fcntl
@@ -37,18 +39,16 @@ class LockTimeout(Exception):
         self.holder = holder
 
 
-class FileLock:
-    """An exclusive, re-entrant (per thread) lock on a file, shared by threads and processes.
+class ExclusiveLock:
+    """An exclusive lock shared by threads and processes: a re-entrant thread lock paired with a lock between
+    processes, which a subclass takes (:meth:`_take`) and drops (:meth:`_drop`, :meth:`_close`) with the
+    outermost level. ``path`` is what a refusal names."""
 
-    Args:
-        path: the lock file; created owner-only if missing, never deleted (deleting a lock file races).
-    """
+    path: Any
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self) -> None:
         self._thread_lock = threading.RLock()
         self._depth = 0  # nesting of the thread that holds it (only that thread reads or writes it)
-        self._fd: int | None = None
 
     @property
     def held(self) -> bool:
@@ -59,24 +59,24 @@ class FileLock:
         """Take the lock, waiting at most ``timeout`` seconds (None: for ever). Raises :class:`LockTimeout`."""
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         if not self._thread_lock.acquire(timeout=-1 if deadline is None else max(0.0, timeout or 0.0)):
-            raise LockTimeout(self.path, str(os.getpid()))  # another thread of this process holds it
+            raise LockTimeout(self.path, self._thread_holder())  # another thread of this process holds it
         if self._depth:  # re-entered by the thread that holds it
             self._depth += 1
             return
         try:
-            self._lock_file(deadline)
+            self._take(deadline)
         except BaseException:
             self._thread_lock.release()
             raise
         self._depth = 1
 
     def release(self) -> None:
-        """Release one level of the lock; the file lock goes with the outermost level."""
+        """Release one level of the lock; the lock between processes goes with the outermost level."""
         if not self._depth:
             raise RuntimeError(f"{self.path} is not locked")
         self._depth -= 1
-        if not self._depth and self._fd is not None and fcntl is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        if not self._depth:
+            self._drop()
         self._thread_lock.release()
 
     @contextmanager
@@ -89,12 +89,40 @@ class FileLock:
             self.release()
 
     def close(self) -> None:
-        """Close the lock file (releasing the lock if held)."""
+        """Let go of what holds the lock between processes (releasing the lock if held)."""
         with self._thread_lock:
-            if self._fd is not None:
-                os.close(self._fd)  # closing the last descriptor drops the flock too
-                self._fd = None
+            self._close()
             self._depth = 0
+
+    # ------------------------------------------------------------------------------------------------
+    def _thread_holder(self) -> str:
+        """Who a refusal names when another thread of this process holds the lock."""
+        return "?"
+
+    def _take(self, deadline: float | None) -> None:
+        """Take the lock between processes by ``deadline`` (``time.monotonic()``) or raise LockTimeout."""
+        raise NotImplementedError
+
+    def _drop(self) -> None:
+        """Release the lock between processes."""
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        """Close what holds the lock between processes."""
+        raise NotImplementedError
+
+
+class FileLock(ExclusiveLock):
+    """An exclusive, re-entrant (per thread) lock on a file, shared by threads and processes.
+
+    Args:
+        path: the lock file; created owner-only if missing, never deleted (deleting a lock file races).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._fd: int | None = None
 
     def holder(self) -> str:
         """The pid the current holder wrote into the lock file ("?" when unknown)."""
@@ -104,7 +132,19 @@ class FileLock:
             return "?"
 
     # ------------------------------------------------------------------------------------------------
-    def _lock_file(self, deadline: float | None) -> None:
+    def _thread_holder(self) -> str:
+        return str(os.getpid())
+
+    def _drop(self) -> None:
+        if self._fd is not None and fcntl is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor drops the flock too
+            self._fd = None
+
+    def _take(self, deadline: float | None) -> None:
         if fcntl is None:
             return
         if self._fd is None:
@@ -133,4 +173,4 @@ def locked(path: str | Path, timeout: float | None = None) -> Iterator[None]:
         lock.close()
 
 
-__all__ = ["FileLock", "LockTimeout", "locked", "POLL_SECONDS"]
+__all__ = ["ExclusiveLock", "FileLock", "LockTimeout", "locked", "POLL_SECONDS"]

@@ -43,3 +43,29 @@ def recognizer():
 @pytest.fixture(scope="session")
 def detector(recognizer):
     return recognizer.detector
+
+
+def write_video(path: Path, fps: float, frames) -> Path:
+    """An MJPG video at ``path`` of ``frames``: (BGR image, how many frames it stays) pairs, all of one size."""
+    import cv2
+
+    frames = list(frames)
+    height, width = frames[0][0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    assert writer.isOpened()
+    for image, count in frames:
+        for _ in range(count):
+            writer.write(image)
+    writer.release()
+    return path
+
+
+def enrolled_gallery(path: Path, recognizer, people: dict[str, str], photos: dict[str, int] | None = None) -> Path:
+    """A new gallery at ``path`` with one LFW photo of each folder in ``people`` (folder → name) enrolled under
+    its name: photo 2, or the number ``photos`` gives for that folder."""
+    from facegnet.gallery import Gallery
+
+    with Gallery(path, recognizer=recognizer, create=True) as gallery:
+        for folder, name in people.items():
+            assert gallery.enroll(name, lfw_photo(folder, (photos or {}).get(folder, 2))).status == "enrolled"
+    return path

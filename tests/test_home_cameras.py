@@ -12,20 +12,16 @@ height of the snapshots Double Take asks Frigate for.
 from __future__ import annotations
 
 import io
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import time
 from decimal import ROUND_HALF_UP, Decimal
 from itertools import pairwise
 
 import numpy as np
 import pytest
-from conftest import ROOT, lfw_photo
+from conftest import lfw_photo
 from PIL import Image
+from servers import start_server, stop_servers, wait_healthy
 
 pytest.importorskip("fastapi", reason="the server extra is not installed: pip install 'facegnet[server]'")
 httpx = pytest.importorskip("httpx", reason="httpx is in the test extra: pip install -e '.[test]'")
@@ -44,41 +40,16 @@ DEEPSTACK_PEOPLE = ["Donald_Rumsfeld", "Vladimir_Putin", "Jacques_Chirac"]
 STRANGERS = ["George_W_Bush", "Tiger_Woods", "Andre_Agassi"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``facegnet serve`` on a free port with an empty gallery; yields its base URL."""
     gallery = tmp_path_factory.mktemp("home") / "gallery"
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "facegnet", "serve", "--gallery", str(gallery), "--port", str(port), "--token", TOKEN,
-         "--workers", "1"],
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    process, url = start_server("--gallery", str(gallery), "--token", TOKEN, "--workers", "1")
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, process.stderr.read().decode()
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "facegnet serve did not start"
-            time.sleep(0.3)
+        wait_healthy(process, url, time.monotonic() + 180)
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)  # the server we started, and only it
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_servers([process])  # the server we started, and only it
 
 
 # ---------------------------------------------------------------------------------------------- the client side

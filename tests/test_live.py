@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import enrolled_gallery, write_video
 
 from facegnet.card import resolve_card
 from facegnet.cli import main
@@ -340,31 +341,19 @@ def test_background_identifier_never_makes_the_display_wait() -> None:
 @pytest.fixture(scope="module")
 def live_video(tmp_path_factory) -> Path:
     """A 10 fps MJPG video: each segment's photos on a black canvas, then empty frames."""
-    path = tmp_path_factory.mktemp("live") / "people.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (WIDTH, HEIGHT))
-    assert writer.isOpened()
     blank = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    frames = []
     for segment in SEGMENTS:
         canvas = blank.copy()
         for name, x in segment:
             canvas[3 : 3 + PHOTO, x : x + PHOTO] = cv2.imread(str(lfw(name)))
-        for _ in range(SEGMENT):
-            writer.write(canvas)
-        for _ in range(GAP):
-            writer.write(blank)
-    writer.release()
-    return path
+        frames += [(canvas, SEGMENT), (blank, GAP)]
+    return write_video(tmp_path_factory.mktemp("live") / "people.avi", 10, frames)
 
 
 @pytest.fixture(scope="module")
 def live_gallery(tmp_path_factory, recognizer) -> Path:
-    from facegnet.gallery import Gallery
-
-    path = tmp_path_factory.mktemp("live_gallery")
-    with Gallery(path, recognizer=recognizer, create=True) as gallery:
-        for folder, name in ENROLLED.items():
-            assert gallery.enroll(name, lfw(folder, 2)).status == "enrolled"
-    return path
+    return enrolled_gallery(tmp_path_factory.mktemp("live_gallery"), recognizer, ENROLLED)
 
 
 @pytest.mark.slow
@@ -433,27 +422,18 @@ HOLD_LIMIT = 0.5  # seconds after the cut that the old name may still be shown
 
 @pytest.fixture(scope="module")
 def cut_video(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("cut") / "cut.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), CUT_FPS, (320, 256))
-    assert writer.isOpened()
+    frames = []
     for folder in CUT_PEOPLE:
         canvas = np.zeros((256, 320, 3), np.uint8)
         canvas[3 : 3 + PHOTO, 35 : 35 + PHOTO] = cv2.imread(str(lfw(folder)))
-        for _ in range(CUT_AT):
-            writer.write(canvas)
-    writer.release()
-    return path
+        frames.append((canvas, CUT_AT))
+    return write_video(tmp_path_factory.mktemp("cut") / "cut.avi", CUT_FPS, frames)
 
 
 @pytest.fixture(scope="module")
 def cut_gallery(tmp_path_factory, recognizer) -> Path:
-    from facegnet.gallery import Gallery
-
-    path = tmp_path_factory.mktemp("cut_gallery")
-    with Gallery(path, recognizer=recognizer, create=True) as gallery:
-        for folder, name in {**CUT_PEOPLE, **ENROLLED}.items():
-            assert gallery.enroll(name, lfw(folder, CUT_ENROL_PHOTO.get(folder, 2))).status == "enrolled"
-    return path
+    return enrolled_gallery(tmp_path_factory.mktemp("cut_gallery"), recognizer, {**CUT_PEOPLE, **ENROLLED},
+                            CUT_ENROL_PHOTO)
 
 
 def test_a_cut_to_another_person_changes_the_name_within_half_a_second(cut_video, cut_gallery, capfd) -> None:
@@ -591,14 +571,9 @@ def x_display():
 @pytest.fixture(scope="module")
 def one_person_video(tmp_path_factory) -> Path:
     """8 s at 10 fps of a 640×480 frame with Serena Williams's first LFW photo in the middle."""
-    path = tmp_path_factory.mktemp("window") / "serena.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
     canvas = np.zeros((480, 640, 3), np.uint8)
     canvas[115 : 115 + PHOTO, 195 : 195 + PHOTO] = cv2.imread(str(lfw("Serena_Williams")))
-    for _ in range(80):
-        writer.write(canvas)
-    writer.release()
-    return path
+    return write_video(tmp_path_factory.mktemp("window") / "serena.avi", 10, [(canvas, 80)])
 
 
 def _find(screen_rgb: np.ndarray, template: np.ndarray) -> tuple[float, tuple[int, int]]:

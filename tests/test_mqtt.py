@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import lfw_photo
+from conftest import enrolled_gallery, lfw_photo, write_video
 
 mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is in the test extra: pip install -e '.[test]'")
 
@@ -131,28 +131,14 @@ def event_time(event: dict) -> float:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     """Each person's LFW photo for 0.8 s, then 0.5 s of empty frames: Colin Powell, Serena Williams, a stranger."""
-    path = tmp_path_factory.mktemp("mqtt_clip") / "door.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (250, 250))
-    assert writer.isOpened()
-    for folder in [*ENROLLED, STRANGER]:
-        image = cv2.imread(str(lfw_photo(folder, 1)))
-        for _ in range(SEGMENT):
-            writer.write(image)
-        for _ in range(GAP):
-            writer.write(np.zeros_like(image))
-    writer.release()
-    return path
+    photos = [cv2.imread(str(lfw_photo(folder, 1))) for folder in [*ENROLLED, STRANGER]]  # 250×250 each
+    frames = [frame for image in photos for frame in ((image, SEGMENT), (np.zeros_like(image), GAP))]
+    return write_video(tmp_path_factory.mktemp("mqtt_clip") / "door.avi", FPS, frames)
 
 
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory, recognizer) -> Path:
-    from facegnet.gallery import Gallery
-
-    path = tmp_path_factory.mktemp("mqtt_gallery")
-    with Gallery(path, recognizer=recognizer, create=True) as g:
-        for folder, name in ENROLLED.items():
-            assert g.enroll(name, lfw_photo(folder, 2)).status == "enrolled"
-    return path
+    return enrolled_gallery(tmp_path_factory.mktemp("mqtt_gallery"), recognizer, ENROLLED)
 
 
 def identify(capfd, clip: Path, gallery: Path, url: str, *extra: str) -> tuple[int, list[dict], str]:

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, lfw_photo
 from pg_server import LocalPostgres, find_bin_dir, free_port
+from servers import start_server, stop_servers, wait_healthy
 
 pytest.importorskip("psycopg", reason="the postgres extra is not installed: pip install 'facegnet[postgres]'")
 pytest.importorskip("fastapi", reason="the server extra is not installed: pip install 'facegnet[server]'")
@@ -51,46 +52,22 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def start_server(url: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "facegnet", "serve", "--database", url, "--port", str(port), "--token", TOKEN,
-         "--workers", "1", "--threads", "1"],
-        env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    return process, f"http://127.0.0.1:{port}"
-
-
-def wait_healthy(process: subprocess.Popen, url: str, deadline: float) -> None:
-    while True:
-        assert process.poll() is None, process.stderr.read().decode()
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"the server at {url} did not start"
-        time.sleep(0.3)
+def start_database_server(url: str) -> tuple[subprocess.Popen, str]:
+    return start_server("--database", url, "--token", TOKEN, "--workers", "1", "--threads", "1")
 
 
 @pytest.fixture(scope="module")
 def servers(postgres):
     """Two servers (A, B) on one PostgreSQL gallery: ({key: (process, url)}, database URL)."""
     url = postgres.create_database("shared")
-    started = {key: start_server(url) for key in ("A", "B")}
+    started = {key: start_database_server(url) for key in ("A", "B")}
     try:
         deadline = time.monotonic() + 240
         for process, address in started.values():
             wait_healthy(process, address, deadline)
         yield started, url
     finally:
-        for process, _ in started.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process, _ in started.values():
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_servers(process for process, _ in started.values())
 
 
 def photo_file(person: str, number: int) -> tuple:

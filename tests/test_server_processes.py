@@ -11,9 +11,6 @@ import http.client
 import io
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,9 +18,13 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, lfw_photo
+from servers import start_server, stop_servers, wait_healthy
 
 pytest.importorskip("fastapi", reason="the server extra is not installed: pip install 'facegnet[server]'")
 httpx = pytest.importorskip("httpx", reason="httpx is in the test extra: pip install -e '.[test]'")
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from host_info import processes_of  # noqa: E402 - what benchmarks/server_load.py measures a server's processes with
 
 pytestmark = pytest.mark.slow
 TOKEN = "two-processes-token"
@@ -31,53 +32,24 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PEOPLE = {"A": ["Colin_Powell", "Tony_Blair"], "B": ["Serena_Williams", "Gerhard_Schroeder"]}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     gallery = tmp_path_factory.mktemp("shared") / "gallery"
-    ports = {"A": free_port(), "B": free_port()}
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    commands = {
+    started = {
         # A: two uvicorn worker processes; its token from the flag.
-        "A": [sys.executable, "-m", "facegnet", "serve", "--gallery", str(gallery), "--port", str(ports["A"]),
-              "--token", TOKEN, "--workers", "2", "--threads", "1"],
+        "A": start_server("--gallery", str(gallery), "--token", TOKEN, "--workers", "2", "--threads", "1"),
         # B: a separate server; its token from the environment.
-        "B": [sys.executable, "-m", "facegnet", "serve", "--gallery", str(gallery), "--port", str(ports["B"]),
-              "--workers", "1", "--threads", "1"],
+        "B": start_server("--gallery", str(gallery), "--workers", "1", "--threads", "1",
+                          env={"FACEGNET_TOKEN": TOKEN}),
     }
-    processes = {
-        key: subprocess.Popen(command, env={**env, "FACEGNET_TOKEN": TOKEN} if key == "B" else env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-        for key, command in commands.items()
-    }
-    urls = {key: f"http://127.0.0.1:{port}" for key, port in ports.items()}
     try:
         deadline = time.monotonic() + 180
-        for key, url in urls.items():
-            while True:
-                assert processes[key].poll() is None, processes[key].stderr.read().decode()
-                try:
-                    if httpx.get(url + "/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, f"server {key} did not start"
-                time.sleep(0.3)
-        yield urls, gallery, {key: p.pid for key, p in processes.items()}
+        for process, url in started.values():
+            wait_healthy(process, url, deadline)
+        yield ({key: url for key, (_, url) in started.items()}, gallery,
+               {key: process.pid for key, (process, _) in started.items()})
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)  # the server and its workers: a group we started
-        for process in processes.values():
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_servers(process for process, _ in started.values())  # the servers and their workers
 
 
 def enroll(url: str, person: str, numbers=(1, 2)) -> httpx.Response:
@@ -112,19 +84,6 @@ def test_processes_share_one_gallery(servers):
 
 
 # ---------------------------------------------------------------------------------------------- camera sessions
-def descendants(pid: int) -> list[int]:
-    """A process and every process below it (from /proc)."""
-    out, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        out.append(current)
-        try:
-            todo += [int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
 def serving_process(connection: http.client.HTTPConnection, pids: list[int]) -> int | None:
     """Which of ``pids`` holds the server's end of this client connection (/proc/net/tcp and its fds)."""
     ours = connection.sock.getsockname()[1]
@@ -156,7 +115,7 @@ def send(connection: http.client.HTTPConnection, method: str, path: str, **kwarg
 def test_a_camera_session_is_one_session_across_workers(servers):
     urls, _, pids = servers
     port = int(urls["A"].rsplit(":", 1)[1])
-    workers = descendants(pids["A"])[1:]
+    workers = processes_of(pids["A"])[1:]
     by_worker: dict[int, http.client.HTTPConnection] = {}
     opened = []
     for _ in range(40):  # connections until two different workers hold one each

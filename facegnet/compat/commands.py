@@ -125,3 +125,11 @@ def run(prog: str, body: Callable[[], Iterable[Outcome]]) -> int:
     except BrokenPipeError:  # e.g. `facegnet-face-recognition KNOWN UNKNOWN | head`
         return 0
     return code
+
+
+def run_command(prog: str, parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                work: Callable[[argparse.Namespace, list[str]], Iterable[Outcome]]) -> int:
+    """A command's ``main``: parse ``argv``, then :func:`run` ``work(args, paths)`` over the photos named by the
+    ``image_to_check`` argument (a missing one is an error line like any other)."""
+    args = parser.parse_args(argv)
+    return run(prog, lambda: work(args, images_to_check(args.image_to_check)))

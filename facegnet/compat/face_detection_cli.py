@@ -14,9 +14,8 @@ from facegnet.compat import face_recognition
 from facegnet.compat.commands import (
     Outcome,
     add_common_options,
-    images_to_check,
     outcomes,
-    run,
+    run_command,
 )
 from facegnet.errors import FacegnetError
 
@@ -68,13 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit code."""
-    args = build_parser().parse_args(argv)
-
-    def body():
-        paths = images_to_check(args.image_to_check)
-        yield from outcomes(check_image, paths, args.cpus, _setup, (args.model, args.upsample))
-
-    return run(PROG, body)
+    return run_command(PROG, build_parser(), argv, lambda args, paths: outcomes(
+        check_image, paths, args.cpus, _setup, (args.model, args.upsample)))
 
 
 def entry_point() -> None:

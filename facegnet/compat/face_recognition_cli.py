@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -26,10 +26,9 @@ from facegnet.compat.commands import (
     add_common_options,
     boolean,
     image_files_in_folder,
-    images_to_check,
     known_folder,
     outcomes,
-    run,
+    run_command,
 )
 from facegnet.errors import FacegnetError
 
@@ -106,16 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    return run_command(PROG, build_parser(), argv, _work)
 
-    def body():
-        paths = images_to_check(args.image_to_check)
-        names, encodings, warnings = scan_known_people(args.known_people_folder, args.model)
-        yield warnings
-        setup_args = (names, encodings, args.tolerance, args.show_distance, args.model)
-        yield from outcomes(check_image, paths, args.cpus, _setup, setup_args)
 
-    return run(PROG, body)
+def _work(args: argparse.Namespace, paths: list[str]) -> Iterator[Outcome]:
+    """The known people's warnings, then each photo's outcome."""
+    names, encodings, warnings = scan_known_people(args.known_people_folder, args.model)
+    yield warnings
+    setup_args = (names, encodings, args.tolerance, args.show_distance, args.model)
+    yield from outcomes(check_image, paths, args.cpus, _setup, setup_args)
 
 
 def entry_point() -> None:

@@ -11,10 +11,12 @@ import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TypeVar
 
 from facegnet.errors import DataError, GalleryError
 from facegnet.gallery.results import UNKNOWN
-from facegnet.gallery.store import SCHEMA_VERSION, Store
+from facegnet.gallery.store import Store
+from facegnet.gallery.tables import SCHEMA_VERSION, SqlTables
 from facegnet.io import IMAGE_SUFFIXES
 
 #: Environment variable naming the gallery directory used when none is given.
@@ -24,6 +26,7 @@ INDEX_NAME = "index.faiss"
 LOCK_NAME = "gallery.lock"
 # "Alice_2.jpg", "Alice-02.png", "Alice (3).jpg" in a flat folder are all Alice.
 _NUMBER_SUFFIX = re.compile(r"(?:[ _\-]+\(?\d+\)?|\s*\(\d+\))$")
+StoreT = TypeVar("StoreT", bound=SqlTables)
 
 
 def default_gallery_dir() -> Path:
@@ -54,11 +57,19 @@ def open_store(directory: Path, *, create: bool, index: str | None,
         if not create:
             raise GalleryError(f"no gallery here{missing}", directory)
         _make_private_dir(directory)
-    store = Store.open(db, create=create)
+    return prepare_store(Store.open(db, create=create), create=create, index=index, writer=writer,
+                         initial=initial, missing=f"no gallery here{missing}", where=directory)
+
+
+def prepare_store(store: StoreT, *, create: bool, index: str | None, writer: Callable[[], AbstractContextManager],
+                  initial: Callable[[], tuple], missing: str, where: str | Path) -> StoreT:
+    """Finish opening a gallery database (SQLite or PostgreSQL): with ``create``, record ``initial()`` in a new
+    one; switch the recorded index kind to ``index``; refuse one made by a newer facegnet. On a refusal the
+    store is closed and GalleryError names ``where`` (``missing``: the reason when it holds no gallery)."""
     if store.get_meta("fingerprint") is None:  # new (or its creation was interrupted)
         if not create:
             store.close()
-            raise GalleryError(f"no gallery here{missing}", directory)
+            raise GalleryError(missing, where)
         with writer():
             store.initialise(*initial())
     if index is not None and store.get_meta("index_kind") != index:
@@ -67,7 +78,7 @@ def open_store(directory: Path, *, create: bool, index: str | None,
     version = int(store.get_meta("schema_version", "0") or 0)
     if version > SCHEMA_VERSION:
         store.close()
-        raise GalleryError(f"made by a newer facegnet (schema {version} > {SCHEMA_VERSION})", directory)
+        raise GalleryError(f"made by a newer facegnet (schema {version} > {SCHEMA_VERSION})", where)
     return store
 
 
@@ -118,4 +129,4 @@ def clean_name(name: str) -> str:
 
 
 __all__ = ["GALLERY_ENV", "DB_NAME", "INDEX_NAME", "LOCK_NAME", "IMAGE_SUFFIXES", "default_gallery_dir",
-           "open_store", "discover", "clean_name"]
+           "open_store", "prepare_store", "discover", "clean_name"]

@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import numpy as np
-
 from facegnet.errors import GalleryError
-from facegnet.gallery.store import SCHEMA_VERSION, PersonRecord, TemplateRecord, _blob
-from facegnet.locking import LockTimeout
+from facegnet.gallery.folders import prepare_store
+from facegnet.gallery.tables import SqlTables, TemplateRecord
+from facegnet.locking import ExclusiveLock, LockTimeout
 
 #: Environment variable naming the gallery database (``postgresql://…``) used when none is given.
 DATABASE_ENV = "FACEGNET_DATABASE"
@@ -34,6 +32,7 @@ CHANNEL = "facegnet_gallery"
 # Advisory lock keys (any two distinct 64-bit numbers): one for each change, one for a long writer (rebuild).
 _CHANGE_KEY = 0x66676E6574_01
 _WRITER_KEY = 0x66676E6574_02
+_NO_GALLERY = "no gallery in this database (enroll people first: facegnet enroll FOLDER --database URL)"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -102,11 +101,15 @@ def connect(url: str) -> Any:
         raise GalleryError(f"cannot connect to the database ({reason})", redact(url)) from None
 
 
-class PgStore:
+class PgStore(SqlTables):
     """The gallery database in PostgreSQL. Open with :meth:`open`; use :meth:`write` for every change.
 
-    Not thread-safe on its own (one connection): the gallery uses it under its mutex.
+    The queries that read the same in SQLite are in :class:`~facegnet.gallery.tables.SqlTables`; here are
+    PostgreSQL's own. Not thread-safe on its own (one connection): the gallery uses it under its mutex.
     """
+
+    MARK = "%s"
+    NULL_BLOB = "NULL::bytea"
 
     def __init__(self, conn: Any, url: str) -> None:
         self.conn = conn
@@ -136,8 +139,7 @@ class PgStore:
             raise GalleryError(f"not a usable gallery database ({' '.join(str(exc).split())})", store.path) from None
         if not {"meta", "people", "templates"} <= tables:
             conn.close()
-            raise GalleryError("no gallery in this database (enroll people first: facegnet enroll FOLDER "
-                               "--database URL)", store.path)
+            raise GalleryError(_NO_GALLERY, store.path)
         return store
 
     def close(self) -> None:
@@ -152,43 +154,6 @@ class PgStore:
         if self.listener is None:
             self.listener = ChangeListener(self.url, on_change)
             self.listener.start()
-
-    # ------------------------------------------------------------------------------------- meta
-    def meta(self) -> dict[str, str]:
-        return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
-
-    def get_meta(self, key: str, default: str | None = None) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key=%s", (key,)).fetchone()
-        return default if row is None else row[0]
-
-    def set_meta(self, key: str, value: object) -> None:
-        """Set a meta value; call inside :meth:`write`."""
-        self.conn.execute("INSERT INTO meta(key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE "
-                          "SET value = EXCLUDED.value", (key, str(value)))
-
-    def initialise(self, fingerprint: str, model: str, dim: int, index_kind: str, procedure: str) -> bool:
-        """Record the model, embedding procedure and layout of a new gallery; False if it was already."""
-        with self.write():
-            if self.get_meta("fingerprint") is not None:
-                return False
-            for key, value in {
-                "schema_version": SCHEMA_VERSION,
-                "fingerprint": fingerprint,
-                "procedure": procedure,
-                "model": model,
-                "embedding_size": dim,
-                "index_kind": index_kind,
-                "created": time.time(),
-                "epoch": uuid.uuid4().hex,
-            }.items():
-                self.set_meta(key, value)
-        return True
-
-    def generation(self) -> int:
-        return int(self.get_meta("generation", "0") or 0)
-
-    def epoch(self) -> str:
-        return self.get_meta("epoch", "") or ""
 
     # ------------------------------------------------------------------------------------- transactions
     @contextmanager
@@ -223,24 +188,16 @@ class PgStore:
         finally:
             self._depth -= 1
 
-    # ------------------------------------------------------------------------------------- people
-    def person_id(self, name: str, create: bool = False) -> int | None:
-        row = self.conn.execute("SELECT id FROM people WHERE name=%s", (name,)).fetchone()
-        if row is not None:
-            return int(row[0])
-        if not create:
-            return None
-        row = self.conn.execute("INSERT INTO people(name, created) VALUES (%s, %s) RETURNING id",
-                                (name, time.time())).fetchone()
-        return int(row[0])
+    # ------------------------------------------------------------------------------------- dialect
+    def _insert(self, sql: str, params: Sequence[Any]) -> int:
+        return int(self._execute(sql + " RETURNING id", params).fetchone()[0])
 
-    def people(self) -> list[PersonRecord]:
-        rows = self.conn.execute(
-            "SELECT p.name, COUNT(t.id), p.created FROM people p LEFT JOIN templates t ON t.person_id = p.id "
-            "GROUP BY p.id ORDER BY p.name"
-        ).fetchall()
-        return [PersonRecord(name, int(n), float(created)) for name, n, created in rows]
+    def _select_in(self, query: str, column: str, ids: list[int]) -> list[Any]:
+        if not ids:
+            return []
+        return self.conn.execute(query.format(f"{column} = ANY(%s)"), (ids,)).fetchall()
 
+    # ------------------------------------------------------------------------------------- PostgreSQL's own
     def count(self) -> tuple[int, int]:
         """(people, templates); remembered until the generation changes (counting scans the tables, and every
         search asks for the number of people to set its threshold)."""
@@ -254,141 +211,11 @@ class PgStore:
             self._counted = (int(row[2] or 0), counts)
         return counts
 
-    def people_without_templates(self) -> int:
-        return int(self.conn.execute(
-            "SELECT COUNT(*) FROM people p WHERE NOT EXISTS (SELECT 1 FROM templates t WHERE t.person_id = p.id)"
-        ).fetchone()[0])
-
-    # ------------------------------------------------------------------------------------- templates
-    def add_template(self, name: str, embedding: np.ndarray, *, source: str | None = None,
-                     sha256: str | None = None, box: Sequence[float] | None = None, score: float | None = None,
-                     quality: float | None = None, landmarks: np.ndarray | None = None) -> int:
-        """Insert one template (creating its person); call inside :meth:`write`. Returns its id."""
-        person = self.person_id(name, create=True)
-        box = [None] * 4 if box is None else [float(v) for v in box]
-        lm = None if landmarks is None else np.asarray(landmarks, np.float32).reshape(5, 2).tobytes()
-        row = self.conn.execute(
-            "INSERT INTO templates(person_id, source, sha256, x1, y1, x2, y2, score, quality, landmarks, created, "
-            "embedding) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (person, source, sha256, *box, None if score is None else float(score),
-             None if quality is None else float(quality), lm, time.time(), _blob(embedding)),
-        ).fetchone()
-        return int(row[0])
-
-    def insert_template(self, record: TemplateRecord) -> None:
-        """Insert a template under its own id (migration); call inside :meth:`write`."""
-        person = self.person_id(record.name, create=True)
-        box = [None] * 4 if record.box is None else [float(v) for v in record.box]
-        lm = None if record.landmarks is None else np.asarray(record.landmarks, np.float32).tobytes()
-        self.conn.execute(
-            "INSERT INTO templates(id, person_id, source, sha256, x1, y1, x2, y2, score, quality, landmarks, "
-            "created, embedding) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (record.id, person, record.source, record.sha256, *box, record.score, record.quality, lm,
-             record.created, _blob(record.embedding)),
-        )
-
     def after_import(self) -> None:
         """Move the id sequences past imported ids (migration); call inside :meth:`write`."""
         for table in ("people", "templates"):
             self.conn.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                               f"GREATEST((SELECT MAX(id) FROM {table}), 1))")
-
-    def find_sha256(self, sha256: str) -> tuple[int, str] | None:
-        row = self.conn.execute(
-            "SELECT t.id, p.name FROM templates t JOIN people p ON p.id = t.person_id WHERE t.sha256=%s", (sha256,),
-        ).fetchone()
-        return None if row is None else (int(row[0]), row[1])
-
-    def template_ids(self, name: str | None = None) -> np.ndarray:
-        if name is None:
-            rows = self.conn.execute("SELECT id FROM templates ORDER BY id").fetchall()
-        else:
-            rows = self.conn.execute("SELECT t.id FROM templates t JOIN people p ON p.id = t.person_id "
-                                     "WHERE p.name=%s ORDER BY t.id", (name,)).fetchall()
-        return np.array([r[0] for r in rows], dtype=np.int64)
-
-    def template_ids_after(self, template_id: int) -> np.ndarray:
-        rows = self.conn.execute("SELECT id FROM templates WHERE id > %s ORDER BY id", (int(template_id),)).fetchall()
-        return np.array([r[0] for r in rows], dtype=np.int64)
-
-    def max_template_id(self) -> int:
-        return int(self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM templates").fetchone()[0])
-
-    def embeddings(self, ids: Sequence[int] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, float32 matrix) of the given templates, or of all of them, in id order."""
-        dim = int(self.get_meta("embedding_size", "512") or 512)
-        if ids is None:
-            rows = self.conn.execute("SELECT id, embedding FROM templates ORDER BY id").fetchall()
-        else:
-            wanted = [int(i) for i in np.asarray(ids, np.int64).reshape(-1)]
-            rows = self.conn.execute("SELECT id, embedding FROM templates WHERE id = ANY(%s) ORDER BY id",
-                                     (wanted,)).fetchall() if wanted else []
-        out_ids = np.array([r[0] for r in rows], dtype=np.int64)
-        if not rows:
-            return out_ids, np.zeros((0, dim), np.float32)
-        matrix = np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype=np.float32).reshape(len(rows), dim)
-        return out_ids, matrix.copy()
-
-    def names_of(self, ids: Sequence[int] | np.ndarray) -> dict[int, str]:
-        wanted = sorted({int(i) for i in np.asarray(ids, np.int64).reshape(-1) if i >= 0})
-        if not wanted:
-            return {}
-        rows = self.conn.execute("SELECT t.id, p.name FROM templates t JOIN people p ON p.id = t.person_id "
-                                 "WHERE t.id = ANY(%s)", (wanted,)).fetchall()
-        return {int(tid): name for tid, name in rows}
-
-    def templates(self, name: str | None = None, with_embeddings: bool = False) -> list[TemplateRecord]:
-        """Every template (of one person), oldest first."""
-        query = (
-            "SELECT t.id, p.name, t.source, t.sha256, t.x1, t.y1, t.x2, t.y2, t.score, t.quality, t.landmarks, "
-            "t.created, {emb} FROM templates t JOIN people p ON p.id = t.person_id {where} ORDER BY t.id"
-        ).format(emb="t.embedding" if with_embeddings else "NULL::bytea", where="WHERE p.name=%s" if name else "")
-        rows = self.conn.execute(query, (name,) if name else ()).fetchall()
-        out = []
-        for tid, pname, source, sha, x1, y1, x2, y2, score, quality, lm, created, emb in rows:
-            out.append(TemplateRecord(
-                id=int(tid), name=pname, source=source, sha256=sha,
-                box=None if x1 is None else (x1, y1, x2, y2), score=score, quality=quality,
-                landmarks=None if lm is None else np.frombuffer(bytes(lm), np.float32).reshape(5, 2).copy(),
-                created=float(created),
-                embedding=np.zeros(0, np.float32) if emb is None else np.frombuffer(bytes(emb), np.float32).copy(),
-            ))
-        return out
-
-    def set_embedding(self, template_id: int, embedding: np.ndarray) -> None:
-        self.conn.execute("UPDATE templates SET embedding=%s WHERE id=%s", (_blob(embedding), int(template_id)))
-
-    def remove_person(self, name: str) -> np.ndarray:
-        ids = self.template_ids(name)
-        self.conn.execute("DELETE FROM people WHERE name=%s", (name,))
-        return ids
-
-    def remove_template(self, template_id: int) -> str | None:
-        row = self.conn.execute("SELECT p.id, p.name FROM templates t JOIN people p ON p.id = t.person_id "
-                                "WHERE t.id=%s", (int(template_id),)).fetchone()
-        if row is None:
-            return None
-        self.conn.execute("DELETE FROM templates WHERE id=%s", (int(template_id),))
-        left = self.conn.execute("SELECT COUNT(*) FROM templates WHERE person_id=%s", (row[0],)).fetchone()[0]
-        if left == 0:
-            self.conn.execute("DELETE FROM people WHERE id=%s", (row[0],))
-        return row[1]
-
-    def rename_person(self, name: str, new_name: str) -> bool:
-        person = self.person_id(name)
-        if person is None:
-            return False
-        if new_name != name and self.person_id(new_name) is not None:
-            raise GalleryError(f"{new_name!r} is already in the gallery: merge {name!r} into {new_name!r} instead",
-                               self.path)
-        self.conn.execute("UPDATE people SET name=%s WHERE id=%s", (new_name, person))
-        return True
-
-    def merge_people(self, name: str, into: str) -> int:
-        source, target = self.person_id(name), self.person_id(into)
-        moved = self.conn.execute("UPDATE templates SET person_id=%s WHERE person_id=%s", (target, source)).rowcount
-        self.conn.execute("DELETE FROM people WHERE id=%s", (source,))
-        return int(moved)
 
     def photo_copies(self, templates: list[TemplateRecord], folder: Path) -> list[TemplateRecord]:
         """The templates, those whose source photo is not on this machine pointing to a copy in ``folder`` of the
@@ -460,79 +287,44 @@ class ChangeListener(threading.Thread):
             pass
 
 
-class PgWriterLock:
+class PgWriterLock(ExclusiveLock):
     """The gallery's writer lock across hosts: a session-level advisory lock on a connection of its own, paired
-    with a re-entrant thread lock (the interface of :class:`facegnet.locking.FileLock`). A killed holder's lock
-    goes with its connection."""
+    with a re-entrant thread lock (as :class:`facegnet.locking.FileLock`). A killed holder's lock goes with its
+    connection."""
 
     def __init__(self, url: str) -> None:
+        super().__init__()
         self.url = url
         self.path = redact(url)
-        self._thread_lock = threading.RLock()
-        self._depth = 0
         self._conn: Any = None
 
-    @property
-    def held(self) -> bool:
-        return self._depth > 0
+    def _take(self, deadline: float | None) -> None:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.url)
+        while not self._conn.execute("SELECT pg_try_advisory_lock(%s)", (_WRITER_KEY,)).fetchone()[0]:
+            if deadline is not None and time.monotonic() >= deadline:
+                holder = self._conn.execute(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = %s",
+                    (_WRITER_KEY & 0xFFFFFFFF,)).fetchone()
+                raise LockTimeout(self.path, f"database backend {holder[0]}" if holder else "?")
+            time.sleep(0.02)
 
-    def acquire(self, timeout: float | None = None) -> None:
-        if not self._thread_lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
-            raise LockTimeout(self.path, "?")
-        if self._depth:
-            self._depth += 1
-            return
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = connect(self.url)
-            while not self._conn.execute("SELECT pg_try_advisory_lock(%s)", (_WRITER_KEY,)).fetchone()[0]:
-                if deadline is not None and time.monotonic() >= deadline:
-                    holder = self._conn.execute(
-                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = %s",
-                        (_WRITER_KEY & 0xFFFFFFFF,)).fetchone()
-                    raise LockTimeout(self.path, f"database backend {holder[0]}" if holder else "?")
-                time.sleep(0.02)
-        except BaseException:
-            self._thread_lock.release()
-            raise
-        self._depth = 1
-
-    def release(self) -> None:
-        if not self._depth:
-            raise RuntimeError(f"{self.path} is not locked")
-        self._depth -= 1
-        if not self._depth and self._conn is not None and not self._conn.closed:
+    def _drop(self) -> None:
+        if self._conn is not None and not self._conn.closed:
             self._conn.execute("SELECT pg_advisory_unlock(%s)", (_WRITER_KEY,))
-        self._thread_lock.release()
 
-    def close(self) -> None:
-        with self._thread_lock:
-            if self._conn is not None:
-                self._conn.close()  # also drops the advisory lock
-                self._conn = None
-            self._depth = 0
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()  # also drops the advisory lock
+            self._conn = None
 
 
 def open_pg_store(url: str, *, create: bool, index: str | None, writer: Callable[[], Any],
                   initial: Callable[[], tuple]) -> PgStore:
     """The PostgreSQL counterpart of :func:`facegnet.gallery.folders.open_store`."""
     store = PgStore.open(url, create=create)
-    if store.get_meta("fingerprint") is None:
-        if not create:
-            store.close()
-            raise GalleryError("no gallery in this database (enroll people first: facegnet enroll FOLDER "
-                               "--database URL)", store.path)
-        with writer():
-            store.initialise(*initial())
-    if index is not None and store.get_meta("index_kind") != index:
-        with writer(), store.write():
-            store.set_meta("index_kind", index)
-    version = int(store.get_meta("schema_version", "0") or 0)
-    if version > SCHEMA_VERSION:
-        store.close()
-        raise GalleryError(f"made by a newer facegnet (schema {version} > {SCHEMA_VERSION})", store.path)
-    return store
+    return prepare_store(store, create=create, index=index, writer=writer, initial=initial, missing=_NO_GALLERY,
+                         where=store.path)
 
 
 __all__ = ["CHANNEL", "DATABASE_ENV", "ChangeListener", "PgStore", "PgWriterLock", "connect", "is_database_url",

@@ -98,6 +98,12 @@ def changes_gallery(request: Request) -> bool:
     return not request.url.path.startswith(IDENTIFY_PATHS)
 
 
+def bearer_key(request: Request) -> str | None:
+    """The token of the request's ``Authorization: Bearer`` header, or None."""
+    bearer = request.headers.get("authorization", "")
+    return bearer[7:] if bearer.lower().startswith("bearer ") else None
+
+
 class TokenGuard:
     """A FastAPI dependency that lets a request through only with the right bearer token.
 
@@ -131,6 +137,13 @@ class TokenGuard:
             return True
         role = self.role(key)
         return role == "enroll" or (role == "identify" and not change)
+
+    def refusal(self, key: str | None, change: bool, forbidden: str, missing: str) -> tuple[int, str] | None:
+        """None when ``key`` may make the request, else the answer for a client API that sends its key its own
+        way: (403, ``forbidden``) for a valid key without the right, (401, ``missing``) for none or a wrong one."""
+        if self.accepts(key, change=change):
+            return None
+        return (403, forbidden) if self.role(key) is not None else (401, missing)
 
     def __call__(self, request: Request,
                  credentials: HTTPAuthorizationCredentials | None = Depends(_BEARER)) -> None:

@@ -22,6 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from facegnet.errors import FacegnetError, NoFaceError
+from facegnet.server.auth import bearer_key
 from facegnet.server.errors import ApiError, one_line, status_for
 from facegnet.server.scores import anchors, client_score
 from facegnet.server.uploads import read_upload
@@ -52,15 +53,12 @@ async def _answer(request: Request, work: Callable[[], Any], status: int = 200,
                   change: bool = False) -> JSONResponse:
     """Check the key (``change``: the request changes the gallery), run ``work`` off the event loop, and answer
     every failure in CompreFace's shape."""
-    key = request.headers.get("x-api-key")
-    bearer = request.headers.get("authorization", "")
-    if bearer.lower().startswith("bearer "):
-        key = key or bearer[7:]
-    guard = request.app.state.guard
-    if not guard.accepts(key, change=change):
-        if guard.role(key) is not None:
-            return _error(403, "this key may only recognize: adding and removing faces need a key with the enroll role")
-        return _error(401, "missing or wrong API key: send the server's token in the header 'x-api-key'")
+    key = request.headers.get("x-api-key") or bearer_key(request)
+    refused = request.app.state.guard.refusal(
+        key, change, forbidden="this key may only recognize: adding and removing faces need a key with the enroll role",
+        missing="missing or wrong API key: send the server's token in the header 'x-api-key'")
+    if refused:
+        return _error(*refused)
     try:
         answer = await work() if inspect.iscoroutinefunction(work) else await run_in_threadpool(work)
         return JSONResponse(answer, status_code=status)

@@ -23,6 +23,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from facegnet.errors import FacegnetError, NoFaceError
 from facegnet.gallery import UNKNOWN
+from facegnet.server.auth import bearer_key
 from facegnet.server.errors import ApiError, one_line, status_for
 from facegnet.server.scores import MATCH_SCORE, anchors, client_score
 from facegnet.server.uploads import read_upload
@@ -49,15 +50,12 @@ async def _answer(request: Request, work: Callable[[FormData], Awaitable[dict[st
     except Exception as exc:  # noqa: BLE001 - a body that is not a form
         return _error(400, f"the request must be a multipart or urlencoded form ({type(exc).__name__})")
     key = form.get("api_key")
-    bearer = request.headers.get("authorization", "")
-    if not isinstance(key, str) and bearer.lower().startswith("bearer "):
-        key = bearer[7:]
-    key = key if isinstance(key, str) else None
-    guard = request.app.state.guard
-    if not guard.accepts(key, change=change):
-        if guard.role(key) is not None:
-            return _error(403, "this api_key may only recognize: register and delete need a key with the enroll role")
-        return _error(401, "missing or wrong api_key: send the server's token as the form field 'api_key'")
+    refused = request.app.state.guard.refusal(
+        key if isinstance(key, str) else bearer_key(request), change,
+        forbidden="this api_key may only recognize: register and delete need a key with the enroll role",
+        missing="missing or wrong api_key: send the server's token as the form field 'api_key'")
+    if refused:
+        return _error(*refused)
     try:
         return JSONResponse({"success": True, **(await work(form))})
     except _Refused as exc:
