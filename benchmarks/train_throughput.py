@@ -26,7 +26,7 @@ from facegnet.models.heads import build_head
 from facegnet.train.config import TrainConfig
 from facegnet.train.distill import TeacherDistill
 from facegnet.train.setup import param_groups
-from facegnet.train.trainer import TrainModule
+from facegnet.train.module import TrainModule
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_throughput.json"
 # A Python process running `facegnet train` or `eval` (module or console script), not a shell line naming them.

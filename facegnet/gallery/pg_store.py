@@ -117,7 +117,6 @@ class PgStore(SqlTables):
         self.path = redact(url)  # what messages name
         self._depth = 0  # nesting of write()/read()
         self.listener: ChangeListener | None = None
-        self._counted: tuple[int | None, tuple[int, int]] = (None, (0, 0))  # (generation, counts)
 
     # ------------------------------------------------------------------------------------- opening
     @classmethod
@@ -198,18 +197,8 @@ class PgStore(SqlTables):
         return self.conn.execute(query.format(f"{column} = ANY(%s)"), (ids,)).fetchall()
 
     # ------------------------------------------------------------------------------------- PostgreSQL's own
-    def count(self) -> tuple[int, int]:
-        """(people, templates); remembered until the generation changes (counting scans the tables, and every
-        search asks for the number of people to set its threshold)."""
-        if not self._depth and self._counted[0] is not None and self._counted[0] == self.generation():
-            return self._counted[1]
-        row = self.conn.execute(
-            "SELECT (SELECT COUNT(*) FROM people), (SELECT COUNT(*) FROM templates), "
-            "(SELECT value FROM meta WHERE key = 'generation')").fetchone()
-        counts = (int(row[0]), int(row[1]))
-        if not self._depth:  # a count inside an open transaction may include its own uncommitted changes
-            self._counted = (int(row[2] or 0), counts)
-        return counts
+    def _in_transaction(self) -> bool:
+        return bool(self._depth)
 
     def after_import(self) -> None:
         """Move the id sequences past imported ids (migration); call inside :meth:`write`."""

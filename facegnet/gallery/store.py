@@ -132,11 +132,8 @@ class Store(SqlTables):
         return rows
 
     # ------------------------------------------------------------------------------------- SQLite's own
-    def count(self) -> tuple[int, int]:
-        """(people, templates)."""
-        people = self.conn.execute("SELECT COUNT(*) FROM people").fetchone()[0]
-        templates = self.conn.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
-        return int(people), int(templates)
+    def _in_transaction(self) -> bool:
+        return self.conn.in_transaction
 
     def integrity_ok(self) -> bool:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

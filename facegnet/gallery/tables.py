@@ -60,6 +60,8 @@ class SqlTables:
 
     conn: Any
     path: Any
+    #: (generation, (people, templates)) of the last count outside a transaction.
+    _counted: tuple[int, tuple[int, int]] | None = None
     write: Callable[[], AbstractContextManager[Any]]  # one atomic change, in the database's own way
     close: Callable[[], None]
 
@@ -113,6 +115,27 @@ class SqlTables:
     def generation(self) -> int:
         """Counter bumped by every committed change."""
         return int(self.get_meta("generation", "0") or 0)
+
+    def count(self) -> tuple[int, int]:
+        """(people, templates), remembered until the generation changes: every search asks for them (its threshold
+        depends on them), and counting scans the tables."""
+        cached = self._counted
+        if self._in_transaction():  # a count inside a transaction may include its own uncommitted changes
+            return self._count_rows()
+        generation = self.generation()  # read first: a change committed meanwhile makes the next call recount
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        counts = self._count_rows()
+        self._counted = (generation, counts)
+        return counts
+
+    def _count_rows(self) -> tuple[int, int]:
+        row = self._execute("SELECT (SELECT COUNT(*) FROM people), (SELECT COUNT(*) FROM templates)").fetchone()
+        return int(row[0]), int(row[1])
+
+    def _in_transaction(self) -> bool:
+        """Whether this connection is inside an open write or read transaction."""
+        raise NotImplementedError
 
     def epoch(self) -> str:
         """Token that changes when embeddings are replaced wholesale (rebuild)."""

@@ -26,56 +26,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from facegnet.errors import DataError
-from facegnet.models.heads import build_head
 from facegnet.torch_files import load_pt, save_pt
 from facegnet.train import datasets as D
+from facegnet.train import module as M
 from facegnet.train import runtime as R
 from facegnet.train.augment import Augment, mix_batch
 from facegnet.train.config import DEFAULT_MODEL, RESUMABLE, TrainConfig
-from facegnet.train.distill import TeacherDistill
 from facegnet.train.evaluate import embed_crops, pair_scores
 from facegnet.train.fold import fold_view
+from facegnet.train.module import TrainModule
 from facegnet.train.sampling import make_sampler
 from facegnet.train.setup import (
     build_net,
     freeze_early,
     load_init_parts,
     load_init_weights,
-    lr_lambda,
-    param_groups,
 )
 from facegnet.train.teacher import OnlineTeacher
 
 __all__ = ["DEFAULT_MODEL", "Run", "TrainConfig", "TrainModule", "build_run", "checkpoint", "evaluate", "finish",
            "log_step", "open_log", "restore", "resume_config", "train", "train_step"]
-
-
-class TrainModule(nn.Module):
-    """Embedding network + margin head + distillation projections (stored and online teacher), so one DDP
-    wrapper syncs them all."""
-
-    def __init__(self, net: nn.Module, head: nn.Module | None, distill: TeacherDistill | None,
-                 online: TeacherDistill | None = None) -> None:
-        super().__init__()
-        self.net, self.head, self.distill, self.online = net, head, distill, online
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None, cfg: TrainConfig,
-                online: torch.Tensor | None = None):
-        emb = self.net(x)
-        losses: dict[str, torch.Tensor] = {}
-        total = emb.new_zeros(())
-        if self.head is not None:
-            losses["margin"] = self.head.loss(emb, labels)
-            total = total + cfg.margin_weight * losses["margin"]
-        if self.distill is not None and teacher is not None:
-            losses["distill"] = self.distill(emb, teacher)
-            total = total + cfg.distill_weight * losses["distill"]
-        if self.online is not None and online is not None:
-            # A second projection, not one onto the concatenated targets: rows a stored teacher cannot describe
-            # (mixed faces, unlabelled sources) still learn from the online one.
-            losses["online"] = self.online(emb, online)
-            total = total + cfg.teacher_weight * losses["online"]
-        return total, losses
 
 
 @dataclass
@@ -217,19 +187,19 @@ def build_run(cfg: TrainConfig, resume: bool = False) -> Run:
     if fresh:
         load_init_weights(net, cfg.init)
     frozen = freeze_early(net, cfg.freeze_stages)
-    module = _losses(cfg, net, faces, teacher_net, fresh_mean=state is None)
+    module = M.build_module(cfg, net, faces, teacher_net, fresh_mean=state is None)
     restored = load_init_parts(module, cfg.init) if fresh else []
-    warm = _warm_start(module, faces, teacher_net, cfg, restored) if fresh else {}
+    warm = M.warm_start(module, faces, teacher_net, cfg, restored) if fresh else {}
     module = module.to(device)
     if cfg.channels_last:
         module = module.to(memory_format=torch.channels_last)
 
     sampler = make_sampler(cfg, faces, rank, world, teacher_net)
     total = cfg.steps or max(1, int(round(cfg.epochs * sampler.steps_per_epoch)))
-    opt, sched = _optimiser(cfg, module, total)
+    opt, sched = M.build_optimiser(cfg, module, total)
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * rank)
     augment = Augment(cfg.flip, cfg.colour, cfg.grayscale, cfg.blur, cfg.lowres, jitter=cfg.jitter, erase=cfg.erase)
-    ema = _average(cfg, module)
+    ema = M.build_average(cfg, module)
     ddp = module
     if world > 1:
         ddp = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
@@ -388,72 +358,6 @@ def _resumed(cfg: TrainConfig) -> tuple[TrainConfig, dict[str, Any]]:
         raise DataError("nothing to resume (no last.pt)", cfg.out)
     state = load_pt(path, "checkpoint")
     return TrainConfig.from_dict({**state["config"], **{k: getattr(cfg, k) for k in RESUMABLE}}, path), state
-
-
-def _optimiser(cfg: TrainConfig, module: nn.Module, total: int):
-    """SGD (or AdamW) without weight decay on ≤1-d parameters, and its warm-up + cosine schedule over ``total``."""
-    groups = param_groups(module, cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    else:
-        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=False)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total))
-
-
-def _average(cfg: TrainConfig, module: TrainModule) -> torch.optim.swa_utils.AveragedModel | None:
-    """The weight average (``cfg.ema``), then ``torch.compile`` of the network when asked (in this order)."""
-    # The average follows the embedding network only (heads are not exported); BatchNorm statistics are averaged
-    # too (use_buffers), so the averaged network can be evaluated as it is.
-    ema = (torch.optim.swa_utils.AveragedModel(module.net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(
-        cfg.ema), use_buffers=True) if cfg.ema > 0 else None)
-    if cfg.compile:
-        # In place, after the average copied the network: parameter names (checkpoints, exports) stay the same, and
-        # the averaged copy that dev evaluation uses runs eagerly (no second graph for eval mode).
-        module.net.compile()
-    return ema
-
-
-def _losses(cfg: TrainConfig, net: nn.Module, faces: D.FaceSet, teacher_net: OnlineTeacher | None,
-            fresh_mean: bool) -> TrainModule:
-    """The network with its margin head and distillation projections (stored teacher, online teacher)."""
-    emb_size = int(cfg.model.get("embedding_size", 512))
-    head = None
-    if cfg.head != "none":
-        if faces.num_classes < 2:
-            raise DataError(f"a margin loss needs ≥2 identities with ≥{cfg.min_faces} faces", cfg.data)
-        head = build_head(cfg.head, emb_size, faces.num_classes, cfg.scale, cfg.margin)
-    distill = None
-    if D.uses_stored_teacher(cfg):
-        distill = TeacherDistill(emb_size, faces.teacher.shape[1], cfg.distill, D.pack_teacher_mean(cfg.data, cfg.teacher))
-    online = None
-    if teacher_net is not None:
-        # Centre on the teacher's mean over a fixed sample (restored from the checkpoint on resume).
-        mean = teacher_net.mean_embedding(faces.images, seed=cfg.seed) if fresh_mean else None
-        online = TeacherDistill(emb_size, teacher_net.dim, cfg.distill, mean)
-    return TrainModule(net, head, distill, online)
-
-
-def _warm_start(module: TrainModule, faces: D.FaceSet, teacher_net: OnlineTeacher | None, cfg: TrainConfig,
-                restored: list[str]) -> dict[str, Any]:
-    """Fit the parts not restored from ``cfg.init`` to the starting network (see :mod:`facegnet.train.warmstart`)."""
-    if not cfg.warm_start:
-        return {}
-    from facegnet.train import warmstart as W
-
-    done: dict[str, Any] = {}
-    sample = W.sample_index(len(faces), 4096, cfg.seed)
-    if module.distill is not None and "distill" not in restored and faces.teacher is not None:
-        done["distill_cos"] = round(W.fit_projection(module.distill, module.net, faces.images[sample],
-                                                     faces.teacher[sample]), 4)
-    if module.online is not None and "online" not in restored and teacher_net is not None:
-        def embed(images: np.ndarray) -> torch.Tensor:
-            return torch.cat([teacher_net(D.to_input(torch.from_numpy(images[i:i + 256]))).cpu()
-                              for i in range(0, len(images), 256)])
-
-        done["online_cos"] = round(W.fit_projection(module.online, module.net, faces.images[sample], embed), 4)
-    if module.head is not None and "head" not in restored:
-        done["head_centres"] = W.centre_head(module.head, module.net, faces.images, faces.labels)
-    return done
 
 
 def _dev_scores(net: nn.Module, module: TrainModule, dev, device) -> dict[str, Any]:
