@@ -25,7 +25,7 @@ PASSES = 2
 
 def onet_of(detector: Detector) -> Network:
     """The detector's O-Net as a function of float32 (N, 3, 48, 48) arrays → [regression, landmarks, prob]."""
-    onet = detector._networks()[2]  # the detector's own O-Net: one copy of the weights, either engine
+    onet = detector.networks()[2]  # the detector's own O-Net: one copy of the weights, either engine
     if hasattr(onet, "infer"):
         return onet.infer
 

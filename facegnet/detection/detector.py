@@ -110,7 +110,9 @@ class Detector:
         self.threads = threads
         self._nets = None  # created on first use: P-Net, R-Net, O-Net
 
-    def _networks(self):
+    def networks(self) -> tuple:
+        """P-, R- and O-Net of this detector's engine, created on first use (one copy of the weights for every
+        caller, e.g. landmarks found inside a box the user gives)."""
         if self._nets is None:
             if self.engine == "onnx":
                 from facegnet.detection.mtcnn_onnx import ort_networks
@@ -163,7 +165,7 @@ class Detector:
         return cv2.resize(array, size, interpolation=cv2.INTER_AREA), scale
 
     def _run_mtcnn(self, batch: np.ndarray, min_size: int):
-        pnet, rnet, onet = self._networks()
+        pnet, rnet, onet = self.networks()
         if self.engine == "onnx":
             from facegnet.detection.mtcnn_stages import detect_faces
 
