@@ -6,6 +6,8 @@ Examples::
     facegnet train --config recipes/facegnet-default.toml --dry-run        # print the resolved configuration
     facegnet train --config recipes/facegnet-default.toml --steps 100 --out runs/quick   # options override it
     facegnet train --out runs/main --resume
+    facegnet train --config recipes/patient-trunk.toml --out runs/trunk        # constant rate, resumable
+    facegnet train --branch-from runs/trunk/last.pt --out runs/trunk-cool      # a cool-down branch of it
     facegnet train --data my_people/ --distill none --init facegnet/weights/facegnet-default.pt \\
         --freeze-stages 5 --epochs 10 --lr 0.01 --out runs/finetune
     torchrun --nproc-per-node 4 -m facegnet train --config RECIPE --out runs/ddp
@@ -81,6 +83,10 @@ def config_from_args(args: argparse.Namespace):
         from facegnet.train.trainer import resume_config
 
         return resume_config(given.pop("out", "runs/train"), given)
+    if given.get("branch_from") and not args.config:
+        from facegnet.train.branch import branch_config
+
+        return branch_config(given.pop("branch_from"), given)  # the trunk's configuration, cooling down
     values = load_recipe(args.config) if args.config else {}
     try:
         return TrainConfig(**{**values, **given})

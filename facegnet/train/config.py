@@ -82,10 +82,20 @@ class TrainConfig:
     teacher_engine: str = _option("auto", "what runs the online teacher: auto (PyTorch on a GPU, OpenVINO on a "
                                   "CPU), openvino or torch", choices=("auto", "openvino", "torch"))
     teacher_weight: float = _option(1.0, "weight of the online teacher's distillation loss")
+    view_targets: str | None = _option(None, "folder of a second teacher's stored targets for fixed views of each "
+                                       "pack face (python -m facegnet.train.teacher_targets: SFace); each sampled "
+                                       "view distils to its nearest fixed view's target; unset: off", kind=str)
+    view_targets_weight: float = _option(1.0, "weight of the distillation loss to the stored view targets")
     # optimisation
     optimizer: str = _option("sgd", "optimiser", choices=("sgd", "adamw"))
     lr: float = _option(0.1, "peak learning rate")
-    min_lr: float = _option(0.0, "learning rate at the end of the cosine schedule")
+    min_lr: float = _option(0.0, "learning rate at the end of the schedule (cosine or linear)")
+    schedule: str = _option("cosine", "the learning rate after the warm-up: cosine or linear decay to min_lr at the "
+                            "last step, or constant (a trunk to branch cool-downs from: see branch_from)",
+                            choices=("cosine", "linear", "constant"))
+    branch_from: str | None = _option(None, "the checkpoint (last.pt) of a trunk trained at a constant rate to cool "
+                                      "down from: its network, heads, weight average and optimiser state, not its "
+                                      "step or schedule (facegnet.train.branch)", kind=str)
     momentum: float = _option(0.9, "SGD momentum")
     weight_decay: float = _option(5e-4, "weight decay (not on BatchNorm, PReLU or biases)")
     warmup_steps: int = _option(200, "linear warm-up steps")
@@ -155,6 +165,10 @@ class TrainConfig:
             raise DataError("--mixup and --cutmix need --teacher-model: only an online teacher can embed a mixed face")
         if self.teacher_model and self.distill == "none":
             raise DataError("--teacher-model needs a distillation loss (--distill cosine or mse)")
+        if self.view_targets and self.distill == "none":
+            raise DataError("--view-targets needs a distillation loss (--distill cosine or mse)")
+        if self.branch_from and self.init:
+            raise DataError("--branch-from continues a trunk's own weights; leave out --init")
         if self.batch_size < 1:
             raise DataError(f"--batch-size must be at least 1, not {self.batch_size}")
         for name in ("steps", "warmup_steps", "min_faces", "lookalike_neighbours", "freeze_stages", "checkpoint_every", "eval_every",
@@ -165,7 +179,8 @@ class TrainConfig:
             raise DataError(f"--log-every must be at least 1, not {self.log_every}")
         if not self.steps and self.epochs <= 0:
             raise DataError(f"--epochs must be positive when --steps is 0, not {self.epochs:g}")
-        for name in ("lr", "min_lr", "weight_decay", "clip_grad", "checkpoint_minutes", "max_minutes"):
+        for name in ("lr", "min_lr", "weight_decay", "clip_grad", "checkpoint_minutes", "max_minutes",
+                     "view_targets_weight"):
             if getattr(self, name) < 0:
                 raise DataError(f"{_flag(name)} cannot be negative, not {getattr(self, name):g}")
 

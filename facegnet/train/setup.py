@@ -91,15 +91,18 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 def lr_lambda(cfg: TrainConfig, total: int) -> Callable[[int], float]:
-    """Linear warm-up to ``lr`` then cosine annealing to ``min_lr`` at ``total`` steps (as a factor of lr): a
-    function of the step alone, so a resumed run follows the same schedule."""
+    """Linear warm-up to ``lr``, then ``cfg.schedule``: cosine or linear decay to ``min_lr`` at ``total`` steps, or
+    constant (as a factor of lr): a function of the step alone, so a resumed run follows the same schedule."""
     floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
     warm = max(0, min(cfg.warmup_steps, total - 1))
 
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
         t = min(1.0, (step - warm) / max(1, total - warm))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+        shape = 1.0 - t if cfg.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * t))
+        return floor + (1 - floor) * shape
 
     return factor

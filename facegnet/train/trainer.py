@@ -31,6 +31,7 @@ from facegnet.train import datasets as D
 from facegnet.train import module as M
 from facegnet.train import runtime as R
 from facegnet.train.augment import Augment, mix_batch
+from facegnet.train.branch import restore_trunk
 from facegnet.train.config import DEFAULT_MODEL, RESUMABLE, TrainConfig
 from facegnet.train.evaluate import embed_crops, pair_scores
 from facegnet.train.fold import fold_view
@@ -187,7 +188,7 @@ def build_run(cfg: TrainConfig, resume: bool = False) -> Run:
     if fresh:
         load_init_weights(net, cfg.init)
     frozen = freeze_early(net, cfg.freeze_stages)
-    module = M.build_module(cfg, net, faces, teacher_net, fresh_mean=state is None)
+    module = M.build_module(cfg, net, faces, teacher_net, fresh_mean=state is None and not cfg.branch_from)
     restored = load_init_parts(module, cfg.init) if fresh else []
     warm = M.warm_start(module, faces, teacher_net, cfg, restored) if fresh else {}
     module = module.to(device)
@@ -216,6 +217,8 @@ def restore(run: Run) -> None:
     """Load the checkpoint being resumed: weights, average, optimiser, schedule, step, best score and every RNG."""
     state = run.state
     if state is None:
+        if run.cfg.branch_from:  # a new cool-down branch: the trunk's weights and momentum, its own schedule
+            restore_trunk(run.cfg, run.module, run.ema, run.opt, run.sched)
         return
     run.module.load_state_dict(state["module"])
     if run.ema is not None:
