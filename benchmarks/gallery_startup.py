@@ -3,10 +3,11 @@
 PostgreSQL against SQLite in the same run; writes benchmarks/results/gallery_startup.{json,md}.
 
 ``--size`` random unit vectors (four per person) are added through ``Gallery.add_embeddings`` in blocks of 50k
-into a fresh SQLite gallery and a fresh PostgreSQL database (made next to the one named: the role needs CREATE
-DATABASE; dropped at the end), then each gallery is opened as a new server would: read every embedding, build
-the index (kind ``pq``, the default at this size). Also reported: the database's size on disk and the time of one
-search through the gallery (FAISS plus the names read from the store).
+(one transaction each; into PostgreSQL as one COPY) into a fresh SQLite gallery and a fresh PostgreSQL database
+(made next to the one named: the role needs CREATE DATABASE; dropped at the end), then each gallery is opened as
+a new server would: read every embedding, build the index (kind ``pq``, the default at this size). Also reported:
+the database's size on disk, the time of one search through the gallery (FAISS plus the names read from the
+store), and the same blocks inserted into a third database with one INSERT per template (the peer of the COPY).
 
     python benchmarks/gallery_startup.py --database postgresql://postgres@127.0.0.1:5432/postgres --size 100000
 """
@@ -25,6 +26,7 @@ from facegnet.gallery.folders import DB_NAME
 
 HERE = Path(__file__).resolve().parent
 NAME = "facegnet_startup"
+ROWS = "facegnet_startup_rows"  # the row-by-row peer's database
 
 
 def fill(gallery: Gallery, size: int) -> float:
@@ -35,6 +37,24 @@ def fill(gallery: Gallery, size: int) -> float:
         vectors = rng.standard_normal((count, 512)).astype(np.float32)
         gallery.add_embeddings([f"p{(start + i) // 4}" for i in range(count)], vectors)
     return time.perf_counter() - started
+
+
+def fill_row_by_row(url: str, size: int) -> float:
+    """The same blocks into PostgreSQL with one INSERT per template (the tables' generic path, which
+    ``add_embeddings`` took before it sent a COPY), in the same transactions: the peer of the COPY."""
+    from facegnet.gallery.index import normalise
+    from facegnet.gallery.tables import SqlTables
+
+    rng = np.random.default_rng(0)
+    with Gallery(database=url, create=True, index="pq") as gallery:
+        started = time.perf_counter()
+        for start in range(0, size, 50_000):
+            count = min(50_000, size - start)
+            vectors = normalise(rng.standard_normal((count, 512)).astype(np.float32))
+            with gallery.store.write():
+                SqlTables.add_templates(gallery.store, [f"p{(start + i) // 4}" for i in range(count)], vectors,
+                                        [None] * count, [None] * count)
+        return time.perf_counter() - started
 
 
 def start_up(location: dict) -> dict:
@@ -65,8 +85,9 @@ def main() -> None:
     args = parser.parse_args()
     base = args.database.rsplit("/", 1)[0]
     with psycopg.connect(args.database, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{NAME}"')
+        for name in (NAME, ROWS):
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
     url = f"{base}/{NAME}"
     rows = {}
     try:
@@ -80,14 +101,20 @@ def main() -> None:
         with psycopg.connect(args.database, autocommit=True) as conn:
             rows["postgresql"]["disk_mb"] = round(
                 conn.execute("SELECT pg_database_size(%s)", (NAME,)).fetchone()[0] / 2**20, 1)
+        row_by_row_s = round(fill_row_by_row(f"{base}/{ROWS}", args.size), 1)
+        print("postgresql, one INSERT per template:", row_by_row_s, flush=True)
     finally:
         with psycopg.connect(args.database, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{NAME}" WITH (FORCE)')
+            for name in (NAME, ROWS):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     result = {
         **run_record(f"python benchmarks/gallery_startup.py --database URL --size {args.size}"), "size": args.size,
         **rows,
         "postgresql_vs_sqlite_start_up": round(rows["postgresql"]["open_read_build_s"]
                                                / rows["sqlite"]["open_read_build_s"], 2),
+        "postgresql_vs_sqlite_insert": round(rows["postgresql"]["insert_s"] / rows["sqlite"]["insert_s"], 2),
+        "postgresql_insert_row_by_row_s": row_by_row_s,
+        "postgresql_copy_speedup": round(row_by_row_s / rows["postgresql"]["insert_s"], 2),
     }
     lines = [
         "# Starting on a large gallery: PostgreSQL against SQLite", "", run_line(result), "",
@@ -95,10 +122,13 @@ def main() -> None:
         "|---|---:|---:|---:|---|---:|---:|",
         *[f"| {k} | {r['insert_s']} | {r['read_s']} | {r['open_read_build_s']} | {r['index']} | {r['search_ms']} | "
           f"{r['disk_mb']} |" for k, r in rows.items()], "",
-        f"{args.size:,} templates. Opening, reading every embedding and building the index takes "
+        (f"{args.size:,} templates. Opening, reading every embedding and building the index takes "
         f"{result['postgresql_vs_sqlite_start_up']}× as long from PostgreSQL as from SQLite (here neither had an "
         "index file: templates added with `add_embeddings` leave none until the index is first used; a SQLite "
-        "gallery that has one loads it instead, while every PostgreSQL server builds its own).", "",
+        "gallery that has one loads it instead, while every PostgreSQL server builds its own). Adding them took "
+        f"{result['postgresql_vs_sqlite_insert']}× as long into PostgreSQL as into SQLite (`add_embeddings` sends "
+        "each block to PostgreSQL as one binary COPY, in one transaction); the same blocks with one INSERT per "
+        f"template took {row_by_row_s} s, {result['postgresql_copy_speedup']}× the COPY's time."), "",
     ]
     write_result(args.out, result, lines)
 

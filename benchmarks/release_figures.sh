@@ -3,8 +3,9 @@
 #   bash benchmarks/release_figures.sh OLD_CARD.json
 # OLD_CARD.json is the card of the weights shipped before (copy facegnet/weights/facegnet-default.{pt,json}
 # somewhere before exporting the new ones); the new weights are the shipped facegnet/weights/facegnet-default.json.
-# Writes: the card's thresholds per procedure and int8 ranges, its LFW figures (fp32 and int8, --record), and
-# benchmarks/results/{procedures,lfw_eval*,lfw_roc,lfw_identification,gallery_40,cluster_lfw,identify_margins}.*.
+# Writes: the card's thresholds per procedure, impostor tails (the per-search threshold) and int8 ranges, its LFW
+# figures (fp32 and int8, --record), and benchmarks/results/{procedures,search_threshold,lfw_eval*,lfw_roc,
+# lfw_identification,gallery_40,cluster_lfw,identify_margins}.*.
 # Detections are cached in runs/lfw_detections.sqlite, built on the first run (117 s on an idle 2-core AMD EPYC
 # with AVX-512, 2026-12-04; about 10 minutes while a training run shares the CPU).
 # LFW is evaluation only: nothing here chooses or tunes anything on it.
@@ -22,6 +23,7 @@ CACHE=runs/lfw_detections.sqlite
 mkdir -p runs
 step() { echo "== $*" >&2; "$@"; }
 step "$PY" benchmarks/calibrate_procedures.py --weights "$CARD" --ranges --write-card
+step "$PY" benchmarks/calibrate_search_threshold.py --weights "$CARD" --write-card  # the impostor tail: release.py writes none
 step "$FG" eval lfw --weights "$CARD" --detection-cache "$CACHE" --quiet --json benchmarks/results/lfw_eval.json \
     --plot benchmarks/results/lfw_roc.png --record
 step "$FG" eval lfw --weights "$CARD" --detection-cache "$CACHE" --quiet --backend onnx-int8 \

@@ -29,7 +29,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".
 #: Decompression-bomb guard: larger images are refused rather than exhausting memory.
 MAX_PIXELS = 200_000_000
 
-#: The longest side a server decodes photos to (``facegnet serve --max-side``); None anywhere else.
+#: The longest side a server and ``facegnet enroll`` decode photos to (``--max-side``); None anywhere else.
 DEFAULT_MAX_SIDE = 2048
 
 #: A JPEG is DCT-scaled to no less than this fraction of ``max_side`` (then resized the rest of the way).

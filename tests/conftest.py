@@ -60,6 +60,32 @@ def write_video(path: Path, fps: float, frames) -> Path:
     return path
 
 
+def process_memory(field: str, pid: int | str = "self") -> int:
+    """A process's VmHWM (peak resident memory) or VmRSS (resident now), in bytes, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} for process {pid}")
+
+
+def reset_peak_memory(pid: int | str = "self") -> None:
+    """Start a process's VmHWM again from its resident memory now (Linux's ``clear_refs`` 5)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def write_big_photo(path: Path, face_photo: Path, side: int = 8000, offset: tuple[int, int] = (3000, 2500),
+                    upscale: int = 8) -> Path:
+    """A ``side``×``side`` grey JPEG at ``path`` with ``face_photo`` upscaled ``upscale``× pasted at ``offset``."""
+    from PIL import Image
+
+    with Image.open(face_photo) as small:
+        face = small.convert("RGB").resize((small.width * upscale, small.height * upscale), Image.BILINEAR)
+    canvas = Image.new("RGB", (side, side), (128, 128, 128))
+    canvas.paste(face, offset)
+    canvas.save(path, format="JPEG", quality=85)
+    return path
+
+
 def enrolled_gallery(path: Path, recognizer, people: dict[str, str], photos: dict[str, int] | None = None) -> Path:
     """A new gallery at ``path`` with one LFW photo of each folder in ``people`` (folder → name) enrolled under
     its name: photo 2, or the number ``photos`` gives for that folder."""

@@ -1,7 +1,9 @@
 """``facegnet serve`` processes that tests start: on a free loopback port, waited for until ``/health`` answers,
-and stopped with every process below them (each is started as its own process group)."""
+and stopped with every process below them (each is started as its own process group); which processes those
+are (its workers), from /proc."""
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -9,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 from conftest import ROOT
 
@@ -46,6 +49,38 @@ def wait_healthy(process: subprocess.Popen, url: str, deadline: float) -> None:
             pass
         assert time.monotonic() < deadline, f"the server at {url} did not start"
         time.sleep(0.3)
+
+
+def server_processes(pid: int) -> list[int]:
+    """A server's process and every process below it (its workers), from /proc."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        try:
+            todo += [int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
+        except OSError:  # it ended meanwhile
+            pass
+    return out
+
+
+def serving_process(connection: http.client.HTTPConnection, pids: list[int]) -> int | None:
+    """Which of ``pids`` holds the server's end of this client connection (/proc/net/tcp and its fds)."""
+    ours = connection.sock.getsockname()[1]
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[2].rsplit(":", 1)[1], 16) == ours:  # its remote end is our port
+                inodes.add(f"socket:[{fields[9]}]")
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                    return pid
+        except OSError:
+            continue
+    return None
 
 
 def stop_servers(processes: Iterable[subprocess.Popen]) -> None:

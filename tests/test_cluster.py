@@ -96,3 +96,36 @@ def test_cluster_cli_groups_a_folder(tmp_path, capsys):
     assert main(["cluster", str(tmp_path / "missing")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith("missing: folder not found")
+
+
+@pytest.mark.slow
+def test_cluster_cli_saves_a_job_in_a_gallery_directory(tmp_path, capsys, recognizer):
+    """``facegnet cluster PHOTOS --gallery DIR``: the groups become a cluster job of the gallery (what the page of
+    its server shows), each group marked with the enrolled person most of its faces look like."""
+    from facegnet.cli import main
+    from facegnet.gallery import Gallery
+    from facegnet.gallery.cluster_jobs import FolderJobs
+
+    gallery_dir = tmp_path / "gallery"
+    with Gallery(gallery_dir, recognizer=recognizer, create=True) as gallery:
+        gallery.enroll("George", lfw_photo("George_W_Bush", 1))
+    folder = tmp_path / "unsorted"
+    folder.mkdir()
+    for person, number in (("George_W_Bush", 2), ("George_W_Bush", 3), ("Serena_Williams", 1)):
+        shutil.copy(lfw_photo(person, number), folder / f"{person}_{number}.jpg")
+    assert main(["cluster", str(folder), "--gallery", str(gallery_dir)]) == 0
+    captured = capsys.readouterr()
+    assert f"group 0: 2 face(s), looks like George: {folder}/George_W_Bush_2.jpg" in captured.out
+    assert "group 1: 1 face(s): " in captured.out  # Serena is not enrolled: no name offered
+    store = FolderJobs(gallery_dir)
+    [listed] = store.list()
+    assert captured.err.count(f"saved as cluster job {listed['id']}") == 1
+    job = store.get(listed["id"])
+    assert [(g["faces"], g["known"], g["state"]) for g in job["groups"]] == [([0, 1], "George", "open"),
+                                                                             ([2], None, "open")]
+    assert job["photos"] == 3 and store.photo(job["id"], job["faces"][2]["photo"]) == \
+        lfw_photo("Serena_Williams", 1).read_bytes()
+    with store.update(job["id"]) as changing:  # a change is saved when the block ends
+        changing["groups"][1]["state"] = "dismissed"
+    assert store.get(job["id"])["groups"][1]["state"] == "dismissed"
+    assert (gallery_dir / "clusters" / job["id"]).stat().st_mode & 0o077 == 0  # faces: owner-only

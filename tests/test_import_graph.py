@@ -1,4 +1,6 @@
-"""The package's layers read one way: no import cycles, and nothing below the command line imports it.
+"""The package's layers read one way: no import cycles, and nothing below the command line imports it. The tests
+import nothing from benchmarks/ (scripts that measure, not a library: what tests need is in the package or in
+the tests' own helpers).
 
 The graph is read from the source (every ``import`` and ``from … import`` of a ``facegnet`` module, at any depth
 of a function), so a lazy import inside a function counts as much as one at the top of a file.
@@ -9,6 +11,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "facegnet"
+TESTS = Path(__file__).resolve().parent
+BENCHMARKS = PACKAGE.parent / "benchmarks"
 
 
 def _module_name(path: Path) -> str:
@@ -109,3 +113,19 @@ def test_nothing_below_the_command_line_imports_it():
                  for module, targets in import_graph().items()
                  if not (module == "facegnet.cli" or module.startswith("facegnet.cli.") or module == "facegnet.__main__")}
     assert {m: t for m, t in offenders.items() if t} == {}
+
+
+def test_the_tests_import_nothing_from_the_benchmarks():
+    scripts = {p.stem for p in BENCHMARKS.glob("*.py")}
+    assert "host_info" in scripts  # the reader below knows what it looks for
+    offenders = {}
+    for path in TESTS.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.partition(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.partition(".")[0])
+        if found := sorted(names & (scripts | {"benchmarks"})):
+            offenders[path.name] = found
+    assert offenders == {}

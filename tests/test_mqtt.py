@@ -5,12 +5,6 @@ a subscriber that times each message, and a broker that goes away and comes back
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,14 +12,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from brokers import MOSQUITTO, Broker, Subscriber
 from conftest import enrolled_gallery, lfw_photo, write_video
 
-mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is in the test extra: pip install -e '.[test]'")
+pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is in the test extra: pip install -e '.[test]'")
 
 from facegnet.errors import FacegnetError  # noqa: E402
 from facegnet.live.mqtt import MqttPublisher, MqttTarget, slug  # noqa: E402
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="Debian's mosquitto is not installed (.ci/run installs it)")
 
 ENROLLED = {"Colin_Powell": "Colin Powell", "Serena_Williams": "Серена Уильямс"}
@@ -33,52 +27,11 @@ STRANGER = "George_W_Bush"
 SEGMENT, GAP, FPS = 8, 5, 10  # frames with a face, then empty frames, at 10 frames/s
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def event_time(event: dict) -> float:
+    return datetime.fromisoformat(event["time"]).timestamp()
 
 
-class Broker:
-    """mosquitto on 127.0.0.1:port with its own config; sessions persist across a restart (persistence file).
-
-    Its folder is a fresh one under the system's temporary directory, open to mosquitto's own user: started
-    as root, mosquitto drops to that user before it writes its database (pytest's folders are root's only).
-    """
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.folder = Path(tempfile.mkdtemp(prefix="facegnet-mosquitto-"))
-        os.chmod(self.folder, 0o777)
-        self.config = self.folder / "mosquitto.conf"
-        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                               f"persistence_location {self.folder}/\nlog_dest stderr\n")
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> Broker:
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
-        while True:
-            assert self.process.poll() is None, self.process.stderr.read().decode()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                assert time.monotonic() < deadline, "mosquitto did not start"
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # SIGTERM: mosquitto saves its sessions and exits
-            self.process.wait(10)
-        self.process = None
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-
+# ---------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture()
 def broker():
     server = Broker().start()
@@ -86,48 +39,6 @@ def broker():
     server.remove()
 
 
-class Subscriber:
-    """A real MQTT client that records (receive wall time, topic, payload) of every message under ``topic``."""
-
-    def __init__(self, port: int, topic: str, client_id: str | None = None) -> None:
-        self.messages: list[tuple[float, str, str, bool]] = []
-        self.lock = threading.Lock()
-        persistent = client_id is not None  # a session the broker keeps (and queues for) while we are away
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "",
-                                  clean_session=not persistent)
-        self.subscribed = threading.Event()
-        self.client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(f"{topic}/#", qos=1)
-        self.client.on_subscribe = lambda *a: self.subscribed.set()
-        self.client.on_message = self._message
-        self.client.reconnect_delay_set(min_delay=1, max_delay=1)
-        self.client.connect("127.0.0.1", port, keepalive=10)
-        self.client.loop_start()
-        assert self.subscribed.wait(10), "the subscriber could not subscribe"
-
-    def _message(self, client, userdata, message) -> None:
-        with self.lock:
-            self.messages.append((time.time(), message.topic, message.payload.decode(), bool(message.retain)))
-
-    def on(self, topic: str) -> list[tuple[float, str]]:
-        with self.lock:
-            return [(t, payload) for t, name, payload, _ in self.messages if name == topic]
-
-    def wait_for(self, predicate, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            assert time.monotonic() < deadline, f"timed out; received: {self.messages}"
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def event_time(event: dict) -> float:
-    return datetime.fromisoformat(event["time"]).timestamp()
-
-
-# ---------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     """Each person's LFW photo for 0.8 s, then 0.5 s of empty frames: Colin Powell, Serena Williams, a stranger."""
@@ -337,3 +248,77 @@ def test_the_servers_camera_sessions_publish_too(gallery, broker, recognizer, tm
         assert [p for _, p in subscriber.on("browser/people/colin_powell")][-2:] == ["ON", "OFF"]
     finally:
         subscriber.close()
+
+
+def test_publishers_sharing_presence_announce_once_and_agree_on_who_is_in_view(broker, tmp_path):
+    """Two publishers with one :class:`SharedPresence` (what two server workers have): a face that appears
+    through one and leaves through the other turns its person OFF; one that is in view of two sessions keeps
+    them ON until both have left; discovery and the first states come from one of them only."""
+    from facegnet.live.presence import SharedPresence
+
+    subscriber, discovery = Subscriber(broker.port, "shed"), Subscriber(broker.port, "homeassistant")
+    url = f"mqtt://127.0.0.1:{broker.port}/shed"
+    publishers = [MqttPublisher(MqttTarget.parse(url), people=["Ann"], log=lambda line: None,
+                                presence=SharedPresence(tmp_path, ["Ann"])) for _ in range(2)]
+
+    def event(kind: str, session: str, track: int = 1, name: str = "Ann") -> dict:
+        return {"event": kind, "time": "2026-01-01T00:00:00.000Z", "track": track, "name": name,
+                "similarity": 0.5, "session": session}
+
+    def states() -> list[str]:
+        return [payload for _, payload in subscriber.on("shed/people/ann")]
+
+    try:
+        assert all(p.start(wait=5) for p in publishers)
+        first, second = publishers
+        first(event("appeared", "porch"))
+        second(event("appeared", "garage"))  # the same track id in another session: another track
+        second(event("left", "porch"))  # the garage still has Ann
+        subscriber.wait_for(lambda: len(subscriber.on("shed/events")) == 3)
+        time.sleep(0.3)
+        assert states()[-1] == "ON", states()
+        first(event("left", "garage"))  # the garage's face leaves through the other publisher
+        subscriber.wait_for(lambda: len(subscriber.on("shed/events")) == 4 and states()[-1] == "OFF")
+        second(event("appeared", "porch", 2, "Bea"))  # a name enrolled since: its discovery once
+        subscriber.wait_for(lambda: len(subscriber.on("shed/events")) == 5)
+        first(event("left", "porch", 2, "Bea"))
+        subscriber.wait_for(lambda: [p for _, p in subscriber.on("shed/people/bea")][-1:] == ["OFF"])
+    finally:
+        for publisher in publishers:
+            publisher.close()
+        subscriber.close()
+    configs = [topic.split("/")[-2] for _, topic, _, _ in discovery.messages]
+    discovery.close()
+    assert sorted(configs) == ["ann", "bea", "unknown"], configs  # each once, not once a publisher
+    assert states().count("OFF") == 2  # the first state (once), and when the garage's face left
+
+
+def test_sessions_shared_by_two_workers_end_once_when_idle(gallery, recognizer, tmp_path):
+    """Two :class:`LiveSessions` sharing a folder (what two server workers have): a session idle past its time
+    ends once, from its current state, whichever worker notices; the other's old copy says nothing more."""
+    import shutil as _shutil
+
+    from facegnet.server.live import LiveSessions
+    from facegnet.server.service import GalleryService
+    from facegnet.server.uploads import Upload, decode
+
+    served = tmp_path / "gallery"
+    _shutil.copytree(gallery, served)
+    shared = tmp_path / "live"
+    shared.mkdir()
+    service = GalleryService(served, recognizer)
+    published: list[dict] = []
+    workers = [LiveSessions(service, shared_dir=shared, idle_seconds=1.0) for _ in range(2)]
+    for worker in workers:
+        worker.publish = published.append
+    frame = decode(Upload("frame.jpg", lfw_photo("Serena_Williams", 1).read_bytes()))
+    try:
+        shown = [e for n in range(6) for e in workers[n % 2].frame("porch-cam-1", frame)["events"]]
+        assert [e["event"] for e in shown] == ["appeared"]
+        time.sleep(1.2)
+        workers[0].frame("garage-cam-1", frame)  # notices the porch is idle: its faces leave
+        workers[1].frame("garage-cam-1", frame)  # its own copy of the porch session is gone with the file
+    finally:
+        service.close()
+    porch = [(e["event"], e["name"]) for e in published if e["session"] == "porch-cam-1"]
+    assert porch == [("appeared", ENROLLED["Serena_Williams"]), ("left", ENROLLED["Serena_Williams"])], porch

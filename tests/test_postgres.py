@@ -4,8 +4,10 @@ started in a temporary folder by :mod:`pg_server`).
 Two servers on one database: a person enrolled (or renamed) through one is named through the other within a
 second, a deletion reaches the other's FAISS index within a second, an identify-only token is refused enrolment
 (403) and a revoked token is refused by both within a second, and ``kill -9`` of a server in the middle of an
-enrolment loses no committed photo and leaves no half-enrolled one. ``facegnet gallery migrate`` copies a gallery
-into PostgreSQL and back, verified; the embedding-procedure check holds as for SQLite.
+enrolment loses no committed photo and leaves no half-enrolled one. A cluster job started through one server is
+read, named, merged and dismissed through the other; ``facegnet cluster`` saves one there too. ``facegnet gallery
+migrate`` copies a gallery (and its cluster jobs) into PostgreSQL and back, verified; the embedding-procedure check
+holds as for SQLite. ``add_embeddings`` sends a batch in one COPY, in one announced transaction.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -159,6 +162,84 @@ def test_identify_only_token_and_revocation(servers):
     table.close()
 
 
+def job_people(job: dict) -> dict[str, list[int]]:
+    """Group ids of a cluster job by the LFW person of their faces (each group must hold one person only)."""
+    by_person: dict[str, list[int]] = {}
+    for group in job["groups"]:
+        people = {job["faces"][i]["name"].rsplit("/", 1)[-1].rsplit("_", 1)[0] for i in group["faces"]}
+        assert len(people) == 1, group
+        by_person.setdefault(people.pop(), []).append(group["id"])
+    return by_person
+
+
+def test_cluster_job_started_on_one_server_is_named_through_the_other(servers):
+    """A cluster job lives in the database: made through A, read, named, merged and dismissed through B and A."""
+    import psycopg
+
+    started, url = servers
+    a, b = started["A"][1], started["B"][1]
+    files = [photo_file(person, n) for person, numbers in
+             (("Colin_Powell", (5, 6)), ("Ariel_Sharon", (1, 2, 3)), ("Hugo_Chavez", (1, 2))) for n in numbers]
+    created = httpx.post(f"{a}/api/clusters", files=files, headers=AUTH, timeout=180)
+    assert created.status_code == 201, created.text
+    job = created.json()
+    with psycopg.connect(url, autocommit=True) as conn:  # the job and its photos are rows, not A's files
+        assert conn.execute("SELECT COUNT(*) FROM cluster_photos WHERE job_id = %s", (job["id"],)).fetchone()[0] == 7
+    assert httpx.get(f"{b}/api/clusters", headers=AUTH).json()["jobs"][0]["id"] == job["id"]
+    assert httpx.get(f"{b}/api/clusters/{job['id']}", headers=AUTH).json() == job
+    thumb = httpx.get(f"{b}/api/clusters/{job['id']}/faces/6/thumbnail", headers=AUTH)
+    assert thumb.status_code == 200 and thumb.content[:2] == b"\xff\xd8"
+    groups = job_people(job)
+    assert set(groups) == {"Colin_Powell", "Ariel_Sharon", "Hugo_Chavez"}
+    known = {g["id"]: g["known"] for g in job["groups"]}
+    assert {known[g] for g in groups["Colin_Powell"]} == {"Colin_Powell"}  # enrolled above: the page offers it
+    assert {known[g] for g in groups["Ariel_Sharon"] + groups["Hugo_Chavez"]} == {None}
+
+    sharon = groups["Ariel_Sharon"]
+    if len(sharon) > 1:  # merged through A, seen merged through B
+        assert httpx.post(f"{a}/api/clusters/{job['id']}/merge", json={"groups": sharon}, headers=AUTH).is_success
+    named = httpx.post(f"{b}/api/clusters/{job['id']}/groups/{sharon[0]}/name", json={"name": "Ariel Sharon"},
+                       headers=AUTH, timeout=180)
+    assert named.status_code == 200 and len(named.json()["added"]) == 3, named.text
+    assert identify(a, "Ariel_Sharon", 4).json()["faces"][0]["name"] == "Ariel Sharon"
+    # Two changes at once through the two servers: each waits for the other's row lock, neither is lost.
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda pair: httpx.post(f"{pair[0]}/api/clusters/{job['id']}/groups/{pair[1]}/dismiss",
+                                                        headers=AUTH, timeout=60),
+                                [(a, groups["Hugo_Chavez"][0]), (b, groups["Colin_Powell"][0])]))
+    assert all(answer.status_code == 200 for answer in answers)
+    states = {g["id"]: g["state"] for g in httpx.get(f"{a}/api/clusters/{job['id']}", headers=AUTH).json()["groups"]}
+    assert states[sharon[0]] == "named"
+    assert states[groups["Hugo_Chavez"][0]] == states[groups["Colin_Powell"][0]] == "dismissed"
+    assert httpx.delete(f"{b}/api/clusters/{job['id']}", headers=AUTH).status_code == 200
+    assert httpx.get(f"{a}/api/clusters/{job['id']}", headers=AUTH).status_code == 404
+
+
+def test_cluster_cli_saves_a_job_in_the_database(servers, tmp_path):
+    """``facegnet cluster PHOTOS`` with FACEGNET_DATABASE: the groups become a job every server shows, each marked
+    with the enrolled person it looks like."""
+    started, url = servers
+    a, b = started["A"][1], started["B"][1]
+    folder = tmp_path / "unsorted"
+    folder.mkdir()
+    for person, numbers in (("Ariel_Sharon", (5, 6)), ("Hugo_Chavez", (3,))):
+        for n in numbers:
+            (folder / f"{person}_{n}.jpg").write_bytes(lfw_photo(person, n).read_bytes())
+    out = subprocess.run([sys.executable, "-m", "facegnet", "cluster", str(folder)], check=False, capture_output=True,
+                         text=True, env={**env(), "FACEGNET_DATABASE": url}, timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert "looks like Ariel Sharon: " in out.stdout  # named through B in the test before
+    job_id = out.stderr.split("saved as cluster job ")[1].split()[0]
+    job = httpx.get(f"{a}/api/clusters/{job_id}", headers=AUTH).json()
+    groups = job_people(job)
+    assert set(groups) == {"Ariel_Sharon", "Hugo_Chavez"} and job["photos"] == 3
+    assert [job["groups"][g]["known"] for g in groups["Ariel_Sharon"]] == ["Ariel Sharon"]
+    named = httpx.post(f"{b}/api/clusters/{job_id}/groups/{groups['Hugo_Chavez'][0]}/name",
+                       json={"name": "Hugo Chavez"}, headers=AUTH, timeout=180)
+    assert named.status_code == 200 and len(named.json()["added"]) == 1, named.text
+    assert "Hugo Chavez" in listed(a)  # the job stays, for the migration test
+
+
 def test_kill_mid_enrolment_loses_nothing_committed(servers):
     """Last of the server tests: it kills server A."""
     import psycopg
@@ -208,7 +289,8 @@ def test_rebuild_from_the_photos_in_the_database(servers, recognizer):
 
 def test_migration_both_ways(servers, postgres, tmp_path):
     """The servers' gallery out into a directory and from there into another database: the same people, templates
-    and embeddings (bit for bit) everywhere, photos included, and each copy names every template's own person."""
+    and embeddings (bit for bit) everywhere, photos and cluster jobs included, and each copy names every template's
+    own person."""
     import psycopg
 
     from facegnet.card import sha256_file
@@ -240,6 +322,17 @@ def test_migration_both_ways(servers, postgres, tmp_path):
     finally:
         for store in stores:
             store.close()
+    # The cluster jobs waiting to be named (with their photos) travel too, out into copy/clusters/ and back.
+    from facegnet.gallery.cluster_jobs import DatabaseJobs, FolderJobs
+
+    jobs = [DatabaseJobs(url), FolderJobs(tmp_path / "copy"), DatabaseJobs(url2)]
+    [listed_job] = jobs[0].list()
+    assert "and 1 cluster jobs" in out.stdout and [store.list() for store in jobs[1:]] == [[listed_job]] * 2
+    job = jobs[0].get(listed_job["id"])
+    assert jobs[2].get(job["id"]) == job and jobs[1].photo(job["id"], job["faces"][0]["photo"]) == \
+        jobs[2].photo(job["id"], job["faces"][0]["photo"]) == jobs[0].photo(job["id"], job["faces"][0]["photo"])
+    for store in jobs:
+        store.close()
     for where in ({"path": tmp_path / "copy"}, {"database": url2}):
         with Gallery(**where) as copy:
             found = copy.search(vectors)
@@ -259,7 +352,7 @@ def test_migration_both_ways(servers, postgres, tmp_path):
         Gallery(database=url2)
 
 
-def test_missing_or_unreachable_database_is_one_line(postgres):
+def test_missing_or_unreachable_database_is_one_line(postgres, tmp_path, capsys):
     url = postgres.create_database("empty")
     missing = cli("gallery", "list", "--database", url)
     assert missing.returncode == 5 and missing.stderr.count("\n") == 1 and "no gallery" in missing.stderr
@@ -274,3 +367,71 @@ def test_missing_or_unreachable_database_is_one_line(postgres):
     except GalleryError as exc:
         assert "secret" not in str(exc)  # a password never reaches a message
     assert main(["gallery", "list", "--database", "mysql://somewhere/db"]) == 5
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(lfw_photo("Colin_Powell", 1).read_bytes())
+    assert main(["cluster", str(folder), "--database", "mysql://somewhere/db"]) == 5  # before any model loads
+    assert "--database wants a PostgreSQL URL" in capsys.readouterr().err
+
+
+def test_bulk_insert_is_one_announced_transaction(postgres):
+    """``add_embeddings`` sends a batch to PostgreSQL in one COPY: ids in order, people made as one at a time would
+    make them, the change announced to every other process; a batch that fails leaves nothing, and ``kill -9`` in
+    the middle of a large one leaves the gallery as it was."""
+    import psycopg
+
+    from facegnet.gallery import Gallery
+    from facegnet.gallery.pg_store import ChangeListener
+
+    url = postgres.create_database("bulk")
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((3000, 512)).astype(np.float32)
+    names = [f"p{i // 3}" for i in range(3000)]
+    names[5] = "Ann"  # someone already enrolled gets more templates
+    announced: list[int] = []
+    listener = ChangeListener(url, announced.append)
+    listener.start()
+    try:
+        with Gallery(database=url, create=True) as gallery:
+            assert listener.ready.wait(10)
+            first = gallery.add_embedding("Ann", vectors[0])
+            ids = gallery.add_embeddings(names, vectors, sha256s=[f"{i:064x}" for i in range(3000)])
+            assert ids == list(range(first + 1, first + 3001))
+            generation = gallery.store.generation()
+            until(lambda: announced and announced[-1] == generation)  # NOTIFY went out with the commit
+            assert gallery.store.names_of(ids) == dict(zip(ids, names))
+            stored = gallery.store.embeddings(ids[:20])[1]
+            assert np.allclose(stored, vectors[:20] / np.linalg.norm(vectors[:20], axis=1, keepdims=True), atol=1e-6)
+            assert [m.name for m in gallery.search(vectors[:40])] == names[:40]
+            def order() -> list[str]:
+                return [r[0] for r in gallery.store.conn.execute("SELECT name FROM people ORDER BY id")]
+
+            assert order() == ["Ann"] + [f"p{i}" for i in range(1000)]
+
+            # One photo's hash already stored, at the end of a batch: the whole batch is refused, nothing kept.
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                gallery.add_embeddings(["q1", "q2"], vectors[:2], sha256s=[f"{9999:064x}", f"{7:064x}"])
+            assert len(gallery) == 3001 and order()[-1] == "p999" and gallery.store.generation() == generation
+    finally:
+        listener.stop()
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        def active() -> int:
+            return conn.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE state = 'active' "
+                                "AND query LIKE 'COPY templates%'").fetchone()[0]
+
+        with subprocess.Popen([sys.executable, "-c", (
+                "import numpy as np\nfrom facegnet.gallery import Gallery\n"
+                f"with Gallery(database={url!r}) as g:\n"
+                "    v = np.random.default_rng(1).standard_normal((60000, 512)).astype(np.float32)\n"
+                "    g.add_embeddings([f'k{i}' for i in range(60000)], v)\n")],
+                env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True) as writer:
+            until(lambda: active() > 0 or writer.poll() is not None, seconds=120)
+            assert writer.poll() is None, writer.stderr.read().decode()  # killed while the rows stream in
+            os.killpg(writer.pid, signal.SIGKILL)
+            writer.wait(10)
+        assert conn.execute("SELECT COUNT(*) FROM templates").fetchone()[0] == 3001
+        assert conn.execute("SELECT COUNT(*) FROM people WHERE name LIKE 'k%'").fetchone()[0] == 0
+        assert int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]) == generation
+    with Gallery(database=url) as gallery:  # the killed writer's lock went with its connection
+        assert gallery.add_embeddings(["Bea"], vectors[:1])[0] > ids[-1] and len(gallery) == 3002

@@ -220,7 +220,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path: Path, dev_pairs: Path) 
 # What the trainer wrote before relation_weight, fold_margin and budget_minutes were removed: the same checkpoint
 # entries, with those options at 0 in its config (and without the options added since).
 PRE_REFACTOR_ONLY = {"relation_weight": 0.0, "fold_margin": 0.0, "budget_minutes": 0.0}
-ADDED_SINCE = ("lookalike_neighbours",)
+ADDED_SINCE = ("lookalike_neighbours", "view_targets", "view_targets_weight")
 CHECKPOINT_ENTRIES = {"config", "module", "model", "ema", "optimizer", "scheduler", "step", "best", "minutes", "rng"}
 
 

@@ -54,6 +54,9 @@ def test_every_recipe_resolves_and_the_ablation_differs_only_where_it_says(capsy
     assert resolved["ablation-online-only"]["teacher"] == "none"
     assert differs("ablation-lookalike") == {"lookalike_neighbours", "out"}
     assert base["lookalike_neighbours"] == 0 and resolved["ablation-lookalike"]["lookalike_neighbours"] == 64
+    # the second teacher: SFace's stored view targets at 30, off in the shipped recipe
+    assert differs("ablation-sface") == {"view_targets", "view_targets_weight", "out"}
+    assert base["view_targets"] is None and resolved["ablation-sface"]["view_targets"] == "data/teacher_sface"
     # the patient trunk: the shipped recipe at a constant rate, longer, evaluated and checkpointed less often
     assert differs("patient-trunk") == {"schedule", "steps", "out", "eval_every", "checkpoint_minutes"}
     assert resolved["patient-trunk"]["schedule"] == "constant" and resolved["patient-trunk"]["steps"] == 32000

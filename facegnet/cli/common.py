@@ -39,6 +39,24 @@ def add_database_option(parser: argparse.ArgumentParser) -> None:
                         "servers on several hosts (default: $FACEGNET_DATABASE; needs facegnet[postgres])")
 
 
+def add_max_side_option(parser: argparse.ArgumentParser, what: str = "before detection") -> None:
+    """--max-side PX: photos larger than this are decoded reduced (default: facegnet.io.DEFAULT_MAX_SIDE; 0: never)."""
+    from facegnet.io import DEFAULT_MAX_SIDE
+
+    parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PX",
+                        help=f"decode photos larger than this many pixels a side reduced, {what} "
+                        f"(default: {DEFAULT_MAX_SIDE}; 0: never)")
+
+
+def max_side_of(args: argparse.Namespace) -> int | None:
+    """The --max-side in force: a number of pixels, or None (0: never reduce); a negative one is refused."""
+    from facegnet.errors import FacegnetError
+
+    if args.max_side < 0:
+        raise FacegnetError("--max-side must be a number of pixels (0: never reduce)")
+    return args.max_side or None
+
+
 def database_of(args: argparse.Namespace) -> str | None:
     """The PostgreSQL gallery the options name (--database, else $FACEGNET_DATABASE unless --gallery is given), or
     None for a gallery directory. Refuses a URL that is not PostgreSQL's."""

@@ -4,7 +4,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from facegnet.cli.common import add_database_option, add_model_options, database_of, make_recognizer, print_json, warn
+from facegnet.cli.common import (
+    add_database_option,
+    add_max_side_option,
+    add_model_options,
+    database_of,
+    make_recognizer,
+    max_side_of,
+    print_json,
+    warn,
+)
 from facegnet.cli.live import add_live_options, apply_far, far_option, live_requested, run_live_cli, threshold_line
 from facegnet.detection.quality import MIN_FACE_SIZE
 from facegnet.errors import FacegnetError, GalleryError, NoFaceError
@@ -56,6 +65,7 @@ def register(subparsers) -> None:
     enroll.add_argument("--index", choices=INDEX_CHOICES, default=None,
                         help="index kind (default: auto, by gallery size; kept once chosen)")
     enroll.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_max_side_option(enroll, "before detection (as `facegnet serve` does)")
     _model_options(enroll)
     enroll.set_defaults(func=run_enroll)
 
@@ -100,6 +110,7 @@ def register(subparsers) -> None:
                          help="remove templates whose photo is missing or changed instead of failing")
     rebuild.add_argument("--index", choices=INDEX_CHOICES, default=None, help="switch the index kind")
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_max_side_option(rebuild, "as `facegnet enroll` did")
     _model_options(rebuild)
     for sub in (listing, info, remove, rebuild):
         _gallery_option(sub)
@@ -116,6 +127,7 @@ def run_enroll(args: argparse.Namespace) -> int:
 
     discover(args.folder)  # a missing or empty folder fails before any model loads
     quality = QualityPolicy(min_face=args.min_face_size, min_score=args.min_score)
+    max_side = max_side_of(args)
     recognizer = _recognizer(args)
     progress = not args.quiet and sys.stderr.isatty()
 
@@ -128,7 +140,7 @@ def run_enroll(args: argparse.Namespace) -> int:
             tqdm.write(f"facegnet: warning: {result.source}: {result.warning}", file=sys.stderr)
 
     with Gallery(args.gallery, recognizer=recognizer, create=True, index=args.index, quality=quality,
-                 database=database_of(args)) as gallery:
+                 max_side=max_side, database=database_of(args)) as gallery:
         result = gallery.enroll_folder(args.folder, progress=progress, on_result=report)
         people, templates = gallery.store.count()
         _untrained_warning(gallery)
@@ -251,6 +263,7 @@ def run_gallery(args: argparse.Namespace) -> int:
                 name = gallery.remove_template(template_id)
                 print(f"removed template {template_id} of {name}")
         elif args.action == "rebuild":
+            gallery.max_side = max_side_of(args)
             gallery._recognizer = _recognizer(args)
             report = gallery.rebuild(drop_missing=args.drop_missing, index=args.index,
                                      progress=not args.quiet and sys.stderr.isatty())

@@ -10,13 +10,14 @@ import tempfile
 
 from facegnet.cli.common import (
     add_database_option,
+    add_max_side_option,
     add_model_options,
     database_of,
     make_recognizer,
+    max_side_of,
     untrained_warning,
 )
 from facegnet.errors import FacegnetError
-from facegnet.io import DEFAULT_MAX_SIDE
 
 #: See :data:`facegnet.server.service.RECOGNITIONS_AT_ONCE` (not imported: FastAPI loads only when serving).
 RECOGNITIONS_AT_ONCE = 4
@@ -52,9 +53,7 @@ def register(subparsers) -> None:
     parser.add_argument("--requests-at-once", type=int, default=RECOGNITIONS_AT_ONCE, metavar="N",
                         help="identify/verify requests each worker runs at once, sharing its cores (default: "
                         f"{RECOGNITIONS_AT_ONCE}; 1: one at a time)")
-    parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PX",
-                        help=f"decode photos larger than this many pixels a side reduced, before detection "
-                        f"(default: {DEFAULT_MAX_SIDE}; 0: never)")
+    add_max_side_option(parser, "before detection and enrolment")
     parser.add_argument("--mqtt", default=None, metavar="URL",
                         help="publish the page's camera events to an MQTT broker: mqtt://HOST[:PORT]/TOPIC "
                         "(see `facegnet identify --mqtt` and docs/home-automation.md)")
@@ -84,13 +83,12 @@ def run_serve(args: argparse.Namespace) -> int:
         raise FacegnetError("--threads must be at least 1")
     if args.requests_at_once < 1:
         raise FacegnetError("--requests-at-once must be at least 1")
-    if args.max_side < 0:
-        raise FacegnetError("--max-side must be a number of pixels (0: never reduce)")
+    max_side_of(args)  # a negative one is refused before anything starts
     args.workers, args.threads = worker_layout(available_cores(), args.workers, args.threads)
     database = database_of(args)
     if database is not None:
-        # The gallery lives in PostgreSQL; this server's working files (local copies of photos, cluster jobs) in
-        # a private temporary folder. Tokens: --token / FACEGNET_TOKEN and the database's named tokens.
+        # The gallery (cluster jobs included) lives in PostgreSQL; this server's working files (local copies of
+        # photos) in a private temporary folder. Tokens: --token / FACEGNET_TOKEN and the database's named tokens.
         if args.no_auth:
             raise FacegnetError("--no-auth is not for a shared gallery: give --token, or add named tokens with "
                                 "`facegnet gallery token add NAME --database URL`")
@@ -210,7 +208,7 @@ def _options_json(args: argparse.Namespace) -> str:
     return json.dumps({
         "weights": args.weights, "threshold": args.threshold, "no_flip": args.no_flip, "device": args.device,
         "threads": args.threads, "backend": args.backend, "max_upload_mb": args.max_upload_mb,
-        "auth": not args.no_auth, "max_side": args.max_side or None,
+        "auth": not args.no_auth, "max_side": max_side_of(args),
         "requests_at_once": args.requests_at_once, "mqtt": args.mqtt,
     })
 

@@ -59,10 +59,11 @@ DEFAULT_TOLERANCE = 0.6
 #: Smallest face dlib's detectors find at ``number_of_times_to_upsample=0`` (their 80-pixel window); each upsample
 #: halves it (1 → 40 px, 2 → 20 px).
 BASE_MIN_FACE = 80
-#: MTCNN frames a face narrower than dlib does: its box is 0.86 as wide as dlib's HOG box of the same face (median
-#: over 60 LFW photos, 0.859). The floors above are dlib's measure, so MTCNN searches down to 0.86 of them
-#: (69, 34, 17 px of its own box): upsample 0 then finds the faces dlib finds at upsample 0.
-MTCNN_WIDTH_PER_DLIB_WIDTH = 0.86
+#: MTCNN frames a face narrower than dlib does: its box is 0.87 as wide as dlib's HOG box of the same face (median
+#: over 198 LFW faces, 0.871; quartiles 0.831 and 0.923: benchmarks/results/box_width_ratio.md, made by
+#: benchmarks/box_width_ratio.py). The floors above are dlib's measure, so MTCNN searches down to 0.87 of them
+#: (70, 35, 17 px of its own box): upsample 0 then finds the faces dlib finds at upsample 0.
+MTCNN_WIDTH_PER_DLIB_WIDTH = 0.87
 #: The finest face MTCNN's first network can see is 12 px; more upsampling than that only costs time.
 FINEST_MIN_FACE = 12
 
@@ -230,7 +231,7 @@ def face_locations(img: np.ndarray, number_of_times_to_upsample: int = 1,
         img: an RGB (H, W, 3) or grey (H, W) numpy array (RGBA drops its alpha channel).
         number_of_times_to_upsample: the smallest face found, as dlib measures faces: 0 → 80 px, 1 → 40 px,
             2 → 20 px (higher finds smaller faces, more slowly), as dlib's upsampling of its 80-px window did.
-            MTCNN's boxes are narrower than dlib's, so the smallest box returned is 0.86 of that (69, 34, 17 px).
+            MTCNN's boxes are narrower than dlib's, so the smallest box returned is 0.87 of that (70, 35, 17 px).
         model: "hog" or "cnn"; both run MTCNN.
     """
     _check_model(model, DETECTION_MODELS, "face detection")

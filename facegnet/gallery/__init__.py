@@ -6,7 +6,8 @@ ranking), :mod:`~.cache` (the index kept in step with SQLite), :mod:`~.rebuild` 
 :mod:`~.store` (SQLite), :mod:`~.index` (FAISS), :mod:`~.folders` (locations and enrolment folders),
 :mod:`~.draw` (annotated copies); the writer lock is :mod:`facegnet.locking`. A gallery shared by several hosts
 lives in PostgreSQL instead: :mod:`~.pg_store` (the store, its change listener and writer lock), :mod:`~.pg_tokens`
-(named tokens), :mod:`~.migrate` (copying between the two).
+(named tokens), :mod:`~.migrate` (copying between the two). Cluster jobs waiting to be named live with the gallery,
+in either form: :mod:`~.cluster_jobs`.
 """
 from facegnet.gallery.enrolment_rules import QualityPolicy
 from facegnet.gallery.folders import GALLERY_ENV, default_gallery_dir, discover

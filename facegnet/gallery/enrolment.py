@@ -1,7 +1,8 @@
 """The enrolment half of :class:`~facegnet.gallery.Gallery`: one photo, a folder, or precomputed embeddings.
-Mixed into ``Gallery``. Decoding, detection and embedding run outside the locks (the slow part); each photo is
-then stored in its own transaction under the writer lock and the mutex. The rules themselves (which face is
-good enough, reading a photo once) are :mod:`facegnet.gallery.enrolment_rules`'s.
+Mixed into ``Gallery``. Decoding (a photo larger than the gallery's ``max_side`` reduced), detection and
+embedding run outside the locks (the slow part); each photo is then stored in its own transaction under the
+writer lock and the mutex. The rules themselves (which face is good enough, reading a photo once) are
+:mod:`facegnet.gallery.enrolment_rules`'s.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from facegnet.detection.quality import too_small
 from facegnet.errors import GalleryError, NoFaceError
 from facegnet.gallery.cache import IndexCache
 from facegnet.gallery.enrolment_rules import Pending, QualityPolicy, enroll_photos, exists, face_quality, read_photo
@@ -34,6 +36,7 @@ class Enrolment:
     path: Path
     store: Store
     quality: QualityPolicy
+    max_side: int | None
     recognizer: FaceRecognizer
     _cache: IndexCache
     _mutex: threading.RLock
@@ -67,7 +70,7 @@ class Enrolment:
         """Validate, fingerprint and decode one photo: an ``exists`` result, or what detection needs."""
         name = clean_name(name)
         self._check_procedure(procedure_of(self.recognizer))
-        return read_photo(name, image, source, self._find_sha256)
+        return read_photo(name, image, source, self._find_sha256, self.max_side)
 
     def _finish_enrolment(self, pending: Pending, faces: list[Face]) -> EnrollResult:
         """Check the largest detected face, embed it and store it in its own transaction."""
@@ -80,12 +83,17 @@ class Enrolment:
         if not faces:
             raise NoFaceError("no face found", pending.label)
         face = max(faces, key=lambda f: f.area)
+        # The rule holds on the pixels the embedding is made from: the decoded (perhaps reduced) photo's.
         if (why := self.quality.check(face)) is not None:
+            if too_small(face, self.quality.min_face) is not None:
+                why += pending.too_small_note()
             raise NoFaceError(why, pending.label)
         return face
 
     def _store_enrolment(self, pending: Pending, face: Face, embedding: np.ndarray, count: int) -> EnrollResult:
-        """Store one photo's template in its own transaction (``count``: faces the photo held)."""
+        """Store one photo's template in its own transaction (``count``: faces the photo held). The face was
+        found on the decoded pixels; its box and landmarks are stored in the photo's own coordinates."""
+        quality, face = face_quality(face), pending.in_photo(face)
         warning = f"{count} faces in the photo; enrolled the largest" if count > 1 else None
         with self._writer(), self._mutex:
             with self.store.write():
@@ -93,7 +101,7 @@ class Enrolment:
                     return exists(pending.label, found)
                 template_id = self.store.add_template(
                     pending.name, embedding, source=pending.source, sha256=pending.sha,
-                    box=face.box, score=face.score, quality=face_quality(face), landmarks=face.landmarks,
+                    box=face.box, score=face.score, quality=quality, landmarks=face.landmarks,
                 )
             self._cache.dirty = True
         return EnrollResult(pending.label, pending.name, "enrolled", template_id=template_id, faces=count,
@@ -109,7 +117,8 @@ class Enrolment:
 
     def add_embeddings(self, names: list[str], embeddings: np.ndarray, *, sources: list[str | None] | None = None,
                        sha256s: list[str | None] | None = None) -> list[int]:
-        """Add many precomputed embeddings in one transaction; returns their template ids."""
+        """Add many precomputed embeddings in one transaction (into PostgreSQL in one COPY); returns their template
+        ids."""
         vectors = np.asarray(embeddings, np.float32)
         dim = self._dim()
         if vectors.ndim != 2 or vectors.shape[1] != dim:
@@ -122,8 +131,7 @@ class Enrolment:
         cleaned = [clean_name(n) for n in names]
         with self._writer(), self._mutex:
             with self.store.write():
-                ids = [self.store.add_template(n, v, source=s, sha256=h)
-                       for n, v, s, h in zip(cleaned, vectors, sources, sha256s)]
+                ids = self.store.add_templates(cleaned, vectors, sources, sha256s)
             self._cache.dirty = True
         return ids
 

@@ -1,7 +1,9 @@
 """Enrolment's rules: which faces are good enough, the quality figure stored with a template, and reading a
-photo once (its sha256 first, so a photo already enrolled is not decoded again)."""
+photo once (its sha256 first, so a photo already enrolled is not decoded again; a big one decoded reduced to
+``max_side`` pixels a side, its faces stored in the photo's own coordinates)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Callable
@@ -50,19 +52,46 @@ def face_quality(face: Face) -> float:
 
 @dataclass
 class Pending:
-    """A decoded photo waiting for its faces (between validation and storage during enrolment)."""
+    """A decoded photo waiting for its faces (between validation and storage during enrolment).
+
+    ``array`` may be the photo reduced (``max_side``); ``scale`` maps its coordinates to the photo's own
+    (``x_photo = x * scale[0]``), in which templates store their box and landmarks.
+    """
 
     name: str
     label: str
     sha: str
     source: str | None
     array: np.ndarray
+    scale: tuple[float, float] = (1.0, 1.0)
+
+    @property
+    def reduced(self) -> bool:
+        return self.scale != (1.0, 1.0)
+
+    def in_photo(self, face: Face) -> Face:
+        """A face found on :attr:`array`, in the photo's own coordinates."""
+        if not self.reduced:
+            return face
+        sx, sy = self.scale
+        return dataclasses.replace(face, box=np.asarray(face.box, np.float32) * np.float32([sx, sy, sx, sy]),
+                                   landmarks=np.asarray(face.landmarks, np.float32) * np.float32([sx, sy]))
+
+    def too_small_note(self) -> str:
+        """What to add to a 'face too small' reason when the photo was decoded reduced ('' when it was not)."""
+        if not self.reduced:
+            return ""
+        height, width = self.array.shape[:2]
+        return f" in the photo decoded reduced to {width}×{height}"
 
 
-def read_photo(name: str, image: Any, source: str | Path | None, find: Finder) -> EnrollResult | Pending:
+def read_photo(name: str, image: Any, source: str | Path | None, find: Finder,
+               max_side: int | None = None) -> EnrollResult | Pending:
     """Validate, fingerprint and decode one photo of ``name``: an ``exists`` result when ``find`` knows its
-    sha256, else what detection needs. Raises :class:`ImageError` for a missing or unreadable photo."""
-    from facegnet.io import describe, load_image
+    sha256, else what detection needs. A photo larger than ``max_side`` pixels a side is decoded reduced (a
+    JPEG by the codec itself: :func:`facegnet.io.load_image_reduced`). Raises :class:`ImageError` for a
+    missing or unreadable photo."""
+    from facegnet.io import Decoded, describe, load_image, load_image_reduced
 
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
@@ -79,12 +108,16 @@ def read_photo(name: str, image: Any, source: str | Path | None, find: Finder) -
         sha = None
     if sha is not None and (found := find(sha)) is not None:
         return exists(label, found)
-    array = load_image(image)
-    if sha is None:  # pixels without a file: their hash stands for the photo
+    if sha is not None:  # a file: decoded straight to at most max_side (a big JPEG never at full size)
+        decoded = load_image_reduced(image, max_side)
+    else:  # pixels in memory: their full-size hash stands for the photo, whatever max_side
+        array = load_image(image)
         sha = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
         if (found := find(sha)) is not None:
             return exists(label, found)
-    return Pending(name, label, sha, None if source is None else str(source), array)
+        small = max_side is None or max(array.shape[:2]) <= max_side
+        decoded = Decoded(array, array.shape[1], array.shape[0]) if small else load_image_reduced(array, max_side)
+    return Pending(name, label, sha, None if source is None else str(source), decoded.array, decoded.scale)
 
 
 def exists(label: str, found: tuple[int, str]) -> EnrollResult:

@@ -77,6 +77,9 @@ class Gallery(Enrolment, Maintenance):
             Identifying and enrolling check it anyway.
         quality: which faces are good enough to enroll and to be named; by default faces from the
             recogniser's ``min_face_size`` (:data:`facegnet.detection.quality.MIN_FACE_SIZE`) up.
+        max_side: enrolment (and rebuild) decode a photo larger than this many pixels a side reduced (a JPEG by
+            the codec itself, :func:`facegnet.io.load_image_reduced`; ``facegnet enroll`` and the server: 2048);
+            None: at full size. Photos no larger are read as they are.
         lock_timeout: seconds a writer waits for another writer before giving up.
         database: a PostgreSQL gallery (``postgresql://user@host/db``, :mod:`facegnet.gallery.pg_store`) instead
             of a directory, shared by processes on several hosts; a ``path`` of that form means the same.
@@ -92,6 +95,7 @@ class Gallery(Enrolment, Maintenance):
         index: str | None = None,
         check_fingerprint: bool = True,
         quality: QualityPolicy | None = None,
+        max_side: int | None = None,
         lock_timeout: float = 60.0,
         database: str | None = None,
     ) -> None:
@@ -106,6 +110,9 @@ class Gallery(Enrolment, Maintenance):
         self.card: ModelCard = recognizer.card if recognizer is not None else resolve_card(weights)
         self.quality = quality or QualityPolicy(
             min_face=recognizer.min_face_size if recognizer is not None else MIN_FACE_SIZE)
+        if max_side is not None and int(max_side) < 1:
+            raise GalleryError(f"max_side must be a positive number of pixels (or None), not {max_side}")
+        self.max_side = None if max_side is None else int(max_side)
         self.lock_timeout = float(lock_timeout)
         #: False-alarm rate per search the default threshold holds (see :meth:`search_threshold`); settable.
         self.search_far = DEFAULT_SEARCH_FAR

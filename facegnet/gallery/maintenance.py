@@ -37,6 +37,7 @@ class Maintenance:
     _mutex: threading.RLock
     _writer: Callable[..., AbstractContextManager]
     recognizer: FaceRecognizer
+    max_side: int | None
     templates: Callable[..., list[TemplateRecord]]
 
     def remove_person(self, name: str) -> int:
@@ -115,7 +116,7 @@ class Maintenance:
                 # A PostgreSQL gallery keeps the photos servers enrolled: re-embed from copies of them.
                 if hasattr(self.store, "photo_copies"):
                     templates = self.store.photo_copies(templates, Path(copies))
-                new, dropped = reembed(templates, rec, progress)
+                new, dropped = reembed(templates, rec, progress, self.max_side)
             if dropped and not drop_missing:
                 first = dropped[0]
                 raise GalleryError(

@@ -5,7 +5,8 @@ embeddings, boxes, landmarks and photo hashes. Photos travel too: into PostgreSQ
 template's source file when it is readable, and out of it into ``DIR/photos/`` (the template's source then
 points there, so ``facegnet gallery rebuild`` can re-embed it). The copy is one transaction on the target, so
 an interrupted migration leaves no half gallery; the target must hold no templates yet. Afterwards the target
-is read back and compared: the same people and templates, each embedding bit for bit.
+is read back and compared: the same people and templates, each embedding bit for bit. Then the cluster jobs
+waiting to be named follow, with their photos.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from facegnet.card import sha256_file
 from facegnet.errors import GalleryError
+from facegnet.gallery.cluster_jobs import copy_jobs, open_job_store
 from facegnet.gallery.folders import DB_NAME, _make_private_dir
 from facegnet.gallery.pg_store import PgStore, is_database_url, redact
 from facegnet.gallery.store import Store, create_private
@@ -36,10 +38,12 @@ class MigrationReport:
     templates: int
     photos: int
     verified: bool
+    cluster_jobs: int = 0
 
     def summary(self) -> str:
-        return (f"copied {self.people} people, {self.templates} templates and {self.photos} photos from "
-                f"{self.source} to {self.target}; verified: counts and every embedding match")
+        return (f"copied {self.people} people, {self.templates} templates, {self.photos} photos and "
+                f"{self.cluster_jobs} cluster jobs from {self.source} to {self.target}; verified: counts and every "
+                "embedding match")
 
 
 def open_location(location: str | Path, create: bool = False) -> Any:
@@ -75,8 +79,20 @@ def migrate(source: str | Path, target: str | Path) -> MigrationReport:
             dst.close()
     finally:
         src.close()
+    jobs = _copy_jobs(source, target)  # after the gallery: they name its people, and are worth less than it
     label = lambda where: redact(str(where)) if is_database_url(str(where)) else str(where)  # noqa: E731
-    return MigrationReport(label(source), label(target), people, templates, photos, True)
+    return MigrationReport(label(source), label(target), people, templates, photos, True, jobs)
+
+
+def _copy_jobs(source: str | Path, target: str | Path) -> int:
+    """The cluster jobs waiting to be named (:mod:`facegnet.gallery.cluster_jobs`), from one location to the other."""
+    stores = [open_job_store(None, str(where)) if is_database_url(str(where)) else open_job_store(where)
+              for where in (source, target)]
+    try:
+        return copy_jobs(*stores)
+    finally:
+        for store in stores:
+            store.close()
 
 
 def _copy(src: Any, dst: Any, target_dir: Path | None) -> int:

@@ -1,7 +1,8 @@
 """Re-embedding stored templates from their source photos (``facegnet gallery rebuild``).
 
 Each template keeps its photo's path, sha256, box and landmarks, so a rebuild re-aligns exactly the enrolled
-face without detecting again; a photo that is gone or whose bytes changed cannot be re-embedded.
+face without detecting again; a photo that is gone or whose bytes changed cannot be re-embedded. A photo larger
+than ``max_side`` is decoded reduced, as enrolment decodes it, the stored face scaled to those pixels.
 """
 from __future__ import annotations
 
@@ -22,12 +23,12 @@ if TYPE_CHECKING:
 Dropped = tuple[int, str, str]
 
 
-def reembed(templates: list[TemplateRecord], recognizer: FaceRecognizer,
-            progress: bool = True) -> tuple[dict[int, np.ndarray], list[Dropped]]:
+def reembed(templates: list[TemplateRecord], recognizer: FaceRecognizer, progress: bool = True,
+            max_side: int | None = None) -> tuple[dict[int, np.ndarray], list[Dropped]]:
     """New embeddings by template id, and the templates that could not be re-embedded (with why)."""
     from tqdm import tqdm
 
-    from facegnet.io import load_image
+    from facegnet.io import load_image_reduced
 
     by_source: dict[str | None, list[TemplateRecord]] = {}
     for t in templates:
@@ -43,9 +44,9 @@ def reembed(templates: list[TemplateRecord], recognizer: FaceRecognizer,
             if not path.is_file():
                 raise ImageError("source photo missing", path)
             sha = sha256_file(path)
-            array = load_image(path)
-            faces = [stored_face(t, array, recognizer) for t in group]
-            embeddings = recognizer.embed_faces(array, faces)
+            decoded = load_image_reduced(path, max_side)
+            faces = [stored_face(t, decoded.array, recognizer, decoded.scale) for t in group]
+            embeddings = recognizer.embed_faces(decoded.array, faces)
         except FacegnetError as exc:
             dropped += [(t.id, str(source), exc.reason) for t in group]
             continue
@@ -59,22 +60,27 @@ def reembed(templates: list[TemplateRecord], recognizer: FaceRecognizer,
     return new, dropped
 
 
-def stored_face(template: TemplateRecord, array: np.ndarray, recognizer: FaceRecognizer) -> Face:
-    """The enrolled face: from its stored landmarks, or re-detected (best overlap with the stored box)."""
+def stored_face(template: TemplateRecord, array: np.ndarray, recognizer: FaceRecognizer,
+                scale: tuple[float, float] = (1.0, 1.0)) -> Face:
+    """The enrolled face on ``array``: from its stored landmarks, or re-detected (best overlap with the stored
+    box). ``scale`` maps ``array``'s coordinates to the photo's own, in which templates are stored."""
     import torch
     from torchvision.ops import box_iou
 
     from facegnet.detection.detector import Face
 
-    if template.landmarks is not None and template.box is not None:
-        return Face(np.asarray(template.box, np.float32), float(template.score or 1.0), template.landmarks)
+    sx, sy = scale
+    box = None if template.box is None else np.asarray(template.box, np.float32) / np.float32([sx, sy, sx, sy])
+    if template.landmarks is not None and box is not None:
+        landmarks = np.asarray(template.landmarks, np.float32) / np.float32([sx, sy])
+        return Face(box, float(template.score or 1.0), landmarks)
     faces = recognizer.detect(array)
     if not faces:
         raise NoFaceError("no face found on re-detection")
-    if template.box is None:
+    if box is None:
         return faces[0]
     overlaps = box_iou(torch.tensor(np.stack([f.box for f in faces]), dtype=torch.float32),
-                       torch.tensor([template.box], dtype=torch.float32))[:, 0]
+                       torch.tensor(box[None], dtype=torch.float32))[:, 0]
     return faces[int(torch.argmax(overlaps))]
 
 

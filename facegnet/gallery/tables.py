@@ -219,6 +219,12 @@ class SqlTables:
             ),
         )
 
+    def add_templates(self, names: Sequence[str], embeddings: np.ndarray, sources: Sequence[str | None],
+                      sha256s: Sequence[str | None]) -> list[int]:
+        """Insert many templates of precomputed embeddings (creating their people); call inside ``write()``.
+        Returns their ids, in order. A store that can send them in one go overrides this."""
+        return [self.add_template(n, v, source=s, sha256=h) for n, v, s, h in zip(names, embeddings, sources, sha256s)]
+
     def insert_template(self, record: TemplateRecord) -> None:
         """Insert a template under its own id (``facegnet gallery migrate``); call inside ``write()``."""
         person = self.person_id(record.name, create=True)

@@ -11,6 +11,11 @@ event dicts that ``facegnet identify --camera/--video/--stream`` writes as JSON 
 - with discovery on (the default), a retained Home Assistant discovery config for every enrolled person, so
   each appears as a ``binary_sensor`` (occupancy) without any configuration in Home Assistant.
 
+Who is present comes from a :class:`~facegnet.live.presence.Presence`: this process's own, or, for the worker
+processes of one server (``facegnet serve --workers N --mqtt …``), one they share. Each worker then publishes
+the events of the frames it handles, once each; a person is ``ON`` while any camera session on any worker has
+them in view; and one worker at a time (the announcer) publishes discovery and the first states.
+
 The broker may be away at start or go away later: recognition never waits for it. While it is away, messages
 wait in a buffer for at most ``buffer`` seconds (and at most :data:`MAX_BUFFERED` messages), and are sent
 when the connection is back; older ones are dropped. Drops and messages that never reached the broker are
@@ -37,6 +42,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from facegnet.errors import FacegnetError
 from facegnet.gallery import UNKNOWN
+from facegnet.live.presence import Presence
 
 PASSWORD_ENV = "FACEGNET_MQTT_PASSWORD"
 DEFAULT_TOPIC = "facegnet"
@@ -145,10 +151,13 @@ class MqttPublisher:
         source: what the events come from (the camera, file or stream), added to each attributes message.
         log: called with one line for each connection change and loss (default: stderr).
         clock: seconds on a monotonic clock, for the age of buffered messages.
+        presence: who is in view, when processes share it (a :class:`~facegnet.live.presence.SharedPresence`;
+            default: this publisher's own, from ``people``).
     """
 
     def __init__(self, target: MqttTarget, *, people: Iterable[str] = (), source: str = "",
-                 log: Callable[[str], None] | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 log: Callable[[str], None] | None = None, clock: Callable[[], float] = time.monotonic,
+                 presence: Presence | None = None) -> None:
         mqtt = require_client()
         self.target = target
         self.source = source
@@ -162,8 +171,7 @@ class MqttPublisher:
         self._outage_reported = False
         self._refusal_reported = False
         self._closed = False
-        self._people: dict[str, set[tuple[Any, int]]] = {name: set() for name in [*people, UNKNOWN]}
-        self._track_name: dict[tuple[Any, int], str] = {}
+        self._presence = presence if presence is not None else Presence(people)
         self.events = 0  # events given
         self.delivered = 0  # events the broker acknowledged
         self.dropped = 0  # events dropped after waiting longer than the buffer allows
@@ -217,6 +225,7 @@ class MqttPublisher:
             self._expire()
             self.undelivered = sum(1 for _, event in self._inflight if event) + \
                 sum(1 for p in self._buffer if p.event)
+        self._presence.close()
         lost = self.dropped + self.undelivered
         if lost:
             self.log(f"{lost} of {self.events} event(s) did not reach the broker {self.target.address} "
@@ -252,25 +261,14 @@ class MqttPublisher:
         self._publish(f"{self.target.topic}/events", json.dumps(event, ensure_ascii=False), retain=False, event=True)
         if kind not in ("appeared", "renamed", "left"):
             return
-        track = (event.get("session"), int(event.get("track", -1)))  # track ids are per camera session
-        changed: list[str] = []
+        track = f"{event.get('session')}/{int(event.get('track', -1))}"  # track ids are per camera session
+        name = None if kind == "left" else str(event.get("name") or UNKNOWN)
         with self._lock:
-            before = self._track_name.pop(track, None)
-            if before is not None:
-                self._people.setdefault(before, set()).discard(track)
-                changed.append(before)
-            if kind != "left":
-                name = str(event.get("name") or UNKNOWN)
-                self._track_name[track] = name
-                new = name not in self._people
-                self._people.setdefault(name, set()).add(track)
-                changed.append(name)
-            else:
-                new = False
+            states, new = self._presence.update(track, name)
         if new and self.target.discovery:
-            self._publish_discovery(changed[-1])
-        for name in dict.fromkeys(changed):
-            self._publish_person(name, event)
+            self._publish_discovery(name)
+        for person, present in states.items():
+            self._publish_person(person, present, event)
 
     # ------------------------------------------------------------------------------------------ topics
     def person_topic(self, name: str) -> str:
@@ -279,9 +277,7 @@ class MqttPublisher:
     def discovery_topic(self, name: str) -> str:
         return f"{self.target.discovery}/binary_sensor/facegnet_{self._node}/{slug(name)}/config"
 
-    def _publish_person(self, name: str, event: dict[str, Any] | None) -> None:
-        with self._lock:
-            present = bool(self._people.get(name))
+    def _publish_person(self, name: str, present: bool, event: dict[str, Any] | None) -> None:
         topic = self.person_topic(name)
         if event is not None:
             attributes = {"name": name, "event": event.get("event"), "time": event.get("time"),
@@ -362,14 +358,16 @@ class MqttPublisher:
             self._outage_reported = False
             self._expire()
             waiting, self._buffer = list(self._buffer), deque()
-            # What a subscriber that joins later should find: online, discovery configs, present/absent states.
+            # What a subscriber that joins later should find: online, discovery configs, present/absent states
+            # (the last two from the announcer alone when processes share the presence).
             self._publish(self._status_topic, "offline" if self._closed else "online", retain=True, event=False)
-            if self.target.discovery:
-                for name in sorted(self._people):
+            announcer = self._presence.announcer()
+            if announcer and self.target.discovery:
+                for name in self._presence.states():
                     self._publish_discovery(name)
-            if not again:
-                for name in sorted(self._people):
-                    self._publish_person(name, None)
+            if announcer and not again:
+                for name, present in self._presence.states().items():
+                    self._publish_person(name, present, None)
             for pending in waiting:
                 self._send(pending)
         if again:

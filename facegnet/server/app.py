@@ -58,7 +58,7 @@ def create_app(
 
     Args:
         gallery_dir: the gallery; uploaded photos are kept in ``photos/`` and cluster jobs in ``clusters/``
-            inside it.
+            inside it (with ``database``, both in the database, the folder holding local copies of photos).
         token: the bearer token every ``/api`` request must carry; None turns the check off (the CLI allows
             that only on a loopback host).
         recognizer: a :class:`~facegnet.recognizer.FaceRecognizer` (default: one from ``weights``).
@@ -68,8 +68,8 @@ def create_app(
         cluster_method: see :mod:`facegnet.cluster`.
         max_side: photos larger than this many pixels a side are decoded reduced (None: never).
         concurrency: identify/verify requests run at once (see :mod:`facegnet.server.service`).
-        live_dir: where camera sessions keep their state when several worker processes serve them
-            (None: in this process's memory).
+        live_dir: where camera sessions (and, with ``mqtt``, who is in view) keep their state when several worker
+            processes serve them (None: in this process's memory).
         database: a PostgreSQL gallery (``postgresql://…``) shared with other servers; ``gallery_dir`` then
             only holds this server's working files. Its named tokens are accepted beside ``token``.
         mqtt: also publish the camera sessions' events to this broker (``mqtt://HOST[:PORT]/TOPIC``, see
@@ -91,9 +91,13 @@ def create_app(
     publisher = None
     if mqtt is not None:
         from facegnet.live.mqtt import MqttPublisher, MqttTarget
+        from facegnet.live.presence import SharedPresence
 
-        publisher = MqttPublisher(MqttTarget.parse(mqtt), people=[p["name"] for p in service.people()],
-                                  source="facegnet serve")
+        enrolled = [p["name"] for p in service.people()]
+        # Several workers: who is in view, and which of them announces, is theirs to share (facegnet.live.presence).
+        presence = None if live_dir is None else SharedPresence(live_dir, enrolled)
+        publisher = MqttPublisher(MqttTarget.parse(mqtt), people=enrolled, source="facegnet serve",
+                                  presence=presence)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -102,6 +106,7 @@ def create_app(
         yield
         if publisher is not None:
             publisher.close()
+        app.state.clusters.close()
         service.close()
 
     app = FastAPIOffline(

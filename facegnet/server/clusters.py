@@ -1,19 +1,15 @@
 """Clusters of unsorted photos on the page: upload a folder's photos, get groups of faces to name.
 
-A job lives in ``<gallery>/clusters/<id>/`` (owner-only, like the gallery: these are faces): the photos and
-``job.json`` (faces, groups and what was done with each). On disk rather than in memory so that every worker
-process of a server sees it. Naming a group enrolls each of its faces (a crop around the face, kept in the
-gallery's photo store) through :meth:`GalleryService.enroll`; merging joins groups; dismissing hides one.
+A job (the photos, their faces and groups, and what was done with each) lives where the gallery keeps its cluster
+jobs (:mod:`facegnet.gallery.cluster_jobs`): ``<gallery>/clusters/<id>/`` for a gallery directory, so that every
+worker process of a server sees it, or the database of a PostgreSQL gallery, so that every server of the gallery
+does. Naming a group enrolls each of its faces (a crop around the face, kept in the gallery's photo store)
+through :meth:`GalleryService.enroll`; merging joins groups; dismissing hides one. Each group notes the enrolled
+person most of its faces look like (``known``), for the page to offer.
 """
 from __future__ import annotations
 
-import fcntl
 import io
-import json
-import os
-import shutil
-import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,26 +17,33 @@ from typing import Any
 
 from PIL import Image
 
-from facegnet.atomic import write_text
 from facegnet.cluster import cluster_faces, find_faces
 from facegnet.errors import FacegnetError, NoFaceError
+from facegnet.gallery.cluster_jobs import (
+    NoSuchJob,
+    known_people,
+    new_job,
+    open_job_store,
+    photo_files,
+    valid_id,
+)
 from facegnet.io import DEFAULT_MAX_SIDE, load_image_reduced
 from facegnet.server.errors import ApiError
 from facegnet.server.service import GalleryService, photo_face_jpeg
 from facegnet.server.uploads import Upload, decode
 
-CLUSTERS_DIR = "clusters"
-JOB_FILE = "job.json"
-
 
 class ClusterJobs:
-    """Cluster jobs of one gallery."""
+    """Cluster jobs of one gallery, kept where the gallery keeps them (its directory or its database)."""
 
     def __init__(self, service: GalleryService, method: str = "average", threshold: float | None = None) -> None:
         self.service = service
-        self.root = service.path / CLUSTERS_DIR
+        self.store = open_job_store(service.path, service.gallery.database)
         self.method = method
         self.threshold = threshold
+
+    def close(self) -> None:
+        self.store.close()
 
     # ------------------------------------------------------------------------------------------ jobs
     def create(self, uploads: list[Upload]) -> dict[str, Any]:
@@ -64,55 +67,22 @@ class ClusterJobs:
             raise NoFaceError(f"no usable face in any of the {len(uploads)} photo(s){first}")
         threshold = rec.threshold if self.threshold is None else self.threshold
         result = cluster_faces(faces, embeddings, errors, method=self.method, threshold=threshold)
-        job_id = uuid.uuid4().hex[:12]
-        folder = self.root / job_id
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        folder.mkdir(mode=0o700)
-        try:
-            stored = {}
-            by_name = {u.name: u for u in uploads}
-            for n, name in enumerate(dict.fromkeys(f.source for f in faces)):
-                filename = f"{n:04d}{by_name[name].suffix}"
-                _write_private(folder / filename, by_name[name].data)
-                stored[name] = filename
-            job = {
-                "id": job_id,
-                "created": time.time(),
-                "method": result.method,
-                "threshold": result.threshold,
-                "photos": len(uploads),
-                "faces": [{"photo": stored[f.source], "name": f.source,
-                           "box": _in_photo(f.box, scales[f.source]),
-                           "score": round(f.score, 4)} for f in faces],
-                "groups": [{"id": g, "faces": members, "state": "open", "name": None}
-                           for g, members in enumerate(result.groups())],
-                "errors": [{"image": s, "error": r} for s, r in errors],
-            }
-            _write_json(folder / JOB_FILE, job)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+        by_name = {u.name: u for u in uploads}
+        files = photo_files(result, {name: upload.suffix for name, upload in by_name.items()})
+        job = new_job(result, len(uploads), files, scales, known=known_people(self.service.gallery, result))
+        self.store.add(job, {files[name]: by_name[name].data for name in files})
         return job
 
     def list(self) -> list[dict[str, Any]]:
-        out = []
-        if self.root.is_dir():
-            for folder in sorted(self.root.iterdir()):
-                try:
-                    job = json.loads((folder / JOB_FILE).read_text())
-                except (OSError, ValueError):
-                    continue
-                out.append({"id": job["id"], "created": job["created"], "faces": len(job["faces"]),
-                            "groups": sum(g["state"] == "open" for g in job["groups"])})
-        return sorted(out, key=lambda j: -j["created"])
+        return self.store.list()
 
     def get(self, job_id: str) -> dict[str, Any]:
-        with self._job(job_id) as job:
-            return job
+        with self._found(job_id):
+            return self.store.get(job_id)
 
     def delete(self, job_id: str) -> dict[str, Any]:
-        folder = self._folder(job_id)
-        shutil.rmtree(folder, ignore_errors=True)
+        with self._found(job_id):
+            self.store.delete(job_id)
         return {"deleted": job_id}
 
     def thumbnail(self, job_id: str, face: int) -> bytes:
@@ -120,18 +90,21 @@ class ClusterJobs:
         if not 0 <= face < len(job["faces"]):
             raise ApiError(404, f"cluster job {job_id} has no face {face}")
         record = job["faces"][face]
-        return photo_face_jpeg(self._folder(job_id) / record["photo"], record["box"], self.service.max_side)
+        with self._found(job_id):
+            photo = self.store.photo(job_id, record["photo"])
+        return photo_face_jpeg(photo, record["box"], self.service.max_side)
 
     # ------------------------------------------------------------------------------------------ groups
     def name(self, job_id: str, group: int, name: str) -> dict[str, Any]:
         """Enroll every face of a group as ``name`` (faces the gallery finds unusable are skipped)."""
-        with self._job(job_id, write=True) as job:
+        with self._job(job_id) as job:
             entry = _group(job, group)
-            folder = self._folder(job_id)
             uploads = []
             for face in entry["faces"]:
                 record = job["faces"][face]
-                data = face_crop(folder / record["photo"], record["box"], max_side=self.service.max_side)
+                with self._found(job_id):
+                    photo = self.store.photo(job_id, record["photo"])
+                data = face_crop(photo, record["box"], max_side=self.service.max_side)
                 uploads.append(Upload(f"{record['name']} (face {face})", data))
             report = self.service.enroll(name, uploads, skip_bad=True)
             entry["state"], entry["name"] = "named", report["name"]
@@ -141,7 +114,7 @@ class ClusterJobs:
         """Join groups into the first one."""
         if len(set(groups)) < 2:
             raise ApiError(422, "give at least two different groups to merge")
-        with self._job(job_id, write=True) as job:
+        with self._job(job_id) as job:
             entries = [_group(job, g) for g in groups]
             for entry in entries[1:]:
                 entries[0]["faces"] = sorted(entries[0]["faces"] + entry["faces"])
@@ -149,32 +122,27 @@ class ClusterJobs:
         return {"group": groups[0], "faces": entries[0]["faces"]}
 
     def dismiss(self, job_id: str, group: int) -> dict[str, Any]:
-        with self._job(job_id, write=True) as job:
+        with self._job(job_id) as job:
             _group(job, group)["state"] = "dismissed"
         return {"group": group, "state": "dismissed"}
 
     # ------------------------------------------------------------------------------------------ storage
-    def _folder(self, job_id: str) -> Path:
-        if not (len(job_id) == 12 and all(c in "0123456789abcdef" for c in job_id)):
+    @contextmanager
+    def _found(self, job_id: str) -> Iterator[None]:
+        """A job (or photo) the store does not hold is a 404 naming the job."""
+        if not valid_id(job_id):
             raise ApiError(404, f"no cluster job {job_id!r}")
-        folder = self.root / job_id
-        if not (folder / JOB_FILE).is_file():
-            raise ApiError(404, f"no cluster job {job_id!r}")
-        return folder
+        try:
+            yield
+        except NoSuchJob:
+            raise ApiError(404, f"no cluster job {job_id!r}") from None
 
     @contextmanager
-    def _job(self, job_id: str, write: bool = False) -> Iterator[dict[str, Any]]:
-        """The job's state under a file lock (shared by every worker process); saved when ``write``."""
-        folder = self._folder(job_id)
-        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
-            job = json.loads((folder / JOB_FILE).read_text())
+    def _job(self, job_id: str) -> Iterator[dict[str, Any]]:
+        """The job's state, locked against every other process's change to it; saved when the block ends, dropped
+        when it raises."""
+        with self._found(job_id), self.store.update(job_id) as job:
             yield job
-            if write:
-                _write_json(folder / JOB_FILE, job)
-        finally:
-            os.close(fd)  # closing releases the lock
 
 
 def _unique_names(uploads: list[Upload]) -> list[Upload]:
@@ -193,17 +161,12 @@ def _group(job: dict[str, Any], group: int) -> dict[str, Any]:
     return job["groups"][group]
 
 
-def _in_photo(box, scale: tuple[float, float]) -> list[float]:
-    """A box found on decoded (perhaps reduced) pixels, in the photo's own pixels."""
-    sx, sy = scale
-    return [round(float(v) * (sx if i % 2 == 0 else sy), 1) for i, v in enumerate(box)]
-
-
-def face_crop(photo: Path, box: list[float], context: float = 1.0,
+def face_crop(photo: str | Path | bytes, box: list[float], context: float = 1.0,
               max_side: int | None = DEFAULT_MAX_SIDE) -> bytes:
     """A JPEG of the face with ``context`` face sizes around it: enrolment re-detects it as the largest face.
 
-    ``box`` is in the photo's own pixels; a big photo is decoded reduced (the crop with it)."""
+    ``photo``: a path or a file's bytes; ``box`` is in the photo's own pixels; a big photo is decoded reduced (the
+    crop with it)."""
     decoded = load_image_reduced(photo, max_side)
     image = Image.fromarray(decoded.array)
     sx, sy = decoded.scale
@@ -217,12 +180,3 @@ def face_crop(photo: Path, box: list[float], context: float = 1.0,
     return out.getvalue()
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    """Atomic: a reader sees the old file or the new one, never half of one."""
-    write_text(path, json.dumps(obj, ensure_ascii=False))

@@ -71,7 +71,7 @@ class LiveSessions:
         if not SESSION_ID.match(session_id):
             raise ApiError(422, "session must be 8-64 letters, digits, '-' or '_'")
         with self._locked(session_id), self.service.lock:
-            self._expire()
+            self._expire(current=session_id)
             session = self._load(session_id)
             if session is None:
                 if self._count() >= self.max_sessions:
@@ -175,20 +175,58 @@ class LiveSessions:
             return len(self._sessions)
         return sum(1 for _ in self.shared_dir.glob("*.state"))
 
-    def _expire(self) -> None:
+    def _expire(self, current: str | None = None) -> None:
+        """End the sessions idle for ``idle_seconds``: their faces leave (``left`` events, published).
+
+        With several processes a session's state is its file, whoever wrote it last: the process that finds the
+        file idle ends the session from it, once, under the session's lock (taken without waiting: a session
+        whose lock is held is in use; ``current`` is the one whose lock this process holds already). Copies
+        this process kept of sessions ended elsewhere are dropped unseen: their faces left there.
+        """
         now = time.monotonic()
-        for key in [k for k, s in self._sessions.items() if now - s.last_used > self.idle_seconds]:
-            session = self._sessions.pop(key)
-            session.identifier.finish()
+        if self.shared_dir is None:
+            for key in [k for k, s in self._sessions.items() if now - s.last_used > self.idle_seconds]:
+                session = self._sessions.pop(key)
+                session.identifier.finish()
+                self._published(key, session.events)  # its faces left
+            return
+        for path in self.shared_dir.glob("*.state"):
+            key = path.stem
+            if not self._idle(path):
+                continue
+            with nullcontext(True) if key == current else _try_flock(self.shared_dir / f"{key}.lock") as held:
+                if not held or not self._idle(path):  # in use, or used again meanwhile
+                    continue
+                session = self._load(key)
+                if session is None:
+                    continue
+                self._forget(key)
+                session.identifier.finish()
             self._published(key, session.events)  # its faces left
-        if self.shared_dir is not None:  # sessions other processes served: their files go after the same idle time
-            limit = time.time() - self.idle_seconds
-            for path in self.shared_dir.glob("*.state"):
-                try:
-                    if path.stat().st_mtime < limit:
-                        path.unlink(missing_ok=True)
-                except FileNotFoundError:
-                    pass
+        for key in [k for k in self._sessions if not self._state_file(k).exists()]:
+            del self._sessions[key]
+
+    def _idle(self, path: Path) -> bool:
+        """Whether a session's state file was last written ``idle_seconds`` ago or more (False: gone)."""
+        try:
+            return path.stat().st_mtime < time.time() - self.idle_seconds
+        except FileNotFoundError:
+            return False
+
+
+@contextmanager
+def _try_flock(path: Path) -> Iterator[bool]:
+    """The lock on ``path`` if no one holds it (True), else nothing (False), without waiting."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 @contextmanager

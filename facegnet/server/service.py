@@ -50,9 +50,9 @@ class GalleryService:
         recognizer: a :class:`~facegnet.recognizer.FaceRecognizer`.
         threshold: open-set threshold for identify (default: the gallery's, from the model card).
         quality: which enrolment faces are good enough (default: the gallery's 40 px, score 0.95).
-        max_side: photos larger than this many pixels a side are decoded reduced before detection.
+        max_side: photos larger than this many pixels a side are decoded reduced before detection (and enrolment).
         database: a PostgreSQL gallery (``postgresql://…``) instead of ``gallery_dir``, which then only holds this
-            server's working files (local copies of photos, cluster jobs).
+            server's working files (local copies of photos; cluster jobs live in the database).
         concurrency: identify/verify requests run at once (1: one at a time).
     """
 
@@ -66,7 +66,8 @@ class GalleryService:
         self.recognizer = recognizer
         self.threshold = threshold
         self.lock = threading.RLock()
-        self.gallery = Gallery(self.path, recognizer=recognizer, create=True, quality=quality, database=database)
+        self.gallery = Gallery(self.path, recognizer=recognizer, create=True, quality=quality, database=database,
+                               max_side=max_side)  # enrolment decodes big photos reduced, as identify does
         if database is not None:
             from facegnet.server.db_photos import DatabasePhotos
 
@@ -309,8 +310,9 @@ def _template_dict(template) -> dict[str, Any]:
     }
 
 
-def photo_face_jpeg(photo: str | Path, box, max_side: int | None = DEFAULT_MAX_SIDE) -> bytes:
-    """:func:`face_jpeg` of a stored photo, decoded at most ``max_side`` a side (``box`` in its own pixels)."""
+def photo_face_jpeg(photo: str | Path | bytes, box, max_side: int | None = DEFAULT_MAX_SIDE) -> bytes:
+    """:func:`face_jpeg` of a stored photo (a path or its bytes), decoded at most ``max_side`` a side (``box`` in
+    its own pixels)."""
     decoded = load_image_reduced(photo, max_side)
     if box is not None and decoded.reduced:
         sx, sy = decoded.scale

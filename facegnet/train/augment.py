@@ -6,7 +6,7 @@ run (the generator's state is in the checkpoint) draws exactly what an uninterru
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,8 @@ class Augment:
     strength: float = 0.3  # colour-jitter amplitude
     jitter: float = 0.0  # probability of a small random similarity warp (landmark noise of a real detector)
     erase: float = 0.0  # probability of blanking a random rectangle (occlusion: hands, glasses, masks)
+    #: which rows of the last batch were mirrored (bool, on the CPU): stored per-view targets follow the flip
+    flipped: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool), init=False, repr=False)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n = x.shape[0]
@@ -67,9 +69,11 @@ class Augment:
         def draw(p: float) -> torch.Tensor:
             return torch.rand(n, generator=generator) < p
 
+        self.flipped = torch.zeros(n, dtype=torch.bool)
         if self.flip > 0:
             mask = draw(self.flip)
             x[mask] = x[mask].flip(-1)
+            self.flipped = mask
         if self.colour > 0:
             mask = draw(self.colour).view(n, 1, 1, 1).to(x)
             s = self.strength

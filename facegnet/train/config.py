@@ -59,8 +59,9 @@ class TrainConfig:
     model: dict[str, Any] = _option(DEFAULT_MODEL, "builder keyword arguments of facegnet.models.ghostfacenet "
                                     "(JSON or a TOML table; missing ones take the defaults), or a name from "
                                     "facegnet.models.FACE_VARIANTS")
-    extra_data: str | None = _option(None, "comma-separated folders of more faces made by `facegnet prepare` "
-                                     "(unnamed faces: distillation only)", kind=str)
+    extra_data: str | None = _option(None, "comma-separated folders of more faces made by `facegnet prepare` or "
+                                     "`python -m facegnet.train.sources`: each named person becomes an identity "
+                                     "beside the data's; unnamed faces teach by distillation only", kind=str)
     min_faces: int = _option(2, "identities with fewer faces get no margin loss (still distilled)")
     limit: int | None = _option(None, "use only the first N faces (quick checks)", kind=int)
     cache: str | None = _option(None, "folder for a cache of the decoded crops (.npy)", kind=str)

@@ -19,16 +19,16 @@ from facegnet.train.teacher import OnlineTeacher
 
 
 class TrainModule(nn.Module):
-    """Embedding network + margin head + distillation projections (stored and online teacher), so one DDP
-    wrapper syncs them all."""
+    """Embedding network + margin head + distillation projections (stored teacher, online teacher, stored view
+    targets of a second teacher), so one DDP wrapper syncs them all."""
 
     def __init__(self, net: nn.Module, head: nn.Module | None, distill: TeacherDistill | None,
-                 online: TeacherDistill | None = None) -> None:
+                 online: TeacherDistill | None = None, views: TeacherDistill | None = None) -> None:
         super().__init__()
-        self.net, self.head, self.distill, self.online = net, head, distill, online
+        self.net, self.head, self.distill, self.online, self.views = net, head, distill, online, views
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None, cfg: TrainConfig,
-                online: torch.Tensor | None = None):
+                online: torch.Tensor | None = None, views: torch.Tensor | None = None):
         emb = self.net(x)
         losses: dict[str, torch.Tensor] = {}
         total = emb.new_zeros(())
@@ -43,6 +43,10 @@ class TrainModule(nn.Module):
             # (mixed faces, unlabelled sources) still learn from the online one.
             losses["online"] = self.online(emb, online)
             total = total + cfg.teacher_weight * losses["online"]
+        if self.views is not None and views is not None:
+            # Its own projection too: the second teacher's space (SFace, 128-d) is not the first's.
+            losses["views"] = self.views(emb, views)
+            total = total + cfg.view_targets_weight * losses["views"]
         return total, losses
 
 
@@ -70,8 +74,9 @@ def build_average(cfg: TrainConfig, module: TrainModule) -> torch.optim.swa_util
 
 
 def build_module(cfg: TrainConfig, net: nn.Module, faces: D.FaceSet, teacher_net: OnlineTeacher | None,
-            fresh_mean: bool) -> TrainModule:
-    """The network with its margin head and distillation projections (stored teacher, online teacher)."""
+            fresh_mean: bool, view_targets: np.ndarray | None = None) -> TrainModule:
+    """The network with its margin head and distillation projections (stored teacher, online teacher, stored view
+    targets: (N, views, D), centred on their mean over the run's faces)."""
     emb_size = int(cfg.model.get("embedding_size", 512))
     head = None
     if cfg.head != "none":
@@ -86,11 +91,16 @@ def build_module(cfg: TrainConfig, net: nn.Module, faces: D.FaceSet, teacher_net
         # Centre on the teacher's mean over a fixed sample (restored from the checkpoint on resume).
         mean = teacher_net.mean_embedding(faces.images, seed=cfg.seed) if fresh_mean else None
         online = TeacherDistill(emb_size, teacher_net.dim, cfg.distill, mean)
-    return TrainModule(net, head, distill, online)
+    views = None
+    if view_targets is not None:
+        flat = view_targets.reshape(-1, view_targets.shape[-1])
+        mean = flat[~np.isnan(flat).any(axis=1)].astype(np.float64).mean(axis=0).astype(np.float32)
+        views = TeacherDistill(emb_size, view_targets.shape[-1], cfg.distill, mean)
+    return TrainModule(net, head, distill, online, views)
 
 
 def warm_start(module: TrainModule, faces: D.FaceSet, teacher_net: OnlineTeacher | None, cfg: TrainConfig,
-                restored: list[str]) -> dict[str, Any]:
+                restored: list[str], view_targets: np.ndarray | None = None) -> dict[str, Any]:
     """Fit the parts not restored from ``cfg.init`` to the starting network (see :mod:`facegnet.train.warmstart`)."""
     if not cfg.warm_start:
         return {}
@@ -107,6 +117,10 @@ def warm_start(module: TrainModule, faces: D.FaceSet, teacher_net: OnlineTeacher
                               for i in range(0, len(images), 256)])
 
         done["online_cos"] = round(W.fit_projection(module.online, module.net, faces.images[sample], embed), 4)
+    if module.views is not None and "views" not in restored and view_targets is not None:
+        # the unmirrored crops of the sample against the first stored view (the crop)
+        done["views_cos"] = round(W.fit_projection(module.views, module.net, faces.images[sample],
+                                                   view_targets[sample, 0]), 4)
     if module.head is not None and "head" not in restored:
         done["head_centres"] = W.centre_head(module.head, module.net, faces.images, faces.labels)
     return done

@@ -4,6 +4,11 @@ The threshold is calibrated on the dev pairs (never LFW) at a chosen false-accep
 procedure (flip test-time augmentation), so the card's threshold means what the API computes.
 
     python -m facegnet.train.release runs/main/best.pt --name facegnet-default --far 1e-3
+
+The card's ``impostor_tail`` (what a gallery's per-search default threshold is read from) is not written here:
+``benchmarks/calibrate_search_threshold.py --weights CARD --write-card`` adds it, as the release steps in
+``docs/training.md`` and ``benchmarks/release_figures.sh`` do; a card without one makes galleries use its fixed
+identification threshold.
 """
 from __future__ import annotations
 

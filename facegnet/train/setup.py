@@ -46,7 +46,7 @@ def load_init_parts(module: nn.Module, path: str | Path) -> list[str]:
     if not isinstance(saved, dict):
         return []
     restored = []
-    for name in ("head", "distill", "online"):
+    for name in ("head", "distill", "online", "views"):
         part = getattr(module, name, None)
         sub = {k[len(name) + 1:]: v for k, v in saved.items() if k.startswith(name + ".")}
         own = part.state_dict() if part is not None else {}

@@ -30,6 +30,7 @@ from facegnet.torch_files import load_pt, save_pt
 from facegnet.train import datasets as D
 from facegnet.train import module as M
 from facegnet.train import runtime as R
+from facegnet.train import teacher_targets as VT
 from facegnet.train.augment import Augment, mix_batch
 from facegnet.train.branch import restore_trunk
 from facegnet.train.config import DEFAULT_MODEL, RESUMABLE, TrainConfig
@@ -84,6 +85,9 @@ class Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     log: IO[str] | None = None
     started: float = field(default_factory=time.time)
+    view_targets: torch.Tensor | None = None  # (N, views, D) stored targets of a second teacher (SFace)
+    view_flips: np.ndarray | None = None  # which stored view is the mirror image
+    view_meta: dict[str, Any] | None = None
 
     @property
     def out(self) -> Path:
@@ -180,6 +184,7 @@ def build_run(cfg: TrainConfig, resume: bool = False) -> Run:
     if cfg.teacher_model:  # before the data: a wrong path should not wait for thousands of crops to decode
         teacher_net = OnlineTeacher(cfg.teacher_model, threads=cfg.threads, device=device, engine=cfg.teacher_engine)
     faces = D.training_faces(cfg)
+    views, view_flips, view_meta = VT.run_targets(cfg, faces) if cfg.view_targets else (None, None, None)
     pairs_path = D.dev_pairs_path(cfg)
     dev = D.load_dev(cfg, pairs_path) if rank == 0 and pairs_path is not None else None
 
@@ -188,9 +193,10 @@ def build_run(cfg: TrainConfig, resume: bool = False) -> Run:
     if fresh:
         load_init_weights(net, cfg.init)
     frozen = freeze_early(net, cfg.freeze_stages)
-    module = M.build_module(cfg, net, faces, teacher_net, fresh_mean=state is None and not cfg.branch_from)
+    module = M.build_module(cfg, net, faces, teacher_net, fresh_mean=state is None and not cfg.branch_from,
+                            view_targets=views)
     restored = load_init_parts(module, cfg.init) if fresh else []
-    warm = M.warm_start(module, faces, teacher_net, cfg, restored) if fresh else {}
+    warm = M.warm_start(module, faces, teacher_net, cfg, restored, views) if fresh else {}
     module = module.to(device)
     if cfg.channels_last:
         module = module.to(memory_format=torch.channels_last)
@@ -210,7 +216,8 @@ def build_run(cfg: TrainConfig, resume: bool = False) -> Run:
                dev=dev, module=module, ddp=ddp, ema=ema, opt=opt, sched=sched, gen=gen, augment=augment,
                sampler=sampler, total=total, frozen=frozen, restored=restored, warm=warm,
                images=torch.from_numpy(faces.images), labels=torch.from_numpy(faces.labels), stored=stored,
-               scaler=scaler)
+               scaler=scaler, view_targets=None if views is None else torch.from_numpy(views), view_flips=view_flips,
+               view_meta=view_meta)
 
 
 def restore(run: Run) -> None:
@@ -245,7 +252,8 @@ def open_log(run: Run) -> None:
                      "classes": faces.num_classes, "frozen": run.frozen, "restored": run.restored,
                      "warm_start": run.warm, "time": time.time(),
                      "teacher_model": str(teacher_net.path) if teacher_net else None,
-                     "teacher_sha256": teacher_net.sha256 if teacher_net else None})
+                     "teacher_sha256": teacher_net.sha256 if teacher_net else None,
+                     **({"view_targets_sha256": run.view_meta["teacher_sha256"]} if run.view_meta else {})})
 
 
 def train_step(run: Run) -> tuple[torch.Tensor, dict[str, torch.Tensor], int, float]:
@@ -259,11 +267,17 @@ def train_step(run: Run) -> tuple[torch.Tensor, dict[str, torch.Tensor], int, fl
     x = run.augment(x, run.gen)
     y = run.labels[idx].clone()
     t = run.stored[idx].clone() if run.stored is not None else None
+    v = None
+    if run.view_targets is not None:  # each view's nearest stored view: the one with the same flip
+        nearest = torch.from_numpy(VT.nearest_view(run.augment.flipped.numpy(), run.view_flips))
+        v = run.view_targets[idx, nearest]
     if cfg.mixup > 0 or cfg.cutmix > 0:
         mixed = mix_batch(x, cfg.mixup, cfg.cutmix, run.gen)
         y[mixed] = -1  # a blend of two faces has no identity; only the online teacher can describe it
         if t is not None:
             t[mixed] = float("nan")
+        if v is not None:
+            v[mixed] = float("nan")
     tick = time.time()
     o = run.teacher_net(x).to(device) if run.teacher_net is not None else None  # the very views the student sees
     teacher_seconds = time.time() - tick
@@ -271,9 +285,10 @@ def train_step(run: Run) -> tuple[torch.Tensor, dict[str, torch.Tensor], int, fl
         x = x.contiguous(memory_format=torch.channels_last)
     y = y.to(device)
     t = t.to(device) if t is not None else None
+    v = v.to(device) if v is not None else None
     amp_dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
     with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.bf16):
-        loss, parts = run.ddp(x, y, t, cfg, o)
+        loss, parts = run.ddp(x, y, t, cfg, o, v)
     run.opt.zero_grad(set_to_none=True)
     scaler = run.scaler
     if scaler is not None:

@@ -392,7 +392,9 @@ async function groupCard(group) {
     onchange: () => {
       $("#cluster-merge").disabled = document.querySelectorAll("#cluster-groups .pick:checked").length < 2;
     } });
-  const nameInput = el("input", { placeholder: "Who is this?", "aria-label": `name of group ${group.id + 1}` });
+  // A group most of whose faces the gallery names already comes with that name filled in (the user may change it).
+  const nameInput = el("input", { placeholder: "Who is this?", value: group.known || "",
+    "aria-label": `name of group ${group.id + 1}` });
   const nameForm = el("form", { class: "actions", onsubmit: async (event) => {
     event.preventDefault();
     const name = nameInput.value.trim();
