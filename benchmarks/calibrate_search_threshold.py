@@ -24,6 +24,15 @@ black fill in every crop, and that shared fill raises all such pairs' scores tog
 out where FairFace's framing would cut them, score higher as impostors too). Those faces are scored and
 reported ("every face as cut"), never used.
 
+``--stranger-fill reflect`` aligns each stranger face from its photo padded by reflection (``BORDER_REFLECT_101``,
+wide enough that the crop never reaches the warp's black fill; the product's alignment is unchanged), so the part
+outside the photo is mirrored texture of that photo rather than one constant. Such faces count however far they
+reach beyond the photo only if the fill passes a dev check fixed before it was first run: the dev crops, each
+cut with a random stranger face's outside mask and the cut part filled by reflection (the crop mapped back into
+that photo's frame, padded and realigned), must keep their impostor quantiles within ±``FILL_MARGIN`` (0.02) of
+the uncut crops' at p = 1e-2, 1e-3 and 1e-4. Faces repeating an earlier one (a pair above ``DUPLICATE_ABOVE``,
+0.98: the same photo twice) are dropped; the same person in two photos stays, which only raises the tail.
+
 When the counted strangers hold at least 100 pairs above an exceedance probability below 1e-3, the card's tail
 is the more conservative of the two populations at each stored probability (the dev pairs only where at least
 50 of them lie above it), made monotone, down to the smallest probability with 100 stranger pairs above it
@@ -37,7 +46,7 @@ quantiles are written beside the tail's predictions.
     python benchmarks/calibrate_search_threshold.py [--weights CARD] [--write-card]
     python benchmarks/calibrate_search_threshold.py --strangers ../data/fairface/fair_face/val \\
         --strangers '../data/fairface/fair_face/train[30000:]' --detection-cache ../data/fairface/detections.sqlite \\
-        --embeddings-cache ../data/fairface/embeddings --procedures flip:fp32 \\
+        --embeddings-cache ../data/fairface/embeddings --procedures flip:fp32 --stranger-fill reflect \\
         --out benchmarks/results/search_threshold_strangers
 
 The second command measured FairFace (CC BY 4.0; ``facegnet.train.sources``' pinned snapshot, ``git archive
@@ -45,7 +54,9 @@ The second command measured FairFace (CC BY 4.0; ``facegnet.train.sources``' pin
 lineage never trained on (its one run with unlabelled faces, ``ea246eee…``, had the first 7,704 FairFace crops in
 that order, all from ``train/``). That snapshot's 224×224 photos are cut close: a median 44% of each aligned crop
 lies outside the photo and 36 of 14,655 faces pass the 5% rule, too few to reach below the dev pairs, so the
-card keeps the dev tail (``benchmarks/results/search_threshold_strangers.md``). Its highest-scoring pairs are the
+card keeps the dev tail (``benchmarks/results/search_threshold_strangers.md``). Reflection fill fails its dev
+check there (dev impostor quantiles +0.053, +0.064, +0.073 above the uncut crops' at 1e-2, 1e-3, 1e-4; black
+fill +0.048, +0.071, +0.089), so it qualifies no more faces. Its highest-scoring pairs are the
 same photo twice (1.0) and the same person in two photos (0.95–0.97): different photos are not always different
 people there.
 
@@ -93,6 +104,8 @@ SEARCH_TEMPLATES = 1678
 #: photo holds the face with its surroundings, and the black fill of a photo cut close to the face is shared by
 #: every such crop, which raises all their scores together (see the module docstring).
 MAX_OUTSIDE = 0.05
+#: Two stranger faces scoring above this are one photo twice (or near enough): the later one is dropped.
+DUPLICATE_ABOVE = 0.98
 
 
 @dataclass
@@ -158,11 +171,85 @@ def outside_fraction(shape: tuple[int, ...], landmarks: np.ndarray, size: int) -
     return float(1.0 - cv2.warpAffine(inside, matrix, (size, size), flags=cv2.INTER_NEAREST).mean())
 
 
-def stranger_crops(photos: list[Path], card, detection_cache: Path | None,
-                   chunk: int = 256) -> tuple[np.ndarray, list[Path], np.ndarray, dict]:
+def reflection_margin(shape: tuple[int, ...], landmarks: np.ndarray, size: int) -> int:
+    """How far (pixels) the aligned crop of this face reaches beyond its photo's edges."""
+    import cv2
+
+    from facegnet.align import CROP_SIZE, TEMPLATE, similarity_transform
+
+    inverse = cv2.invertAffineTransform(similarity_transform(landmarks, TEMPLATE * (size / CROP_SIZE)))
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64) @ inverse[:, :2].T + inverse[:, 2]
+    height, width = shape[:2]
+    beyond = max(0.0, -corners.min(), float((corners[:, 0] - width).max()), float((corners[:, 1] - height).max()))
+    return math.ceil(beyond) + 2
+
+
+def align_reflected(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """The face aligned as :func:`facegnet.align.align_face` aligns it, from its photo padded by reflection
+    (``BORDER_REFLECT_101``) wide enough that the crop never reaches the warp's black fill: the part outside the
+    photo is then mirrored texture of that photo, different in every photo, not one constant shared by all."""
+    import cv2
+
+    from facegnet.align import align_face
+
+    pad = reflection_margin(image.shape, landmarks, size)
+    padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+    return align_face(padded, np.asarray(landmarks, np.float64) + pad, size)
+
+
+def cut_like_strangers(crops: np.ndarray, landmarks: np.ndarray, shapes: np.ndarray, fill: str,
+                       seed: int = 0) -> np.ndarray:
+    """Dev crops cut the way the strangers' photos cut their faces: each crop takes the outside mask of a random
+    stranger face (that face's photo edges mapped into its aligned crop) and the cut part is filled ``"black"``
+    (the warp's fill) or by ``"reflect"``: the crop is mapped back into that stranger's photo frame, the photo is
+    padded by reflection and the face realigned (:func:`align_reflected`), and its pixels fill the cut part."""
+    import cv2
+
+    from facegnet.align import CROP_SIZE, TEMPLATE, similarity_transform
+
+    size = crops.shape[1]
+    pick = np.random.default_rng(seed).choice(len(landmarks), len(crops))
+    out = np.empty_like(crops)
+    for i, (crop, k) in enumerate(zip(crops, pick)):
+        height, width = int(shapes[k][0]), int(shapes[k][1])
+        matrix = similarity_transform(landmarks[k], TEMPLATE * (size / CROP_SIZE))
+        inside = cv2.warpAffine(np.ones((height, width), np.uint8), matrix, (size, size),
+                                flags=cv2.INTER_NEAREST)[..., None]
+        if fill == "black":
+            out[i] = crop * inside
+            continue
+        photo = cv2.warpAffine(crop, cv2.invertAffineTransform(matrix), (width, height), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REFLECT_101)
+        out[i] = np.where(inside > 0, crop, align_reflected(photo, landmarks[k], size))
+    return out
+
+
+#: The dev check a stranger fill must pass before its strangers count (fixed before it was first run): the dev
+#: impostor quantiles of dev crops cut like the strangers and filled this way lie within FILL_MARGIN of the uncut
+#: crops' at each of FILL_CHECK_P (both ways: a fill that lowers scores would make the strangers' tail too low).
+FILL_MARGIN, FILL_CHECK_P = 0.02, (1e-2, 1e-3, 1e-4)
+
+
+def fill_check(crops: np.ndarray, ids: np.ndarray, dev: Impostors, landmarks: np.ndarray, shapes: np.ndarray,
+               embed, fill: str) -> dict:
+    """Dev impostor quantiles uncut, cut like the strangers with black fill, and cut with ``fill``; whether
+    ``fill`` keeps them within FILL_MARGIN of the uncut ones (:data:`FILL_CHECK_P`)."""
+    fills = ["black"] + ([fill] if fill != "black" else [])
+    tables = {"uncut": population_table(dev)}
+    for f in fills:
+        tables[f] = population_table(impostor_scores(embed(cut_like_strangers(crops, landmarks, shapes, f)), ids))
+    gaps = {f"{p:g}": round(tables[fill][f"{p:g}"] - tables["uncut"][f"{p:g}"], 4) for p in FILL_CHECK_P}
+    return {"fill": fill, "quantiles": tables, "gaps": gaps, "margin": FILL_MARGIN,
+            "passes": fill != "black" and all(abs(g) <= FILL_MARGIN for g in gaps.values())}
+
+
+def stranger_crops(photos: list[Path], card, detection_cache: Path | None, fill: str = "black",
+                   chunk: int = 256) -> tuple[np.ndarray, list[Path], np.ndarray, dict, np.ndarray, np.ndarray]:
     """Aligned crops of the face nearest each photo's centre, found and aligned as a search's probe is
-    (:meth:`FaceRecognizer.embed_images` with ``select="center"``), and the share of each crop that lies
-    outside its photo; MTCNN's detections are kept in ``detection_cache`` so a rerun only decodes and aligns."""
+    (:meth:`FaceRecognizer.embed_images` with ``select="center"``; ``fill="reflect"``: from the photo padded by
+    reflection, :func:`align_reflected`), the share of each crop that lies outside its photo, and each face's
+    landmarks and photo size; MTCNN's detections are kept in ``detection_cache`` so a rerun only decodes and
+    aligns."""
     from facegnet.align import align_face
     from facegnet.detection.cache import DetectionCache
     from facegnet.io import load_image
@@ -171,6 +258,7 @@ def stranger_crops(photos: list[Path], card, detection_cache: Path | None,
     rec = FaceRecognizer(card.path)
     cache = DetectionCache(detection_cache, rec.detector) if detection_cache else None
     crops, used, outside, skipped = [], [], [], {"no face": 0, "face too small": 0}
+    landmarks, shapes = [], []
     for start in range(0, len(photos), chunk):
         batch = photos[start : start + chunk]
         arrays = [load_image(p) for p in batch]
@@ -191,22 +279,30 @@ def stranger_crops(photos: list[Path], card, detection_cache: Path | None,
             if face.size < rec.min_face_size:
                 skipped["face too small"] += 1
                 continue
-            crops.append(align_face(array, face.landmarks, rec.card.input_size))
+            align = align_reflected if fill == "reflect" else align_face
+            crops.append(align(array, face.landmarks, rec.card.input_size))
             outside.append(outside_fraction(array.shape, face.landmarks, rec.card.input_size))
+            landmarks.append(np.asarray(face.landmarks, np.float64).reshape(5, 2))
+            shapes.append(array.shape[:2])
             used.append(photo)
         print(f"strangers: {start + len(batch)}/{len(photos)} photos, {len(crops)} faces", file=sys.stderr,
               flush=True)
     if cache:
         cache.close()
-    return np.stack(crops), used, np.array(outside, np.float32), skipped
+    return (np.stack(crops), used, np.array(outside, np.float32), skipped, np.array(landmarks),
+            np.array(shapes, np.int64))
 
 
 class StrangerEmbeddings:
     """The strangers' embeddings per procedure: crops made once (:func:`stranger_crops`), embeddings kept in
-    ``cache`` (keyed by the weights, the procedure and the photo list) so a rerun neither detects nor embeds."""
+    ``cache`` (keyed by the weights, the fill, the procedure and the photo list) so a rerun neither detects nor
+    embeds."""
 
-    def __init__(self, photos: list[Path], card, detection_cache: Path | None, cache: Path | None) -> None:
+    def __init__(self, photos: list[Path], card, detection_cache: Path | None, cache: Path | None,
+                 fill: str = "black") -> None:
         self.photos, self.card, self.detection_cache, self.cache = photos, card, detection_cache, cache
+        self.fill = fill
+        self.landmarks, self.shapes = np.zeros((0, 5, 2)), np.zeros((0, 2), np.int64)
         self.crops: np.ndarray | None = None
         self.used: list[Path] = []
         self.outside = np.zeros(0, np.float32)
@@ -217,7 +313,8 @@ class StrangerEmbeddings:
         if self.cache is None:
             return None
         digest = hashlib.sha1("\n".join([self.card.fingerprint, *map(str, self.photos)]).encode()).hexdigest()[:12]
-        return self.cache / f"strangers-{key.replace(':', '-')}-{digest}.npz"
+        fill = "" if self.fill == "black" else f"{self.fill}-"
+        return self.cache / f"strangers-{fill}{key.replace(':', '-')}-{digest}.npz"
 
     def __call__(self, key: str, embed) -> tuple[np.ndarray, list[Path], np.ndarray]:
         """Embeddings of every stranger face, their photos, and the share of each crop outside its photo."""
@@ -227,17 +324,31 @@ class StrangerEmbeddings:
             self.used = [Path(p) for p in saved["used"]]
             self.outside, self.skipped = saved["outside"], json.loads(str(saved["skipped"]))
             self.faces = len(self.used)
+            if "landmarks" in saved:
+                self.landmarks, self.shapes = saved["landmarks"], saved["shapes"]
             return saved["emb"], self.used, self.outside
         if self.crops is None:
-            self.crops, self.used, self.outside, self.skipped = stranger_crops(self.photos, self.card,
-                                                                               self.detection_cache)
+            self.crops, self.used, self.outside, self.skipped, self.landmarks, self.shapes = stranger_crops(
+                self.photos, self.card, self.detection_cache, self.fill)
             self.faces = len(self.used)
         emb = embed(self.crops)
         if file is not None:
             file.parent.mkdir(parents=True, exist_ok=True)
             np.savez(file, emb=emb, used=np.array([str(p) for p in self.used]), outside=self.outside,
-                     skipped=json.dumps(self.skipped))
+                     skipped=json.dumps(self.skipped), landmarks=self.landmarks, shapes=self.shapes)
         return emb, self.used, self.outside
+
+
+def duplicates(embeddings: np.ndarray, above: float, block: int = 1024) -> np.ndarray:
+    """Faces that repeat an earlier face (a pair scoring above ``above``: the same photo twice, near enough):
+    True for the later face of each such pair. The same person in different photos scores lower and stays."""
+    repeat = np.zeros(len(embeddings), bool)
+    for s in range(0, len(embeddings), block):
+        sims = embeddings[s : s + block] @ embeddings.T
+        rows, cols = np.nonzero(sims > above)
+        later = cols > s + rows
+        repeat[cols[later]] = True
+    return repeat
 
 
 def all_pair_scores(embeddings: np.ndarray, photos: list[Path], block: int = 1024) -> tuple[Impostors, list[dict]]:
@@ -360,6 +471,8 @@ def command_of(args: argparse.Namespace) -> str:
         parts.append(f"--detection-cache {args.detection_cache}")
     if args.embeddings_cache:
         parts.append(f"--embeddings-cache {args.embeddings_cache}")
+    if args.stranger_fill != "black":
+        parts.append(f"--stranger-fill {args.stranger_fill}")
     if args.max_outside != MAX_OUTSIDE:
         parts.append(f"--max-outside {args.max_outside:g}")
     if args.procedures != ",".join(f"{'flip' if f else 'noflip'}:{n}" for f, n in PROCEDURES):
@@ -383,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the strangers' embeddings here, per procedure, and reuse them")
     parser.add_argument("--max-outside", type=float, default=MAX_OUTSIDE, metavar="SHARE",
                         help="skip stranger faces whose aligned crop lies more than this share outside the photo")
+    parser.add_argument("--stranger-fill", choices=("black", "reflect"), default="black",
+                        help="align strangers from the photo as is (black beyond its edges) or padded by reflection; "
+                             "a reflection-filled face counts however far its crop reaches beyond the photo only if "
+                             "the fill passes the dev check (FILL_MARGIN)")
     parser.add_argument("--procedures", default=",".join(f"{'flip' if f else 'noflip'}:{n}" for f, n in PROCEDURES),
                         help="comma-separated procedure keys (default: all four)")
     parser.add_argument("--far", type=float, default=0.01, help="per-search false-alarm rate for the size table")
@@ -403,7 +520,11 @@ def main(argv: list[str] | None = None) -> int:
     crops, ids = dev_crops(args.data)
     photos = [p for spec in args.strangers for p in stranger_photos(spec)]
     wanted = args.procedures.split(",")
-    strangers_of = StrangerEmbeddings(photos, card, args.detection_cache, args.embeddings_cache)
+    fill = args.stranger_fill
+    strangers_of = StrangerEmbeddings(photos, card, args.detection_cache, args.embeddings_cache, fill)
+    black_of = StrangerEmbeddings(photos, card, args.detection_cache, args.embeddings_cache) \
+        if fill != "black" else strangers_of
+    repeats = 0
     results = {}
     for flip, numerics in PROCEDURES:
         key = f"{'flip' if flip else 'noflip'}:{numerics}"
@@ -412,17 +533,29 @@ def main(argv: list[str] | None = None) -> int:
         embed = embedder_for(card, flip, numerics)
         dev = impostor_scores(embed(crops), ids)
         strangers, best, as_cut, best_cut, framed = None, [], None, [], np.zeros(0, bool)
+        filled, best_filled, checked = None, [], None
         if photos:
             s_emb, s_all, outside = strangers_of(key, embed)
             framed = outside <= args.max_outside
-            if not framed.all():  # every face as the photos cut it: reported, never used
-                as_cut, best_cut = all_pair_scores(s_emb, s_all)
+            if fill != "black":  # every face filled by `fill`: counted only when the dev check passes
+                checked = fill_check(crops, ids, dev, strangers_of.landmarks, strangers_of.shapes, embed, fill)
+                repeat = duplicates(s_emb, DUPLICATE_ABOVE)
+                repeats = int(repeat.sum())
+                filled, best_filled = all_pair_scores(s_emb[~repeat], [p for p, r in zip(s_all, repeat) if not r])
+                framed = ~repeat if checked["passes"] else framed & ~repeat
+                b_emb, b_all, _ = black_of(key, embed)
+            else:
+                b_emb, b_all = s_emb, s_all
+            if not (outside <= args.max_outside).all():  # every face as the photos cut it: reported, never used
+                as_cut, best_cut = all_pair_scores(b_emb, b_all)
             if framed.sum() >= 2:
                 strangers, best = all_pair_scores(s_emb[framed], [p for p, ok in zip(s_all, framed) if ok])
         deeper = strangers is not None and reaches_beyond_dev(strangers)
+        how = (f", aligned from photos padded by {fill} ({repeats} repeated photos dropped)"
+               if checked and checked["passes"] else "")
         calibrated_on = (f"every pair of different people among the training pack's {len(crops)} dev faces"
-                         + (f", and every pair of {int(framed.sum())} stranger faces ({', '.join(args.strangers)}); "
-                            "at each quantile the more conservative population" if deeper else "")
+                         + (f", and every pair of {int(framed.sum())} stranger faces ({', '.join(args.strangers)})"
+                            f"{how}; at each quantile the more conservative population" if deeper else "")
                          + "; never LFW")
         desc = describe_tail(dev, strangers if deeper else None, command, calibrated_on)
         dev_only = describe_tail(dev, None, command, calibrated_on)
@@ -436,12 +569,15 @@ def main(argv: list[str] | None = None) -> int:
             "dev_quantiles": population_table(dev),
             "stranger_quantiles": population_table(strangers),
             "stranger_as_cut_quantiles": population_table(as_cut),
+            "stranger_filled_quantiles": population_table(filled),
+            "fill_check": checked,
             "strangers_used": deeper,
             "searches_among_strangers": simulated_searches(s_emb[framed], desc, args.far) if photos else None,
-            "searches_among_strangers_as_cut": simulated_searches(s_emb, desc, args.far) if photos else None,
+            "searches_among_strangers_as_cut": simulated_searches(b_emb, desc, args.far) if photos else None,
             "highest_dev_impostor": round(float(dev.top[0]), 4),
             "highest_stranger_pairs": best,
             "highest_stranger_pairs_as_cut": best_cut,
+            "highest_stranger_pairs_filled": best_filled,
         }
         tail = desc["tail"]
         print(f"{key}: p_u {tail['p_u']:g} u {tail['u']} sigma {tail['sigma']} (GPD xi {tail['gpd_fitted']['xi']}); "
@@ -456,6 +592,8 @@ def main(argv: list[str] | None = None) -> int:
         "stranger_faces": strangers_of.faces,
         "stranger_skipped": strangers_of.skipped,
         "max_outside": args.max_outside,
+        "stranger_fill": fill,
+        "stranger_repeats_dropped": repeats,
         "stranger_outside_quantiles": {f"{q:g}": round(float(np.quantile(strangers_of.outside, q)), 3)
                                        for q in (0.1, 0.25, 0.5, 0.75, 0.9)} if strangers_of.faces else {},
         "stranger_faces_framed": int(framed.sum()),
@@ -488,10 +626,13 @@ def markdown(r: dict) -> str:
     if r["stranger_photos"]:
         skipped = ", ".join(f"{v} {k}" for k, v in r["stranger_skipped"].items())
         outside = r["stranger_outside_quantiles"]
+        passed = any((p.get("fill_check") or {}).get("passes") for p in r["procedures"].values())
+        counted = (f"every face ({r['stranger_fill']} fill, {r['stranger_repeats_dropped']} repeats dropped)"
+                   if passed else f"with at most {r['max_outside']:g} outside")
         where += (f" and {r['stranger_faces']:,} stranger faces of {r['stranger_photos']:,} photos ({skipped}); "
                   f"share of each aligned crop outside its photo: median {outside.get('0.5')}, 10th–90th "
                   f"percentile {outside.get('0.1')}–{outside.get('0.9')}; {r['stranger_faces_framed']:,} faces "
-                  f"with at most {r['max_outside']:g} outside ({r['stranger_pairs']:,} pairs)")
+                  f"counted, {counted} ({r['stranger_pairs']:,} pairs)")
     used = [k for k, p in r["procedures"].items() if p["strangers_used"]]
     lines = [
         f"# Impostor-score tails and per-search thresholds ({r['weights']}, sha256 {r['sha256'][:12]}…)",
@@ -514,14 +655,28 @@ def markdown(r: dict) -> str:
         if p["strangers_used"]:
             lines.append(f"| {key} | dev only | " + " | ".join(str(p["threshold_by_templates_dev_only"][str(n)])
                                                            for n in SIZES) + " |")
-    tables = ("dev_quantiles", "stranger_quantiles", "stranger_as_cut_quantiles")
+    checks = [(key, p["fill_check"]) for key, p in r["procedures"].items() if p.get("fill_check")]
+    for key, c in checks:
+        probs = list(c["quantiles"]["uncut"])
+        lines += ["", f"Dev check of the {c['fill']} fill ({key}): the dev crops cut as the strangers' photos cut "
+                  f"their faces (each takes a random stranger face's outside mask), the cut part filled black or by "
+                  f"{c['fill']}; the fill passes when its dev impostor quantiles lie within ±{c['margin']} of the "
+                  f"uncut crops' at p = {', '.join(c['gaps'])}: gaps {', '.join(f'{g:+}' for g in c['gaps'].values())}"
+                  f", {'passes' if c['passes'] else 'fails'}.", "",
+                  "| dev crops | " + " | ".join(f"p = {q}" for q in probs) + " |", "|---|" + "---|" * len(probs)]
+        lines += [f"| {name} | " + " | ".join(str(t.get(q, "")) for q in probs) + " |"
+                  for name, t in c["quantiles"].items()]
+    tables = ("dev_quantiles", "stranger_quantiles", "stranger_filled_quantiles", "stranger_as_cut_quantiles")
     probs = sorted({q for p in r["procedures"].values() for t in tables for q in p.get(t, {})}, key=lambda q: -float(q))
     lines += ["", "Empirical quantiles of each population (score exceeded by a fraction p of its pairs; at least 5 "
               "pairs above):", "",
               "| procedure | population | " + " | ".join(f"p = {q}" for q in probs) + " |",
               "|---|---|" + "---|" * len(probs)]
     names = {"dev_quantiles": "dev pairs", "stranger_quantiles": f"strangers, at most {r['max_outside']:g} outside",
-             "stranger_as_cut_quantiles": "strangers, every face as cut (not used)"}
+             "stranger_as_cut_quantiles": "strangers, every face as cut (not used)",
+             "stranger_filled_quantiles": f"strangers, every face, {r.get('stranger_fill')} fill, "
+                                          f"{r.get('stranger_repeats_dropped')} repeats dropped"
+                                          + ("" if used else " (not used)")}
     for key, p in r["procedures"].items():
         for t in tables:
             if p.get(t):
@@ -548,6 +703,7 @@ def markdown(r: dict) -> str:
                   f"{q['searches_per_split']:,} | {100 * q['named_mean']:.2f}% "
                   f"({', '.join(f'{100 * x:.2f}' for x in q['named'])}) |" for key, t, q in searches]
     for field, title in (("highest_stranger_pairs", f"strangers with at most {r['max_outside']:g} outside"),
+                         ("highest_stranger_pairs_filled", f"strangers, every face, {r.get('stranger_fill')} fill"),
                          ("highest_stranger_pairs_as_cut", "strangers, every face as cut")):
         tops = [(key, p[field]) for key, p in r["procedures"].items() if p.get(field)]
         if tops:
