@@ -220,7 +220,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path: Path, dev_pairs: Path) 
 # What the trainer wrote before relation_weight, fold_margin and budget_minutes were removed: the same checkpoint
 # entries, with those options at 0 in its config (and without the options added since).
 PRE_REFACTOR_ONLY = {"relation_weight": 0.0, "fold_margin": 0.0, "budget_minutes": 0.0}
-ADDED_SINCE = ("lookalike_neighbours", "view_targets", "view_targets_weight")
+ADDED_SINCE = ("view_targets", "view_targets_weight", "schedule", "branch_from")
 CHECKPOINT_ENTRIES = {"config", "module", "model", "ema", "optimizer", "scheduler", "step", "best", "minutes", "rng"}
 
 
@@ -265,30 +265,6 @@ def test_a_checkpoint_written_before_the_options_were_pruned_resumes_exactly(
     # and a resumed run keeps its own configuration: only where and how it runs may change
     assert main(["train", "--out", str(tmp_path / "old"), "--resume", "--lr", "0.5"]) == DataError.exit_code
     assert "--lr cannot change when resuming" in capsys.readouterr().err
-
-
-@needs_pack
-def test_lookalike_batches_train_and_resume_exactly(tmp_path: Path) -> None:
-    """--lookalike-neighbours: batches from the look-alike sampler, built on the pack's stored descriptors."""
-    from facegnet.train.lookalike import LookalikeSampler
-    from facegnet.train.sampling import make_sampler
-
-    cfg = tiny_config(tmp_path / "straight", None, steps=3, lookalike_neighbours=4, threads=1)
-    faces = D.training_faces(cfg)
-    sampler = make_sampler(cfg, faces)
-    assert isinstance(sampler, LookalikeSampler)
-    plain = EpochSampler(len(faces), cfg.batch_size, cfg.seed)
-    assert any(sorted(sampler.batch(s)) != sorted(plain.batch(s)) for s in range(3))
-    straight = train(cfg, progress=False)
-    assert straight["step"] == 3
-    log = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3] and all(math.isfinite(r["loss"]) for r in log if "loss" in r)
-    train(tiny_config(tmp_path / "split", None, steps=3, lookalike_neighbours=4, threads=1, stop_at=2), progress=False)
-    train(tiny_config(tmp_path / "split", None, steps=3, lookalike_neighbours=4, threads=1), resume=True,
-          progress=False)
-    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
-    assert _states_equal(a["module"], b["module"])
 
 
 @needs_pack

@@ -31,6 +31,7 @@ REMOVED: dict[str, str] = {
     "relation_weight": "relation distillation tied the run without it",
     "fold_margin": "a margin loss on the folded view tied folding at export",
     "budget_minutes": "a wall-clock schedule breaks exact resume; give steps",
+    "lookalike_neighbours": "batches of look-alike identities did not beat random ones",
 }
 
 #: What a resumed run may change: where and how it runs, and when it pauses; everything else is the run's own.
@@ -65,9 +66,6 @@ class TrainConfig:
     min_faces: int = _option(2, "identities with fewer faces get no margin loss (still distilled)")
     limit: int | None = _option(None, "use only the first N faces (quick checks)", kind=int)
     cache: str | None = _option(None, "folder for a cache of the decoded crops (.npy)", kind=str)
-    lookalike_neighbours: int = _option(0, "look-alike batches: each batch gathers identities that are among each "
-                                        "other's N nearest by the teacher's identity centres "
-                                        "(facegnet.train.lookalike); 0: random batches")
     # losses
     head: str = _option("arcface", "margin loss", choices=("arcface", "cosface", "none"))
     scale: float = _option(64.0, "margin head scale s")
@@ -172,7 +170,7 @@ class TrainConfig:
             raise DataError("--branch-from continues a trunk's own weights; leave out --init")
         if self.batch_size < 1:
             raise DataError(f"--batch-size must be at least 1, not {self.batch_size}")
-        for name in ("steps", "warmup_steps", "min_faces", "lookalike_neighbours", "freeze_stages", "checkpoint_every", "eval_every",
+        for name in ("steps", "warmup_steps", "min_faces", "freeze_stages", "checkpoint_every", "eval_every",
                      "threads", "stop_at"):
             if getattr(self, name) < 0:
                 raise DataError(f"{_flag(name)} cannot be negative, not {getattr(self, name)}")

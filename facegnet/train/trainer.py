@@ -201,7 +201,7 @@ def build_run(cfg: TrainConfig, resume: bool = False) -> Run:
     if cfg.channels_last:
         module = module.to(memory_format=torch.channels_last)
 
-    sampler = make_sampler(cfg, faces, rank, world, teacher_net)
+    sampler = make_sampler(cfg, faces, rank, world)
     total = cfg.steps or max(1, int(round(cfg.epochs * sampler.steps_per_epoch)))
     opt, sched = M.build_optimiser(cfg, module, total)
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * rank)
