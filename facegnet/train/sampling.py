@@ -7,8 +7,6 @@ from __future__ import annotations
 import numpy as np
 
 from facegnet.errors import DataError
-from facegnet.train.config import TrainConfig
-from facegnet.train.datasets import FaceSet
 
 
 class EpochSampler:
@@ -36,8 +34,3 @@ class EpochSampler:
             rng = np.random.default_rng(self.seed * 100_003 + epoch)
             self._cached = (epoch, rng.permutation(self.n))
         return self._cached[1]
-
-
-def make_sampler(cfg: TrainConfig, faces: FaceSet, rank: int = 0, world: int = 1) -> EpochSampler:
-    """The run's sampler: random batches of ``cfg.batch_size`` over ``faces``, this process's share of each."""
-    return EpochSampler(len(faces), cfg.batch_size, cfg.seed, rank, world)

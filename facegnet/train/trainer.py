@@ -37,7 +37,7 @@ from facegnet.train.config import DEFAULT_MODEL, RESUMABLE, TrainConfig
 from facegnet.train.evaluate import embed_crops, pair_scores
 from facegnet.train.fold import fold_view
 from facegnet.train.module import TrainModule
-from facegnet.train.sampling import make_sampler
+from facegnet.train.sampling import EpochSampler
 from facegnet.train.setup import (
     build_net,
     freeze_early,
@@ -201,7 +201,7 @@ def build_run(cfg: TrainConfig, resume: bool = False) -> Run:
     if cfg.channels_last:
         module = module.to(memory_format=torch.channels_last)
 
-    sampler = make_sampler(cfg, faces, rank, world)
+    sampler = EpochSampler(len(faces), cfg.batch_size, cfg.seed, rank, world)
     total = cfg.steps or max(1, int(round(cfg.epochs * sampler.steps_per_epoch)))
     opt, sched = M.build_optimiser(cfg, module, total)
     gen = torch.Generator().manual_seed(cfg.seed + 7919 * rank)
