@@ -4,8 +4,8 @@
 # Here (CPU machine), once per recipe: pack what the recipe reads into .carry/ (git-ignored, never committed):
 #   bash benchmarks/device_train.sh prepare RECIPE
 # The recipe's training data (--data plus every --extra-data folder) goes into zip shards of at most 40 MiB
-# (`python -m facegnet.train.bundle`), its online teacher's IR into .carry/teacher and its --init weights into
-# .carry/init.pt. It prints the `carry` lists: a call moves at most 64 MiB and the repo's own files travel with
+# (`python -m facegnet.train.bundle`), its online teacher's IR into .carry/teacher, a second teacher's stored
+# targets (--view-targets) into .carry/view_targets and its --init weights into .carry/init.pt. It prints the `carry` lists: a call moves at most 64 MiB and the repo's own files travel with
 # every call, so more shards travel in more calls (a file carried once stays on the warm machine).
 #
 # There (GPU machine, repo root, its own python3 with PyTorch; nothing to install):
@@ -45,6 +45,12 @@ prepare)
         cp "$teacher"/*.xml "$teacher"/*.bin .carry/teacher/
         carry="\".carry/teacher\", $carry"
     fi
+    views=$(recipe_field "$recipe" view_targets)
+    if [ -n "$views" ]; then
+        mkdir -p .carry/view_targets
+        cp "$views"/targets.json "$views"/targets.npy .carry/view_targets/
+        carry="\".carry/view_targets\", $carry"
+    fi
     init=$(recipe_field "$recipe" init)
     if [ -n "$init" ]; then
         cp "$init" .carry/init.pt
@@ -72,6 +78,7 @@ run)
     paths=(--data /tmp/faces/pack)
     [ -z "$extra" ] || paths+=(--extra-data "$extra")
     [ ! -d "$carry_dir/teacher" ] || paths+=(--teacher-model "$carry_dir/teacher")
+    [ ! -d "$carry_dir/view_targets" ] || paths+=(--view-targets "$carry_dir/view_targets")
     [ ! -f "$carry_dir/init.pt" ] || paths+=(--init "$carry_dir/init.pt")
     python3 -m facegnet train --config "$recipe" "${paths[@]}" \
         --device "${DEVICE:-cuda}" --teacher-engine torch --bf16 --batch-size 512 --max-minutes "$minutes" \
@@ -98,7 +105,7 @@ EOF
         python3 -m facegnet train --config "$recipe" --dry-run > "$out/recipe.json"
         python3 -c "import json, sys, torch; c = torch.load(sys.argv[1], map_location='cpu', weights_only=False); \
 r = json.load(open(sys.argv[3])); \
-c['config'].update({k: r[k] for k in ('data', 'extra_data', 'teacher_model', 'init')}, cache=None); \
+c['config'].update({k: r[k] for k in ('data', 'extra_data', 'teacher_model', 'view_targets', 'init')}, cache=None); \
 torch.save({k: c[k] for k in ('config', 'model', 'step', 'best', 'minutes')}, sys.argv[2])" \
             "$out/run/best.pt" "$out/best_slim.pt" "$out/recipe.json"
     fi

@@ -59,6 +59,8 @@ def test_pack_then_unpack_gives_the_same_training_data(tmp_path: Path) -> None:
     counts = bundle.unpack(tmp_path / "carry", tmp_path / "out")
     assert counts == {"pack": 30 + 3, "extra": 5 + 1}  # crops + manifest, pairs, teacher / crops + manifest
     assert not (tmp_path / "out" / "pack" / "notes.bin").exists()
+    # its crops already WebP, the pack's manifest travels byte for byte (stored view targets name it by sha256)
+    assert (tmp_path / "out" / "pack" / "manifest.csv").read_bytes() == (tmp_path / "pack" / "manifest.csv").read_bytes()
 
     before, after = D.load_pack(tmp_path / "pack", "train"), D.load_pack(tmp_path / "out" / "pack", "train")
     assert np.array_equal(before.images, after.images)  # WebP crops travel byte for byte
