@@ -108,7 +108,9 @@ def test_each_event_reaches_a_subscriber_within_a_second_of_its_frame(clip, gall
         for name in [*ENROLLED.values(), "unknown"]:
             config = configs[f"homeassistant/binary_sensor/facegnet_home_door/{slug(name)}/config"]
             assert config["state_topic"] == f"home/door/people/{slug(name)}"
-            assert config["availability_topic"] == "home/door/status" and config["device_class"] == "occupancy"
+            assert config["availability"] == [{"topic": "home/door/status", "payload_available": "online",
+                                               "payload_not_available": "offline"}]
+            assert config["availability_mode"] == "any" and config["device_class"] == "occupancy"
         assert configs[f"homeassistant/binary_sensor/facegnet_home_door/{slug('Серена Уильямс')}/config"]["name"] \
             == "Серена Уильямс"
     finally:
@@ -253,13 +255,18 @@ def test_the_servers_camera_sessions_publish_too(gallery, broker, recognizer, tm
 def test_publishers_sharing_presence_announce_once_and_agree_on_who_is_in_view(broker, tmp_path):
     """Two publishers with one :class:`SharedPresence` (what two server workers have): a face that appears
     through one and leaves through the other turns its person OFF; one that is in view of two sessions keeps
-    them ON until both have left; discovery and the first states come from one of them only."""
+    them ON until both have left; discovery and the first states come from one of them only. Each says whether
+    it is up on its own topic, and discovery lists both (available while any is online)."""
     from facegnet.live.presence import SharedPresence
 
     subscriber, discovery = Subscriber(broker.port, "shed"), Subscriber(broker.port, "homeassistant")
     url = f"mqtt://127.0.0.1:{broker.port}/shed"
     publishers = [MqttPublisher(MqttTarget.parse(url), people=["Ann"], log=lambda line: None,
-                                presence=SharedPresence(tmp_path, ["Ann"])) for _ in range(2)]
+                                presence=SharedPresence(tmp_path, ["Ann"], workers=2)) for _ in range(2)]
+    workers = ["shed/status/worker-1", "shed/status/worker-2"]
+
+    def status(topic: str) -> list[str]:
+        return [payload for _, payload in subscriber.on(topic)]
 
     def event(kind: str, session: str, track: int = 1, name: str = "Ann") -> dict:
         return {"event": kind, "time": "2026-01-01T00:00:00.000Z", "track": track, "name": name,
@@ -270,6 +277,7 @@ def test_publishers_sharing_presence_announce_once_and_agree_on_who_is_in_view(b
 
     try:
         assert all(p.start(wait=5) for p in publishers)
+        subscriber.wait_for(lambda: all(status(topic) == ["online"] for topic in workers))
         first, second = publishers
         first(event("appeared", "porch"))
         second(event("appeared", "garage"))  # the same track id in another session: another track
@@ -283,13 +291,23 @@ def test_publishers_sharing_presence_announce_once_and_agree_on_who_is_in_view(b
         subscriber.wait_for(lambda: len(subscriber.on("shed/events")) == 5)
         first(event("left", "porch", 2, "Bea"))
         subscriber.wait_for(lambda: [p for _, p in subscriber.on("shed/people/bea")][-1:] == ["OFF"])
+        first.close()
+        subscriber.wait_for(lambda: status(workers[0])[-1:] == ["offline"])
+        assert status(workers[1]) == ["online"]
+        successor = SharedPresence(tmp_path, workers=2)  # a worker started in place of the first
+        assert successor.worker() == 1  # the number the first let go, its topic in discovery
+        successor.close()
     finally:
         for publisher in publishers:
             publisher.close()
         subscriber.close()
-    configs = [topic.split("/")[-2] for _, topic, _, _ in discovery.messages]
+    configs = {topic.split("/")[-2]: json.loads(payload) for _, topic, payload, _ in discovery.messages}
     discovery.close()
-    assert sorted(configs) == ["ann", "bea", "unknown"], configs  # each once, not once a publisher
+    assert len(discovery.messages) == 3 and sorted(configs) == ["ann", "bea", "unknown"], configs  # not 1 a publisher
+    listed = [*workers, "shed/status/worker-3"]  # and the number a restart may take (see availability_topics)
+    assert all(c["availability_mode"] == "any" and [a["topic"] for a in c["availability"]] == listed
+               for c in configs.values()), configs
+    assert status("shed/status") == []  # a process alone's topic: the server process's, not its workers'
     assert states().count("OFF") == 2  # the first state (once), and when the garage's face left
 
 

@@ -4,8 +4,9 @@ Enrolments sent at the same time to different processes all land (the gallery's 
 transactions), each process sees the others' people at once, and the same photo sent to two processes at
 once becomes one template. A camera session whose frames alternate between the two workers is tracked as
 one, and with ``--mqtt`` (Debian's mosquitto) each of its events is published once and who is in view holds
-across sessions and workers. An 8000×8000 photo keeps a server's peak memory under 1.5 GB (decoded reduced),
-and enrolling one raises it by far less than a full-size decode would.
+across sessions and workers; a worker killed with SIGKILL is offline on its own availability topic while the
+other keeps the Home Assistant sensors available. An 8000×8000 photo keeps a server's peak memory under 1.5 GB
+(decoded reduced), and enrolling one raises it by far less than a full-size decode would.
 """
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import http.client
 import importlib.util
 import io
 import json
+import os
+import re
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -242,3 +246,48 @@ def test_an_8000_pixel_photo_enrols_reduced(servers, tmp_path):
     [big] = httpx.get(f"{urls['B']}/api/people/Big_Tony", headers=AUTH).json()["templates"]
     expected = [v * 8 + (3000, 2500)[i % 2] for i, v in enumerate(small["box"])]  # in the big photo's pixels
     assert max(abs(a - b) for a, b in zip(big["box"], expected)) < 0.2 * (expected[2] - expected[0]), big
+
+
+# ---------------------------------------------------------------------------------------------- a worker crashes
+def held_worker_numbers(pids: list[int]) -> dict[int, int]:
+    """Which worker number each of ``pids`` holds: the ``presence.worker-K.lock`` it keeps open (/proc)."""
+    held = {}
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                found = re.search(r"/presence\.worker-(\d+)\.lock$", os.readlink(f"/proc/{pid}/fd/{fd}"))
+                if found:
+                    held[pid] = int(found.group(1))
+        except OSError:  # it ended meanwhile
+            continue
+    return held
+
+
+def test_a_crashed_worker_is_offline_on_its_own_topic_while_the_other_keeps_the_sensors_available(hall, servers):
+    """``--workers 2 --mqtt``: each worker says whether it is up on ``TOPIC/status/worker-K``, and discovery lists
+    both with ``availability_mode: any``. A worker killed with SIGKILL is marked offline on its own topic (the
+    broker's last will) while the other's and the server's ``TOPIC/status`` stay online. (That the worker started
+    in its place takes the same number: tests/test_mqtt.py, without the seconds it takes to load.)"""
+    if hall is None:
+        pytest.skip("Debian's mosquitto or paho-mqtt is missing (.ci/run installs mosquitto; paho-mqtt is in the "
+                    "test extra)")
+    _, events, discovery = hall
+    _, _, pids = servers
+    topics = {k: f"hall/status/worker-{k}" for k in (1, 2)}
+
+    def last(topic: str) -> str | None:
+        return next((payload for _, payload in reversed(events.on(topic))), None)
+
+    events.wait_for(lambda: [last(t) for t in topics.values()] == ["online", "online"])
+    assert last("hall/status") == "online"
+    held = held_worker_numbers(server_processes(pids["A"])[1:])
+    assert sorted(held.values()) == [1, 2], held
+    victim, number = next(iter(held.items()))
+    os.kill(victim, signal.SIGKILL)
+    events.wait_for(lambda: last(topics[number]) == "offline", timeout=5)
+    assert last(topics[3 - number]) == "online" and last("hall/status") == "online"
+
+    configs = [json.loads(payload) for _, topic, payload, _ in discovery.messages if topic.endswith("/unknown/config")]
+    assert configs[-1]["availability_mode"] == "any", configs
+    listed = [a["topic"] for a in configs[-1]["availability"]]
+    assert listed[:2] == [topics[1], topics[2]] and len(listed) == 3, configs  # and the number a restart may take

@@ -143,10 +143,19 @@ def run_serve(args: argparse.Namespace) -> int:
     # A camera session's frames reach any worker: its state lives in a private folder they all share.
     live_dir = tempfile.mkdtemp(prefix="facegnet-live-")  # 0700
     os.environ["FACEGNET_SERVE_LIVE_DIR"] = live_dir
+    status = None
+    if args.mqtt:  # each worker says whether it is up on its own topic; TOPIC/status is this process's
+        from facegnet.live.mqtt import MqttTarget
+        from facegnet.live.server_status import ServerStatus
+
+        status = ServerStatus(MqttTarget.parse(args.mqtt))
+        status.start()
     try:
         uvicorn.run("facegnet.cli.serve:app_from_environment", factory=True, host=args.host, port=args.port,
                     workers=args.workers, log_level="warning", **_patient_supervisor(uvicorn))
     finally:
+        if status is not None:
+            status.close()
         shutil.rmtree(live_dir, ignore_errors=True)
     return 0
 
@@ -209,7 +218,7 @@ def _options_json(args: argparse.Namespace) -> str:
         "weights": args.weights, "threshold": args.threshold, "no_flip": args.no_flip, "device": args.device,
         "threads": args.threads, "backend": args.backend, "max_upload_mb": args.max_upload_mb,
         "auth": not args.no_auth, "max_side": max_side_of(args),
-        "requests_at_once": args.requests_at_once, "mqtt": args.mqtt,
+        "requests_at_once": args.requests_at_once, "mqtt": args.mqtt, "workers": args.workers,
     })
 
 
@@ -229,7 +238,7 @@ def app_from_environment():
                       threshold=options["threshold"], max_upload_mb=options["max_upload_mb"],
                       max_side=options.get("max_side"), concurrency=options.get("requests_at_once", 1),
                       live_dir=os.environ.get("FACEGNET_SERVE_LIVE_DIR"),
-                      mqtt=options.get("mqtt"))
+                      mqtt=options.get("mqtt"), workers=options.get("workers", 1))
 
 
 __all__ = ["register", "run_serve", "app_from_environment", "worker_layout", "available_cores"]

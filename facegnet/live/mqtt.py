@@ -9,12 +9,17 @@ event dicts that ``facegnet identify --camera/--video/--stream`` writes as JSON 
 - ``TOPIC/status``: ``online``, and ``offline`` when the publisher stops or its connection dies (retained; the
   broker's last will);
 - with discovery on (the default), a retained Home Assistant discovery config for every enrolled person, so
-  each appears as a ``binary_sensor`` (occupancy) without any configuration in Home Assistant.
+  each appears as a ``binary_sensor`` (occupancy) without any configuration in Home Assistant; it is available
+  while its availability topic (or any of them: ``availability_mode: any``) says ``online``.
 
 Who is present comes from a :class:`~facegnet.live.presence.Presence`: this process's own, or, for the worker
 processes of one server (``facegnet serve --workers N --mqtt …``), one they share. Each worker then publishes
 the events of the frames it handles, once each; a person is ``ON`` while any camera session on any worker has
-them in view; and one worker at a time (the announcer) publishes discovery and the first states.
+them in view; and one worker at a time (the announcer) publishes discovery and the first states. Each worker
+then has a number K of its own (1 to N, or N+1 after a restart) and its availability on ``TOPIC/status/worker-K``
+(its last will there), and discovery lists them all: a worker that crashes leaves the sensors available while
+another serves.
+``TOPIC/status`` is then the server process's (:class:`~facegnet.live.server_status.ServerStatus`).
 
 The broker may be away at start or go away later: recognition never waits for it. While it is away, messages
 wait in a buffer for at most ``buffer`` seconds (and at most :data:`MAX_BUFFERED` messages), and are sent
@@ -124,6 +129,19 @@ def slug(name: str) -> str:
     return f"{plain}_{digest}" if plain else f"person_{digest}"
 
 
+def status_topic(topic: str, worker: int | None = None) -> str:
+    """Where a publisher says ``online`` / ``offline``: ``TOPIC/status``, or worker K's ``TOPIC/status/worker-K``."""
+    return f"{topic}/status" if worker is None else f"{topic}/status/worker-{worker}"
+
+
+def availability_topics(topic: str, workers: int | None = None) -> list[str]:
+    """The availability topics of a publisher alone (``workers`` None) or of a server's ``workers`` processes.
+
+    Those are numbered 1 to N+1: a restart (uvicorn's on SIGHUP) starts each replacement before the worker it
+    replaces stops, so one of them holds number N+1 for as long as they run."""
+    return [status_topic(topic)] if workers is None else [status_topic(topic, k) for k in range(1, workers + 2)]
+
+
 def require_client():
     """paho-mqtt's client module; FacegnetError saying how to install it when it is missing."""
     try:
@@ -131,6 +149,19 @@ def require_client():
     except ImportError:
         raise FacegnetError("MQTT needs paho-mqtt: pip install 'facegnet[mqtt]'") from None
     return mqtt
+
+
+def new_client(target: MqttTarget, client_id: str, status: str):
+    """A paho client for ``target`` whose last will is ``offline`` on ``status`` (retained), not connected yet."""
+    mqtt = require_client()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if target.username:
+        client.username_pw_set(target.username, target.password)
+    if target.tls:
+        client.tls_set()
+    client.will_set(status, "offline", qos=_QOS, retain=True)
+    client.reconnect_delay_set(min_delay=1, max_delay=2)  # a restarted broker is found at once
+    return client
 
 
 @dataclass
@@ -158,7 +189,6 @@ class MqttPublisher:
     def __init__(self, target: MqttTarget, *, people: Iterable[str] = (), source: str = "",
                  log: Callable[[str], None] | None = None, clock: Callable[[], float] = time.monotonic,
                  presence: Presence | None = None) -> None:
-        mqtt = require_client()
         self.target = target
         self.source = source
         self._clock = clock
@@ -177,15 +207,12 @@ class MqttPublisher:
         self.dropped = 0  # events dropped after waiting longer than the buffer allows
         self.undelivered = 0  # events still not acknowledged when the publisher closed
         self._node = re.sub(r"[^a-z0-9]+", "_", target.topic.lower()).strip("_") or "facegnet"  # the device id
-        self._status_topic = f"{target.topic}/status"
+        worker = self._presence.worker()  # None: this process alone publishes
+        self._status_topic = status_topic(target.topic, worker)
         client_id = target.client_id or f"facegnet-{self._node}-{uuid.uuid4().hex[:8]}"
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-        if target.username:
-            self._client.username_pw_set(target.username, target.password)
-        if target.tls:
-            self._client.tls_set()
-        self._client.will_set(self._status_topic, "offline", qos=_QOS, retain=True)
-        self._client.reconnect_delay_set(min_delay=1, max_delay=2)  # a restarted broker is found at once
+        if worker is not None and target.client_id:  # one id per connection: the broker drops a duplicate
+            client_id = f"{target.client_id}-worker-{worker}"
+        self._client = new_client(target, client_id, self._status_topic)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
 
@@ -295,7 +322,9 @@ class MqttPublisher:
             "device_class": "occupancy",
             "state_topic": self.person_topic(name),
             "json_attributes_topic": f"{self.person_topic(name)}/attributes",
-            "availability_topic": self._status_topic,
+            "availability": [{"topic": topic, "payload_available": "online", "payload_not_available": "offline"}
+                             for topic in availability_topics(self.target.topic, self._presence.workers)],
+            "availability_mode": "any",
             "device": {"identifiers": [f"facegnet_{self._node}"], "name": f"facegnet {self.target.topic}",
                        "manufacturer": "facegnet", "model": "face recognition"},
         }
@@ -383,4 +412,5 @@ class MqttPublisher:
                      "for it while recognition goes on")
 
 
-__all__ = ["DEFAULT_BUFFER_SECONDS", "PASSWORD_ENV", "MqttPublisher", "MqttTarget", "require_client", "slug"]
+__all__ = ["DEFAULT_BUFFER_SECONDS", "PASSWORD_ENV", "MqttPublisher", "MqttTarget", "availability_topics",
+           "new_client", "require_client", "slug", "status_topic"]

@@ -4,8 +4,9 @@
 worker processes (``facegnet serve --workers N``) hands a camera session's frames to any of them, so a face may
 appear in one worker and leave in another, and one person may be in view of two sessions served by different
 workers: :class:`SharedPresence` keeps the same state in a file that every worker reads and changes under a lock,
-and lets one worker at a time be the announcer (the one that publishes Home Assistant discovery and the
-states a subscriber finds on connecting).
+lets one worker at a time be the announcer (the one that publishes Home Assistant discovery and the
+states a subscriber finds on connecting), and gives each worker a number of its own, from 1 (the one of its
+availability topic, which must outlive a worker that crashes: the worker that replaces it takes the same number).
 """
 from __future__ import annotations
 
@@ -40,25 +41,34 @@ class Presence:
         """Every known person: present or not."""
         return _states(self._tracks, self._names)
 
+    #: How many processes share this presence (their numbers are 1 to this); None: this process alone.
+    workers: int | None = None
+
     def announcer(self) -> bool:
         """Whether this process publishes discovery and first states: always, when it is the only one."""
         return True
 
+    def worker(self) -> int | None:
+        """This process's number among the processes sharing the presence; None when it is the only one."""
+        return None
+
     def close(self) -> None:
-        """Let the announcer's role go (nothing to let go in memory)."""
+        """Let the announcer's role and the worker's number go (nothing to let go in memory)."""
 
 
 class SharedPresence(Presence):
-    """:class:`Presence` in ``folder``, shared by the processes that serve one set of camera sessions.
+    """:class:`Presence` in ``folder``, shared by the ``workers`` processes that serve one set of camera sessions.
 
     The state is a small JSON file changed under a file lock; the announcer is whichever process holds a
     second lock, taken without waiting and kept until :meth:`close` (or the process's end, when the kernel
-    drops it and the next process to connect takes the role).
+    drops it and the next process to connect takes the role). A worker's number is held the same way.
     """
 
-    def __init__(self, folder: str | Path, people: Iterable[str] = ()) -> None:
+    def __init__(self, folder: str | Path, people: Iterable[str] = (), *, workers: int) -> None:
         super().__init__(people)
         self.folder = Path(folder)
+        self.workers = workers
+        self._number: tuple[int, int] | None = None  # (this process's number, the descriptor holding it)
         # Names with a dot: never those of a camera session's files (its id has none) in the same folder.
         self._file = self.folder / "presence.state.json"
         self._lock = FileLock(self.folder / "presence.state.lock")
@@ -79,24 +89,41 @@ class SharedPresence(Presence):
             return _states(*self._read())
 
     def announcer(self) -> bool:
-        # A bare flock, not a FileLock: the role belongs to the process, whichever thread asks or lets it go.
         if self._announcer is None:
-            import fcntl  # POSIX: several worker processes are a POSIX server's
+            self._announcer = self._hold("presence.announcer.lock")
+        return self._announcer is not None
 
-            fd = os.open(self.folder / "presence.announcer.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                return False
-            self._announcer = fd
-        return True
+    def worker(self) -> int:
+        """The lowest number, from 1, that no other live process holds; this process's until :meth:`close`.
+        A worker that dies lets its number go, and the one that replaces it takes it again."""
+        number = 1
+        while self._number is None:
+            fd = self._hold(f"presence.worker-{number}.lock")
+            if fd is not None:
+                self._number = number, fd
+            number += 1
+        return self._number[0]
 
     def close(self) -> None:
-        if self._announcer is not None:
-            os.close(self._announcer)  # closing releases the lock: the next process to connect announces
-            self._announcer = None
+        # Closing a descriptor releases its lock: the next process to connect announces or takes the number.
+        for fd in (self._announcer, self._number[1] if self._number else None):
+            if fd is not None:
+                os.close(fd)
+        self._announcer = self._number = None
         self._lock.close()
+
+    def _hold(self, name: str) -> int | None:
+        """A descriptor holding the lock file ``name`` (taken without waiting), or None if another process
+        holds it. A bare flock, not a FileLock: it belongs to the process, whichever thread asks or lets go."""
+        import fcntl  # POSIX: several worker processes are a POSIX server's
+
+        fd = os.open(self.folder / name, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
 
     def _read(self) -> tuple[dict[str, str], list[str]]:
         try:

@@ -53,6 +53,7 @@ def create_app(
     live_dir: str | Path | None = None,
     database: str | None = None,
     mqtt: str | None = None,
+    workers: int = 1,
 ) -> FastAPIOffline:
     """The facegnet server for one gallery directory (created if missing).
 
@@ -74,6 +75,7 @@ def create_app(
             only holds this server's working files. Its named tokens are accepted beside ``token``.
         mqtt: also publish the camera sessions' events to this broker (``mqtt://HOST[:PORT]/TOPIC``, see
             :mod:`facegnet.live.mqtt`).
+        workers: how many worker processes share ``live_dir`` (each has its own MQTT availability topic).
     """
     if recognizer is None:
         from facegnet.recognizer import FaceRecognizer
@@ -95,7 +97,7 @@ def create_app(
 
         enrolled = [p["name"] for p in service.people()]
         # Several workers: who is in view, and which of them announces, is theirs to share (facegnet.live.presence).
-        presence = None if live_dir is None else SharedPresence(live_dir, enrolled)
+        presence = None if live_dir is None else SharedPresence(live_dir, enrolled, workers=workers)
         publisher = MqttPublisher(MqttTarget.parse(mqtt), people=enrolled, source="facegnet serve",
                                   presence=presence)
 
