@@ -160,17 +160,6 @@ def stranger_photos(spec: str) -> list[Path]:
     return photos[slice(int(a) if a else None, int(b) if b else None)]
 
 
-def outside_fraction(shape: tuple[int, ...], landmarks: np.ndarray, size: int) -> float:
-    """The share of a face's aligned crop that lies outside its photo (filled black by the warp)."""
-    import cv2
-
-    from facegnet.align import CROP_SIZE, TEMPLATE, similarity_transform
-
-    inside = np.ones(shape[:2], np.uint8)
-    matrix = similarity_transform(landmarks, TEMPLATE * (size / CROP_SIZE))
-    return float(1.0 - cv2.warpAffine(inside, matrix, (size, size), flags=cv2.INTER_NEAREST).mean())
-
-
 def reflection_margin(shape: tuple[int, ...], landmarks: np.ndarray, size: int) -> int:
     """How far (pixels) the aligned crop of this face reaches beyond its photo's edges."""
     import cv2
@@ -250,7 +239,7 @@ def stranger_crops(photos: list[Path], card, detection_cache: Path | None, fill:
     reflection, :func:`align_reflected`), the share of each crop that lies outside its photo, and each face's
     landmarks and photo size; MTCNN's detections are kept in ``detection_cache`` so a rerun only decodes and
     aligns."""
-    from facegnet.align import align_face
+    from facegnet.align import align_face, outside_share
     from facegnet.detection.cache import DetectionCache
     from facegnet.io import load_image
     from facegnet.recognizer import FaceRecognizer
@@ -281,7 +270,7 @@ def stranger_crops(photos: list[Path], card, detection_cache: Path | None, fill:
                 continue
             align = align_reflected if fill == "reflect" else align_face
             crops.append(align(array, face.landmarks, rec.card.input_size))
-            outside.append(outside_fraction(array.shape, face.landmarks, rec.card.input_size))
+            outside.append(outside_share(array.shape, face.landmarks, rec.card.input_size))
             landmarks.append(np.asarray(face.landmarks, np.float64).reshape(5, 2))
             shapes.append(array.shape[:2])
             used.append(photo)

@@ -73,6 +73,23 @@ def align_faces(image: np.ndarray, landmarks: Sequence[np.ndarray], size: int = 
     return np.stack([align_face(image, points, size) for points in landmarks])
 
 
+def outside_share(shape: Sequence[int], landmarks: np.ndarray, size: int = CROP_SIZE) -> float:
+    """The share of a face's aligned crop that lies outside its photo, where the warp fills black.
+
+    ``shape`` is the photo's (height, width, ...). Analytic: each crop pixel is mapped back into the photo and
+    rounded to the nearest pixel, as a nearest-neighbour warp of a mask of ones would (no photo-sized work).
+    A photo cut close to the face leaves much of its crop black, and that shared fill raises the scores between
+    crops cut alike (see :data:`facegnet.detection.quality.TIGHT_CROP`).
+    """
+    height, width = int(shape[0]), int(shape[1])
+    inverse = cv2.invertAffineTransform(similarity_transform(landmarks, TEMPLATE * (size / CROP_SIZE)))
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    cols = np.floor(inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2] + 0.5)
+    rows = np.floor(inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2] + 0.5)
+    inside = (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
+    return float(1.0 - inside.mean())
+
+
 def central_landmarks(height: int, width: int, fraction: float = 0.56) -> np.ndarray:
     """Landmarks that align the central square (side ``fraction`` of the shorter side) as if it were a face.
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from facegnet.errors import DataError, FacegnetError
-from facegnet.io import IMAGE_SUFFIXES, ImageLike, describe, load_image
+from facegnet.io import IMAGE_SUFFIXES, Decoded, ImageLike, describe, load_image_reduced
 
 METHODS = ("average", "components", "hdbscan")
 #: The suffixes of photos :func:`list_photos` picks up.
@@ -67,16 +67,19 @@ class Clustering:
             found.setdefault(int(label), []).append(i)
         return sorted(found.values(), key=lambda g: (-len(g), g[0]))
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON of ``facegnet cluster --out``."""
+    def to_dict(self, known: Sequence[str | None] | None = None) -> dict[str, Any]:
+        """The JSON of ``facegnet cluster --out``; ``known``: for each group, the enrolled person it looks like
+        (:func:`facegnet.gallery.cluster_jobs.known_people`; null for every group when not given)."""
         groups = self.groups()
+        known = list(known) if known is not None else [None] * len(groups)
         return {
             "method": self.method,
             "threshold": self.threshold,
             "photos_without_faces": len({s for s, _ in self.errors}),
             "faces": len(self.faces),
             "groups": [
-                {"id": n, "size": len(g), "faces": [self.faces[i].to_dict() for i in g]} for n, g in enumerate(groups)
+                {"id": n, "size": len(g), "known": known[n], "faces": [self.faces[i].to_dict() for i in g]}
+                for n, g in enumerate(groups)
             ],
             "errors": [{"image": s, "error": r} for s, r in self.errors],
         }
@@ -98,34 +101,38 @@ def list_photos(folder: str | Path) -> list[Path]:
 
 
 def find_faces(recognizer: Any, images: Sequence[ImageLike], *, names: Sequence[str] | None = None,
-               chunk: int = 16) -> tuple[list[FoundFace], np.ndarray, list[tuple[str, str]]]:
+               chunk: int = 16, max_side: int | None = None,
+               ) -> tuple[list[FoundFace], np.ndarray, list[tuple[str, str]]]:
     """Detect and embed every usable face of many photos (MTCNN batched a chunk at a time).
 
     Faces smaller than the recogniser's ``min_face_size`` (:data:`facegnet.detection.quality.MIN_FACE_SIZE` unless set) are
     left out: their embeddings are unreliable.
     Returns (faces, (N, D) embeddings, [(photo, reason)] for photos that are unreadable or hold no usable face).
-    ``names`` labels the photos in results and errors (default: their paths).
+    ``names`` labels the photos in results and errors (default: their paths). A photo larger than ``max_side``
+    pixels a side is decoded reduced (:func:`facegnet.io.load_image_reduced`, as enrolment decodes it); its
+    faces' boxes and landmarks are in the photo's own pixels all the same.
     """
     labels = list(names) if names is not None else [describe(image) for image in images]
     faces: list[FoundFace] = []
     vectors: list[np.ndarray] = []
     errors: list[tuple[str, str]] = []
     for start in range(0, len(images), chunk):
-        loaded: list[tuple[str, np.ndarray]] = []
+        loaded: list[tuple[str, Decoded]] = []
         for image, label in zip(images[start:start + chunk], labels[start:start + chunk]):
             try:
-                loaded.append((label, load_image(image)))
+                loaded.append((label, load_image_reduced(image, max_side)))
             except FacegnetError as exc:
                 errors.append((label, exc.reason))
-        detections = recognizer.detect_batch([array for _, array in loaded]) if loaded else []
-        for (label, array), found in zip(loaded, detections):
+        detections = recognizer.detect_batch([decoded.array for _, decoded in loaded]) if loaded else []
+        for (label, decoded), found in zip(loaded, detections):
             usable = [f for f in found if f.size >= recognizer.min_face_size]
             if not usable:
                 errors.append((label, "no face found" if not found else "faces too small"))
                 continue
-            vectors.append(recognizer.embed_faces(array, usable))
+            vectors.append(recognizer.embed_faces(decoded.array, usable))
+            in_photo = [f.scaled(*decoded.scale) for f in usable] if decoded.reduced else usable
             faces += [FoundFace(label, [float(v) for v in f.box], float(f.score),
-                                np.asarray(f.landmarks, float).round(2).tolist()) for f in usable]
+                                np.asarray(f.landmarks, float).round(2).tolist()) for f in in_photo]
     dim = vectors[0].shape[1] if vectors else 0
     embeddings = np.concatenate(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
     return faces, embeddings, errors
@@ -191,13 +198,15 @@ def _dense(labels: np.ndarray) -> np.ndarray:
 
 
 def cluster_folder(recognizer: Any, folder: str | Path, *, method: str = "average",
-                   threshold: float | None = None) -> Clustering:
+                   threshold: float | None = None, max_side: int | None = None) -> Clustering:
     """Find, embed and group every face of every photo under ``folder``.
 
-    ``threshold`` defaults to the recogniser's verification threshold (the model card's, or the one given).
+    ``threshold`` defaults to the recogniser's verification threshold (the model card's, or the one given);
+    photos larger than ``max_side`` pixels a side are decoded reduced (``facegnet cluster``: 2048; see
+    :func:`find_faces`).
     """
     photos = list_photos(folder)
-    faces, embeddings, errors = find_faces(recognizer, photos, names=[str(p) for p in photos])
+    faces, embeddings, errors = find_faces(recognizer, photos, names=[str(p) for p in photos], max_side=max_side)
     return cluster_faces(faces, embeddings, errors, method=method,
                          threshold=recognizer.threshold if threshold is None else threshold)
 

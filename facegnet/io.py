@@ -29,7 +29,8 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".
 #: Decompression-bomb guard: larger images are refused rather than exhausting memory.
 MAX_PIXELS = 200_000_000
 
-#: The longest side a server and ``facegnet enroll`` decode photos to (``--max-side``); None anywhere else.
+#: The longest side a server and ``facegnet enroll``, ``identify`` and ``cluster`` decode photos to
+#: (``--max-side``); None anywhere else (the Python API's default).
 DEFAULT_MAX_SIDE = 2048
 
 #: A JPEG is DCT-scaled to no less than this fraction of ``max_side`` (then resized the rest of the way).
@@ -122,6 +123,8 @@ def load_image_reduced(source: ImageLike | bytes, max_side: int | None = DEFAULT
         raise ValueError(f"max_side must be positive, not {max_side}")
     if isinstance(source, np.ndarray):
         array = _array_to_rgb(source, name or "<array>")
+        if max_side is None or max(array.shape[:2]) <= max_side:  # as load_image gives it: not copied
+            return Decoded(array, array.shape[1], array.shape[0])
         return _shrink(Image.fromarray(array), max_side, array.shape[1], array.shape[0])
     if isinstance(source, Image.Image):
         image = _to_rgb(ImageOps.exif_transpose(source))

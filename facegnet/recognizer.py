@@ -18,8 +18,8 @@ import torch
 
 from facegnet.align import align_face, align_faces, central_landmarks
 from facegnet.card import ModelCard, resolve_card
-from facegnet.detection.detector import Detector, Face
-from facegnet.detection.quality import MIN_FACE_SIZE, too_small
+from facegnet.detection.detector import Detector, Face, measure_outside
+from facegnet.detection.quality import MIN_FACE_SIZE, cut_tight, too_small
 from facegnet.embed import Embedder
 from facegnet.errors import DeviceError, FacegnetError, NoFaceError, WeightsError
 from facegnet.io import ImageLike, describe, load_image
@@ -327,7 +327,9 @@ class FaceRecognizer:
         fresh = self.detect_batch([arrays[i] for i in todo]) if todo else []
         self._detection_cache.put_many((keys[i], faces) for i, faces in zip(todo, fresh))
         found = dict(zip(todo, fresh))
-        return [found[i] if i in found else cached[keys[i]] for i in range(len(arrays))]
+        # Cached faces carry no share outside their photo: it is measured again (cheap, no pixels).
+        return [found[i] if i in found else measure_outside(cached[keys[i]], arrays[i].shape)
+                for i in range(len(arrays))]
 
     def _small_faces(self, array: np.ndarray, floor: int) -> list[Face]:
         """Faces below ``floor`` (down to SMALL_FACE_PROBE px) of an image that has none above it."""
@@ -377,6 +379,8 @@ class FaceRecognizer:
             for img, count in ((a, count_a), (b, count_b))
             if count > 1
         ]
+        notes += [f"{describe(img)}: face is {why}" for img, face in ((a, face_a), (b, face_b))
+                  if (why := cut_tight(face)) is not None]
         return VerifyResult(similarity, similarity >= threshold, threshold, face_a, face_b, count_a, count_b, notes)
 
 

@@ -91,6 +91,7 @@ def test_cluster_cli_groups_a_folder(tmp_path, capsys):
     assert groups["method"] == "average" and groups["faces"] == 5
     people = [{face["image"].rsplit("/", 1)[1].rsplit("_", 1)[0] for face in g["faces"]} for g in groups["groups"]]
     assert people == [{"George_W_Bush"}, {"Serena_Williams"}]
+    assert [g["known"] for g in groups["groups"]] == [None, None]  # no gallery: nobody to look like
     assert groups["errors"] == [{"image": str(folder / "broken.jpg"), "error": "not an image (unrecognised file format)"}]
 
     assert main(["cluster", str(tmp_path / "missing")]) != 0
@@ -113,7 +114,8 @@ def test_cluster_cli_saves_a_job_in_a_gallery_directory(tmp_path, capsys, recogn
     folder.mkdir()
     for person, number in (("George_W_Bush", 2), ("George_W_Bush", 3), ("Serena_Williams", 1)):
         shutil.copy(lfw_photo(person, number), folder / f"{person}_{number}.jpg")
-    assert main(["cluster", str(folder), "--gallery", str(gallery_dir)]) == 0
+    out = tmp_path / "groups.json"
+    assert main(["cluster", str(folder), "--gallery", str(gallery_dir), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert f"group 0: 2 face(s), looks like George: {folder}/George_W_Bush_2.jpg" in captured.out
     assert "group 1: 1 face(s): " in captured.out  # Serena is not enrolled: no name offered
@@ -123,9 +125,34 @@ def test_cluster_cli_saves_a_job_in_a_gallery_directory(tmp_path, capsys, recogn
     job = store.get(listed["id"])
     assert [(g["faces"], g["known"], g["state"]) for g in job["groups"]] == [([0, 1], "George", "open"),
                                                                              ([2], None, "open")]
+    assert [(g["size"], g["known"]) for g in json.loads(out.read_text())["groups"]] == [(2, "George"), (1, None)]
     assert job["photos"] == 3 and store.photo(job["id"], job["faces"][2]["photo"]) == \
         lfw_photo("Serena_Williams", 1).read_bytes()
     with store.update(job["id"]) as changing:  # a change is saved when the block ends
         changing["groups"][1]["state"] = "dismissed"
     assert store.get(job["id"])["groups"][1]["state"] == "dismissed"
     assert (gallery_dir / "clusters" / job["id"]).stat().st_mode & 0o077 == 0  # faces: owner-only
+
+
+@pytest.mark.parametrize("command", ["cluster", "identify", "enroll"])
+def test_an_unreachable_database_is_refused_before_the_model(command, tmp_path, capsys):
+    """``--database URL`` is connected to before the (slow) model loads, by every command that takes it: with
+    weights that do not exist, the database is what the one line names, its password hidden."""
+    import socket
+
+    pytest.importorskip("psycopg", reason="a PostgreSQL gallery needs its extra: pip install 'facegnet[postgres]'")
+    from facegnet.cli import main
+
+    folder = tmp_path / "unsorted"
+    folder.mkdir()
+    (folder / "a.jpg").symlink_to(lfw_photo("Serena_Williams", 1))
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    url = f"postgresql://facegnet:s3cret@127.0.0.1:{port}/gallery"
+    target = [str(folder / "a.jpg")] if command == "identify" else [str(folder)]
+    code = main([command, *target, "--database", url, "--weights", str(tmp_path / "missing.pt")])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1, err
+    assert f"postgresql://facegnet:***@127.0.0.1:{port}/gallery: cannot connect to the database (" in err, err
+    assert "s3cret" not in err and "missing.pt" not in err

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from facegnet.cli.common import (
     add_database_option,
+    add_max_side_option,
     add_model_options,
     database_of,
     make_recognizer,
+    max_side_of,
     untrained_warning,
 )
 from facegnet.errors import FacegnetError
@@ -26,7 +28,8 @@ def register(subparsers) -> None:
         "the page of every server of the gallery shows to name, merge or dismiss.",
     )
     parser.add_argument("photos", metavar="PHOTOS", help="a folder of photos")
-    parser.add_argument("--out", metavar="JSON", help="write the groups here (groups.json)")
+    parser.add_argument("--out", metavar="JSON", help="write the groups here (groups.json; with --gallery or "
+                        "--database, each group's 'known': the enrolled person it looks like)")
     parser.add_argument("--method", choices=("average", "components", "hdbscan"), default="average",
                         help="average linkage at the threshold (default), the threshold graph's connected "
                         "components, or scikit-learn's HDBSCAN")
@@ -36,6 +39,7 @@ def register(subparsers) -> None:
                         help="also save the groups as a cluster job of this gallery (created if missing), to name on "
                         "the page of its server; each group notes the enrolled person it looks like")
     add_database_option(parser)  # the same, for a gallery in PostgreSQL (default: $FACEGNET_DATABASE)
+    add_max_side_option(parser, "before detection, as `facegnet enroll` does (boxes in the photo's own pixels)")
     add_model_options(parser, threshold=False)  # --min-face-size: facegnet's one rule (facegnet.detection.quality)
     parser.set_defaults(func=run_cluster)
 
@@ -50,7 +54,8 @@ def run_cluster(args: argparse.Namespace) -> int:
         import scipy  # noqa: F401  (the clustering needs it; say so before the slow part)
     except ImportError:
         raise FacegnetError("clustering needs its extra: pip install 'facegnet[cluster]'") from None
-    database = database_of(args)  # a bad URL is one line before the model loads
+    database = database_of(args)  # a bad URL or an unreachable database is one line before the model loads
+    max_side_of(args)  # so is a negative --max-side
     recognizer = make_recognizer(args)
     gallery = None
     if database is not None or args.gallery is not None:  # refuses a gallery of other weights before the slow part
@@ -67,7 +72,8 @@ def run_cluster(args: argparse.Namespace) -> int:
 def _cluster(args: argparse.Namespace, photos: list[Path], recognizer, gallery) -> int:
     from facegnet.cluster import cluster_faces, find_faces
 
-    faces, embeddings, errors = find_faces(recognizer, photos, names=[str(p) for p in photos])
+    faces, embeddings, errors = find_faces(recognizer, photos, names=[str(p) for p in photos],
+                                           max_side=max_side_of(args))
     for source, reason in errors:
         print(f"facegnet: skipped {source}: {reason}", file=sys.stderr)
     if not faces:
@@ -93,7 +99,8 @@ def _cluster(args: argparse.Namespace, photos: list[Path], recognizer, gallery) 
         print(f"facegnet: saved as cluster job {job['id']} in the gallery {gallery.path}: name its groups on the page "
               "of its server (facegnet serve)", file=sys.stderr)
     if args.out:
-        Path(args.out).write_text(json.dumps(result.to_dict(), indent=1, ensure_ascii=False) + "\n")
+        known = [group["known"] for group in job["groups"]] if job is not None else None
+        Path(args.out).write_text(json.dumps(result.to_dict(known), indent=1, ensure_ascii=False) + "\n")
     untrained_warning(recognizer)
     return 0
 

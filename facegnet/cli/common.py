@@ -59,7 +59,7 @@ def max_side_of(args: argparse.Namespace) -> int | None:
 
 def database_of(args: argparse.Namespace) -> str | None:
     """The PostgreSQL gallery the options name (--database, else $FACEGNET_DATABASE unless --gallery is given), or
-    None for a gallery directory. Refuses a URL that is not PostgreSQL's."""
+    None for a gallery directory. Refuses a URL that is not PostgreSQL's, and one it cannot connect to."""
     import os
 
     url = getattr(args, "database", None)
@@ -75,6 +75,9 @@ def database_of(args: argparse.Namespace) -> str | None:
         from facegnet.errors import GalleryError
 
         raise GalleryError("give --gallery DIR or --database URL, not both")
+    from facegnet.gallery.pg_store import connect
+
+    connect(url).close()  # an unreachable database is one line at once, not after the model has loaded
     return url
 
 

@@ -15,7 +15,7 @@ from facegnet.cli.common import (
     warn,
 )
 from facegnet.cli.live import add_live_options, apply_far, far_option, live_requested, run_live_cli, threshold_line
-from facegnet.detection.quality import MIN_FACE_SIZE
+from facegnet.detection.quality import MIN_FACE_SIZE, tight_notes
 from facegnet.errors import FacegnetError, GalleryError, NoFaceError
 
 INDEX_CHOICES = ("auto", "flat", "pq", "ivfpq")
@@ -89,6 +89,8 @@ def register(subparsers) -> None:
                           help="score a person by the best (max) or the mean of their templates (default: max)")
     _min_face_option(identify, "faces whose shorter side is below this many pixels are not named, in photos "
                                "and live video")
+    add_max_side_option(identify, "before detection, as `facegnet enroll` does (photos; faces reported in "
+                        "their own pixels)")
     _model_options(identify)
     add_live_options(identify)  # --camera/--video/--stream and their options (facegnet.cli.live)
     identify.set_defaults(func=run_identify)
@@ -128,6 +130,7 @@ def run_enroll(args: argparse.Namespace) -> int:
     discover(args.folder)  # a missing or empty folder fails before any model loads
     quality = QualityPolicy(min_face=args.min_face_size, min_score=args.min_score)
     max_side = max_side_of(args)
+    database = database_of(args)  # a bad URL or an unreachable database is one line before the model loads
     recognizer = _recognizer(args)
     progress = not args.quiet and sys.stderr.isatty()
 
@@ -140,7 +143,7 @@ def run_enroll(args: argparse.Namespace) -> int:
             tqdm.write(f"facegnet: warning: {result.source}: {result.warning}", file=sys.stderr)
 
     with Gallery(args.gallery, recognizer=recognizer, create=True, index=args.index, quality=quality,
-                 max_side=max_side, database=database_of(args)) as gallery:
+                 max_side=max_side, database=database) as gallery:
         result = gallery.enroll_folder(args.folder, progress=progress, on_result=report)
         people, templates = gallery.store.count()
         _untrained_warning(gallery)
@@ -152,7 +155,7 @@ def run_enroll(args: argparse.Namespace) -> int:
 def run_identify(args: argparse.Namespace) -> int:
     from facegnet.draw import annotate, annotation_paths
     from facegnet.gallery import Gallery
-    from facegnet.io import load_image_or_error
+    from facegnet.io import load_image_reduced
     from facegnet.prefetch import read_ahead
 
     if live_requested(args):
@@ -161,8 +164,10 @@ def run_identify(args: argparse.Namespace) -> int:
         raise FacegnetError("give IMAGE files to identify, or --camera N, --video PATH or --stream URL")
     if args.top_k < 1:
         raise FacegnetError("--top-k must be at least 1")
-    database = database_of(args)  # before the model loads: a bad URL is one line at once
-    gallery = Gallery(args.gallery, recognizer=_recognizer(args), database=database)  # refuses other weights
+    database = database_of(args)  # before the model loads: a bad URL or an unreachable database is one line
+    max_side = max_side_of(args)
+    gallery = Gallery(args.gallery, recognizer=_recognizer(args), database=database,  # refuses other weights
+                      max_side=max_side)
     if not len(gallery):
         gallery.close()
         raise GalleryError("the gallery is empty: enroll people first", gallery.path)
@@ -175,17 +180,23 @@ def run_identify(args: argparse.Namespace) -> int:
     status, identified = 0, 0
     options = {"top_k": args.top_k, "threshold": args.threshold, "aggregate": args.aggregate}
 
+    def decode(image: str):
+        try:  # a photo larger than --max-side decoded reduced, as enrolment decodes it
+            return load_image_reduced(image, max_side)
+        except FacegnetError as exc:
+            return exc
+
     def identified_chunks():
         # Photos are decoded on threads a chunk ahead of the networks (facegnet.prefetch); each chunk's
         # photos are detected and embedded together (Gallery.identify_many).
-        for chunk, arrays in read_ahead(args.images, load_image_or_error, 8):
-            good = [a for a in arrays if not isinstance(a, FacegnetError)]
+        for chunk, decoded in read_ahead(args.images, decode, 8):
+            good = [d.array for d in decoded if not isinstance(d, FacegnetError)]
             found = iter(gallery.identify_many(good, **options) if good else [])
-            for image, array in zip(chunk, arrays):
-                yield image, array, (array if isinstance(array, FacegnetError) else next(found))
+            for image, photo in zip(chunk, decoded):
+                yield image, photo, (photo if isinstance(photo, FacegnetError) else next(found))
 
     with gallery:
-        for n, (image, array, matches) in enumerate(identified_chunks()):
+        for n, (image, photo, matches) in enumerate(identified_chunks()):
             if isinstance(matches, FacegnetError):  # the photo could not be read
                 exc = matches
                 print(f"facegnet: error: {image}: {exc.reason}", file=sys.stderr)
@@ -198,13 +209,16 @@ def run_identify(args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 status = max(status, NoFaceError.exit_code)
             identified += bool(matches)
+            for note in tight_notes([m.face for m in matches]):  # scores of such faces run high
+                warn(f"{image}: {note}")
+            in_photo = [m.in_photo(photo.scale) for m in matches]  # boxes in the photo's own pixels
             if args.json:
-                print_json({"image": image, "faces": [m.to_dict() for m in matches]})
+                print_json({"image": image, "faces": [m.to_dict() for m in in_photo]})
             else:
-                _print_matches(image, matches, args.top_k)
-            if out_paths:
+                _print_matches(image, in_photo, args.top_k)
+            if out_paths:  # drawn on the photo as decoded (reduced when larger than --max-side)
                 out_paths[n].parent.mkdir(parents=True, exist_ok=True)
-                annotate(array, matches).save(out_paths[n])
+                annotate(photo.array, matches).save(out_paths[n])
         if identified:  # a bad input alone still gives exactly one line
             print(threshold_line(gallery), file=sys.stderr)
             _untrained_warning(gallery)

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 import torch
 
+from facegnet.align import outside_share
 from facegnet.io import ImageLike, load_image
 
 #: MTCNN engines: "onnx" (ONNX Runtime, faster on a CPU) or "torch" (facenet-pytorch's modules as they are).
@@ -38,6 +39,9 @@ class Face:
     box: np.ndarray  # (4,) float32: x1, y1, x2, y2
     score: float  # detection probability from MTCNN's last stage
     landmarks: np.ndarray  # (5, 2) float32: image-left eye, image-right eye, nose, mouth left, mouth right
+    #: Share of this face's aligned crop that lies outside its image (filled black), None where not measured;
+    #: above :data:`facegnet.detection.quality.TIGHT_CROP` the photo is cut too close (see ``cut_tight``).
+    outside: float | None = None
 
     @property
     def width(self) -> float:
@@ -56,11 +60,18 @@ class Face:
         """The shorter side of the box, the figure minimum-face-size rules compare against."""
         return min(self.width, self.height)
 
+    def scaled(self, sx: float, sy: float) -> "Face":
+        """The same face in pixels ``sx``×``sy`` times as large: one found on a photo decoded reduced, in the
+        photo's own pixels (:attr:`facegnet.io.Decoded.scale`)."""
+        return replace(self, box=np.asarray(self.box, np.float32) * np.float32([sx, sy, sx, sy]),
+                       landmarks=np.asarray(self.landmarks, np.float32) * np.float32([sx, sy]))
+
     def to_dict(self) -> dict:
         return {
             "box": [round(float(v), 1) for v in self.box],
             "score": round(float(self.score), 4),
             "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks],
+            **({} if self.outside is None else {"outside": round(float(self.outside), 3)}),
         }
 
 
@@ -151,7 +162,7 @@ class Detector:
                 batch = np.stack([m[1] for m in chunk])
                 boxes, points = self._run_mtcnn(batch, min_size)
                 for (index, _, scale), b, p in zip(chunk, boxes, points):
-                    faces = self._faces(b, p, 1.0 / scale)
+                    faces = measure_outside(self._faces(b, p, 1.0 / scale), arrays[index].shape)
                     # MTCNN's box regression can return faces below the pyramid's floor: honour the minimum.
                     results[index] = [face for face in faces if face.size >= floor]
         return results
@@ -185,3 +196,10 @@ class Detector:
         ]
         faces.sort(key=lambda face: face.area, reverse=True)
         return faces
+
+
+def measure_outside(faces: list[Face], shape: Sequence[int]) -> list[Face]:
+    """Set each face's :attr:`Face.outside` for its image of this ``shape`` (height, width, ...); returns them."""
+    for face in faces:
+        face.outside = outside_share(shape, face.landmarks)
+    return faces

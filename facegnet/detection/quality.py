@@ -3,9 +3,12 @@
 The embedding network sees faces at 112×112; a face whose shorter box side is under :data:`MIN_FACE_SIZE`
 pixels is upsampled more than about 3× and its embedding is too unreliable to verify, enroll or name.
 Every entry point takes this default from here and lets the user change it (``--min-face-size``).
+A photo cut so close to the face that much of its aligned crop lies outside it (:data:`TIGHT_CROP`) is used,
+with a warning: :func:`cut_tight`.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -15,6 +18,15 @@ if TYPE_CHECKING:
 MIN_FACE_SIZE = 40
 
 
+#: Share of a face's aligned crop outside its photo (:attr:`Face.outside`) above which the photo counts as cut
+#: too close to the face: the black the warp fills in is shared by every photo cut so, which raises their scores
+#: with each other, strangers' too. ``benchmarks/tight_crop_level.py`` (``benchmarks/results/tight_crop_level.md``,
+#: dev faces cut to a share): the impostor quantiles at p = 1e-2 and 1e-3 of pairs both cut rise +0.008 and +0.016
+#: at 0.20, past the 0.02 margin from 0.25 on, +0.051 and +0.061 at 0.50 (a tight face against whole ones: under
+#: 0.01 at any share). Whole LFW photos leave 0; cut to MTCNN's box, a median 0.51; to the box plus 10%, 0.22.
+TIGHT_CROP = 0.2
+
+
 def too_small(face: Face, minimum: int = MIN_FACE_SIZE) -> str | None:
     """Why a face is too small to use (one phrase, with its size and the minimum), or None if it is not."""
     if face.size >= minimum:
@@ -22,4 +34,19 @@ def too_small(face: Face, minimum: int = MIN_FACE_SIZE) -> str | None:
     return f"face too small ({face.width:.0f}×{face.height:.0f} px; at least {minimum} px needed)"
 
 
-__all__ = ["MIN_FACE_SIZE", "too_small"]
+def cut_tight(face: Face, level: float = TIGHT_CROP) -> str | None:
+    """Why a face's photo is cut too close (one phrase, with its share outside the photo), or None if it is not
+    (or was not measured). The face is still used: its scores with faces cut alike run high, strangers' too."""
+    if face.outside is None or face.outside <= level:
+        return None
+    return (f"cut tight ({face.outside:.0%} of its aligned crop lies outside the photo); scores between photos "
+            "cut so run high: enrol and search whole photos")
+
+
+def tight_notes(faces: Sequence[Face | None], level: float = TIGHT_CROP) -> list[str]:
+    """A phrase for each face of a photo cut tight, numbered as listed (``"face 1 is cut tight (…)…"``)."""
+    return [f"face {n} is {why}" for n, face in enumerate(faces, 1)
+            if face is not None and (why := cut_tight(face, level)) is not None]
+
+
+__all__ = ["MIN_FACE_SIZE", "TIGHT_CROP", "cut_tight", "tight_notes", "too_small"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facegnet.detection.quality import too_small
+from facegnet.detection.quality import cut_tight, too_small
 from facegnet.errors import GalleryError, NoFaceError
 from facegnet.gallery.cache import IndexCache
 from facegnet.gallery.enrolment_rules import Pending, QualityPolicy, enroll_photos, exists, face_quality, read_photo
@@ -94,7 +94,9 @@ class Enrolment:
         """Store one photo's template in its own transaction (``count``: faces the photo held). The face was
         found on the decoded pixels; its box and landmarks are stored in the photo's own coordinates."""
         quality, face = face_quality(face), pending.in_photo(face)
-        warning = f"{count} faces in the photo; enrolled the largest" if count > 1 else None
+        notes = [f"{count} faces in the photo; enrolled the largest"] if count > 1 else []
+        if (tight := cut_tight(face)) is not None:
+            notes.append(f"face is {tight}")
         with self._writer(), self._mutex:
             with self.store.write():
                 if (found := self.store.find_sha256(pending.sha)) is not None:  # another writer was quicker
@@ -105,7 +107,7 @@ class Enrolment:
                 )
             self._cache.dirty = True
         return EnrollResult(pending.label, pending.name, "enrolled", template_id=template_id, faces=count,
-                            warning=warning)
+                            warning="; ".join(notes) or None, outside=face.outside)
 
     def add_embedding(self, name: str, embedding: np.ndarray, *, source: str | None = None,
                       sha256: str | None = None) -> int:

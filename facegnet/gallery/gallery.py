@@ -77,9 +77,10 @@ class Gallery(Enrolment, Maintenance):
             Identifying and enrolling check it anyway.
         quality: which faces are good enough to enroll and to be named; by default faces from the
             recogniser's ``min_face_size`` (:data:`facegnet.detection.quality.MIN_FACE_SIZE`) up.
-        max_side: enrolment (and rebuild) decode a photo larger than this many pixels a side reduced (a JPEG by
-            the codec itself, :func:`facegnet.io.load_image_reduced`; ``facegnet enroll`` and the server: 2048);
-            None: at full size. Photos no larger are read as they are.
+        max_side: enrolment, rebuild and :meth:`identify` decode a photo larger than this many pixels a side
+            reduced (a JPEG by the codec itself, :func:`facegnet.io.load_image_reduced`; ``facegnet enroll``,
+            ``identify``, ``cluster`` and the server: 2048); None: at full size. Photos no larger are read as they
+            are. Faces are reported, and stored, in the photo's own pixels.
         lock_timeout: seconds a writer waits for another writer before giving up.
         database: a PostgreSQL gallery (``postgresql://user@host/db``, :mod:`facegnet.gallery.pg_store`) instead
             of a directory, shared by processes on several hosts; a ``path`` of that form means the same.
@@ -286,16 +287,19 @@ class Gallery(Enrolment, Maintenance):
     ) -> list[Identification]:
         """Every face of a photo (largest first) with its best person, or ``unknown`` below the threshold.
 
-        Faces smaller than ``quality.min_face`` are left out: too small to name (as to verify or enroll).
+        Faces smaller than ``quality.min_face`` are left out: too small to name (as to verify or enroll). A photo
+        larger than ``max_side`` pixels a side is decoded reduced; its faces come back in the photo's own pixels.
 
         Args:
             top_k: candidates listed for each face.
             threshold: open-set threshold (default: :meth:`search_threshold`, for the gallery's size).
             aggregate: score a person by the ``max`` of their templates' similarities (default) or the ``mean``.
         """
-        from facegnet.io import load_image
+        from facegnet.io import load_image_reduced
 
-        return self.identify_many([load_image(image)], top_k=top_k, threshold=threshold, aggregate=aggregate)[0]
+        decoded = load_image_reduced(image, self.max_side)  # a big photo never at full size
+        matches = self.identify_many([decoded.array], top_k=top_k, threshold=threshold, aggregate=aggregate)[0]
+        return [match.in_photo(decoded.scale) for match in matches] if decoded.reduced else matches
 
     def identify_many(
         self,

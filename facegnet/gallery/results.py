@@ -5,7 +5,7 @@ loop and the server can share them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ class EnrollResult:
     faces: int = 0
     warning: str | None = None
     exit_code: int = 0  # of the error that made it skipped (see facegnet.errors)
+    outside: float | None = None  # share of the enrolled face's aligned crop outside the photo (Face.outside)
 
 
 @dataclass
@@ -93,12 +94,21 @@ class Identification:
     def known(self) -> bool:
         return self.name != UNKNOWN
 
+    def in_photo(self, scale: tuple[float, float]) -> "Identification":
+        """The same answer, its face in the photo's own pixels: ``scale`` maps the pixels the face was found on to
+        them (:attr:`facegnet.io.Decoded.scale` of a photo decoded reduced)."""
+        if self.face is None or tuple(scale) == (1.0, 1.0):
+            return self
+        return replace(self, face=self.face.scaled(*scale))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: box and score (when a face is attached), name, similarity, candidates."""
         out: dict[str, Any] = {}
         if self.face is not None:
             out["box"] = [round(float(v), 1) for v in self.face.box]
             out["score"] = round(float(self.face.score), 4)
+            if self.face.outside is not None:  # share of its aligned crop outside the photo (TIGHT_CROP)
+                out["outside"] = round(float(self.face.outside), 3)
         out["name"] = self.name
         out["similarity"] = round(float(self.similarity), 4)
         out["candidates"] = [{"name": c.name, "similarity": round(float(c.similarity), 4)} for c in self.candidates]

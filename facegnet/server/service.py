@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from facegnet.detection.quality import cut_tight, tight_notes
 from facegnet.errors import FacegnetError, GalleryError, NoFaceError
 from facegnet.gallery import UNKNOWN, Gallery, Identification, QualityPolicy
 from facegnet.gallery.search_threshold import SearchThreshold, given_threshold
@@ -142,7 +143,8 @@ class GalleryService:
         if not matches:
             raise NoFaceError("no face found", upload.name)
         faces = [dataclasses.replace(m, face=in_photo(m.face, decoded)).to_dict() for m in matches]
-        return {"image": upload.name, "width": decoded.width, "height": decoded.height, "faces": faces}
+        return {"image": upload.name, "width": decoded.width, "height": decoded.height, "faces": faces,
+                "warnings": tight_notes([m.face for m in matches])}
 
     def recognize(self, upload: Upload, top_k: int = 1) -> tuple[tuple[int, int], list[Identification]]:
         """The photo's (height, width) and every face's :class:`Identification` (face, candidates, threshold in
@@ -178,6 +180,8 @@ class GalleryService:
         similarity = cosine_similarity(emb_a, emb_b)
         threshold = float(self.recognizer.threshold)
         notes = [f"{u.name} holds {n} faces; the largest was used" for u, n in ((a, n_a), (b, n_b)) if n > 1]
+        notes += [f"{u.name}: face is {why}" for u, face in ((a, face_a), (b, face_b))
+                  if (why := cut_tight(face)) is not None]
         result = VerifyResult(similarity, similarity >= threshold, threshold, face_a, face_b, n_a, n_b, notes)
         return result.to_dict()
 
@@ -224,8 +228,9 @@ class GalleryService:
                     if result.status == "enrolled":
                         if created:
                             written.append(path)
+                        outside = None if result.outside is None else round(result.outside, 3)
                         added.append({"file": upload.name, "template": result.template_id, "faces": result.faces,
-                                      "warning": result.warning})
+                                      "warning": result.warning, "outside": outside})
                     else:  # this photo is in the gallery already (perhaps as someone else)
                         existing.append({"file": upload.name, "template": result.template_id,
                                          "name": result.name})

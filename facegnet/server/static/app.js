@@ -222,7 +222,8 @@ $("#enroll-form").addEventListener("submit", async (event) => {
   try {
     const report = await api.post(`${person(name)}/photos`, { body: form("file", files) });
     const already = report.existing.length ? `; ${report.existing.length} already in the gallery` : "";
-    say(`Enrolled ${report.added.length} photo(s) of ${report.name}${already}.`, "ok");
+    const warned = report.added.filter((a) => a.warning).map((a) => ` ${a.file}: ${a.warning}.`).join("");
+    say(`Enrolled ${report.added.length} photo(s) of ${report.name}${already}.${warned}`, warned ? "info" : "ok");
     event.target.reset();
     $(".chosen", $("#enroll-drop")).textContent = "";
     await refreshPeople();
@@ -263,7 +264,8 @@ const identifyInput = dropZone($("#identify-drop"), async ([file]) => {
       list.append(el("li", { dataset: { name: face.name } },
         `${face.name} (similarity ${face.similarity.toFixed(3)})`));
     }
-    say(`${result.faces.length} face(s) in ${result.image}.`, "ok");
+    const warned = (result.warnings || []).map((w) => ` ${w}.`).join(""); // e.g. a photo cut tight
+    say(`${result.faces.length} face(s) in ${result.image}.${warned}`, warned ? "info" : "ok");
   } catch (error) {
     stage.replaceChildren(); // the server refused the photo: show none
     fail(error);
