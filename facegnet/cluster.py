@@ -38,12 +38,14 @@ METHODS = ("average", "components", "hdbscan")
 
 @dataclass
 class FoundFace:
-    """One face found in a photo: where, and how sure the detector was."""
+    """One face found in a photo: where, how sure the detector was, and the share of its aligned crop outside
+    the photo (:attr:`facegnet.Face.outside`; above :data:`facegnet.detection.quality.TIGHT_CROP` it is cut tight)."""
 
     source: str
     box: list[float]
     score: float
     landmarks: list[list[float]]
+    outside: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"image": self.source, "box": [round(v, 1) for v in self.box], "score": round(self.score, 4)}
@@ -132,7 +134,8 @@ def find_faces(recognizer: Any, images: Sequence[ImageLike], *, names: Sequence[
             vectors.append(recognizer.embed_faces(decoded.array, usable))
             in_photo = [f.scaled(*decoded.scale) for f in usable] if decoded.reduced else usable
             faces += [FoundFace(label, [float(v) for v in f.box], float(f.score),
-                                np.asarray(f.landmarks, float).round(2).tolist()) for f in in_photo]
+                                np.asarray(f.landmarks, float).round(2).tolist(),
+                                None if f.outside is None else float(f.outside)) for f in in_photo]
     dim = vectors[0].shape[1] if vectors else 0
     embeddings = np.concatenate(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
     return faces, embeddings, errors

@@ -3,7 +3,8 @@
 A real server (uvicorn on loopback, in a thread) over a fresh gallery: sign in, enroll two people from LFW
 photos through the page, identify a third photo and find the right name drawn over the face, watch a (fake)
 camera that shows an enrolled person's photo and find the name over the face, group unsorted photos and name
-a group. Screenshots go to ``out/browser/`` (kept by CI, ignored by git).
+a group, read the warning for a photo cut close to the face. Screenshots go to ``out/browser/`` (kept by CI,
+ignored by git).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 from conftest import ROOT, lfw_photo
 from PIL import Image
+from test_tight_crop import cut_to_box
 
 pytest.importorskip("fastapi", reason="the server extra is not installed: pip install 'facegnet[server]'")
 pytest.importorskip("selenium", reason="selenium is not installed (it is in the test extra: pip install -e '.[test]')")
@@ -307,3 +309,41 @@ def test_api_docs_render_without_internet(site, browser):
     assert "facegnet" in title.text
     assert browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path[data-path='/api/identify']")
     browser.save_screenshot(str(SHOTS / "docs.png"))
+
+
+# ---------------------------------------------------------------------------------------------- a photo cut tight
+def test_a_photo_cut_tight_is_named_on_the_page(site, browser, recognizer, tmp_path):
+    """Enrolling and identifying a photo cut close to the face (LFW photos cut with PIL to MTCNN's box) shows the
+    server's warning in the message line, naming the photo; a whole photo shows none. It fits a phone's width."""
+    whole = tmp_path / "whole.jpg"
+    shutil.copy(lfw_photo("Tony_Blair", 1), whole)
+    tight = cut_to_box(recognizer, lfw_photo("Tony_Blair", 2), tmp_path / "tight.jpg")
+    probe = cut_to_box(recognizer, lfw_photo("Tony_Blair", 3), tmp_path / "probe-tight.jpg")
+    open_tab(browser, site, "people")
+    browser.find_element(By.ID, "enroll-name").send_keys("Tony Blair")
+    browser.find_element(By.ID, "enroll-files").send_keys(f"{whole}\n{tight}")
+    browser.find_element(By.CSS_SELECTOR, "#enroll-form button[type=submit]").click()
+    message = wait_for(browser, "#message.warning", lambda e: "Enrolled 2 photo(s) of Tony Blair" in e.text)
+    assert "tight.jpg: face is cut tight (" in message.text and "whole.jpg" not in message.text, message.text
+    browser.save_screenshot(str(SHOTS / "tight-enrol.png"))
+
+    browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="identify"]').click()
+    browser.find_element(By.ID, "identify-file").send_keys(str(lfw_photo("Tony_Blair", 4)))
+    message = wait_for(browser, "#message.ok", lambda e: e.text.startswith("1 face(s) in Tony_Blair_0004.jpg"))
+    assert message.text == "1 face(s) in Tony_Blair_0004.jpg.", message.text  # a whole photo: no warning
+
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE)
+    try:
+        browser.find_element(By.ID, "identify-file").send_keys(str(probe))
+        message = wait_for(browser, "#message.warning", lambda e: e.text.startswith("1 face(s) in probe-tight.jpg."))
+        assert " Face 1 is cut tight (" in message.text and message.text.endswith("enrol and search whole photos.")
+        wait_for(browser, '#identify-result .box[data-name="Tony Blair"]')
+        browser.save_screenshot(str(SHOTS / "tight-phone.png"))
+        # Not zoomed out: the box of a face cut tight runs past the photo's edges; drawn so, it widened the page.
+        seen = overflow(browser)
+        assert seen["scroll"] <= seen["inner"] == 390 and not seen["outside"], seen
+        box = message.rect  # the whole message on the screen, wrapped within it
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    browser.save_screenshot(str(SHOTS / "tight-identify.png"))

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import lfw_photo
+from test_tight_crop import cut_to_box
 
 pytest.importorskip("scipy", reason="clustering needs its extra: pip install 'facegnet[cluster]'")
 pytest.importorskip("sklearn", reason="clustering needs its extra: pip install 'facegnet[cluster]'")
@@ -74,7 +75,7 @@ def test_pairwise_scores_match_scikit_learn():
 
 
 @pytest.mark.slow
-def test_cluster_cli_groups_a_folder(tmp_path, capsys):
+def test_cluster_cli_groups_a_folder(tmp_path, capsys, recognizer):
     from facegnet.cli import main
 
     folder = tmp_path / "unsorted"
@@ -82,16 +83,20 @@ def test_cluster_cli_groups_a_folder(tmp_path, capsys):
     for person, numbers in (("George_W_Bush", (1, 2, 3)), ("Serena_Williams", (1, 2))):
         for n in numbers:
             shutil.copy(lfw_photo(person, n), (folder / "sub" if n == 3 else folder) / f"{person}_{n}.jpg")
+    tight = cut_to_box(recognizer, lfw_photo("Colin_Powell", 1), folder / "Colin_Powell_1.jpg")  # cut to the face
     (folder / "broken.jpg").write_bytes(b"not a photo")
     out = tmp_path / "groups.json"
     assert main(["cluster", str(folder), "--out", str(out)]) == 0
     captured = capsys.readouterr()
     assert "skipped" in captured.err and "broken.jpg: not an image" in captured.err
+    # The one photo cut tight is named, as identify names it; the five whole ones are not.
+    warned = [line for line in captured.err.splitlines() if "cut tight" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"facegnet: warning: {tight}: face 1 is cut tight ("), warned
     groups = json.loads(out.read_text())
-    assert groups["method"] == "average" and groups["faces"] == 5
+    assert groups["method"] == "average" and groups["faces"] == 6
     people = [{face["image"].rsplit("/", 1)[1].rsplit("_", 1)[0] for face in g["faces"]} for g in groups["groups"]]
-    assert people == [{"George_W_Bush"}, {"Serena_Williams"}]
-    assert [g["known"] for g in groups["groups"]] == [None, None]  # no gallery: nobody to look like
+    assert people == [{"George_W_Bush"}, {"Serena_Williams"}, {"Colin_Powell"}]
+    assert [g["known"] for g in groups["groups"]] == [None, None, None]  # no gallery: nobody to look like
     assert groups["errors"] == [{"image": str(folder / "broken.jpg"), "error": "not an image (unrecognised file format)"}]
 
     assert main(["cluster", str(tmp_path / "missing")]) != 0

@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from facegnet.cli.common import (
     add_database_option,
@@ -14,8 +15,13 @@ from facegnet.cli.common import (
     make_recognizer,
     max_side_of,
     untrained_warning,
+    warn,
 )
+from facegnet.detection.quality import tight_notes
 from facegnet.errors import FacegnetError
+
+if TYPE_CHECKING:
+    from facegnet.cluster import FoundFace
 
 
 def register(subparsers) -> None:
@@ -76,6 +82,9 @@ def _cluster(args: argparse.Namespace, photos: list[Path], recognizer, gallery) 
                                            max_side=max_side_of(args))
     for source, reason in errors:
         print(f"facegnet: skipped {source}: {reason}", file=sys.stderr)
+    for source, found in _by_photo(faces).items():  # as identify warns: such faces' scores with each other run high
+        for note in tight_notes(found):
+            warn(f"{source}: {note}")
     if not faces:
         raise FacegnetError(f"no usable face in any of the {len(photos)} photo(s)", args.photos)
     threshold = recognizer.threshold if args.threshold is None else args.threshold
@@ -103,6 +112,14 @@ def _cluster(args: argparse.Namespace, photos: list[Path], recognizer, gallery) 
         Path(args.out).write_text(json.dumps(result.to_dict(known), indent=1, ensure_ascii=False) + "\n")
     untrained_warning(recognizer)
     return 0
+
+
+def _by_photo(faces: list[FoundFace]) -> dict[str, list[FoundFace]]:
+    """The found faces of each photo, in the order found (photos in their first face's order)."""
+    photos: dict[str, list[FoundFace]] = {}
+    for face in faces:
+        photos.setdefault(face.source, []).append(face)
+    return photos
 
 
 __all__ = ["register", "run_cluster"]

@@ -68,7 +68,8 @@ function say(text, kind = "info") {
   box.className = kind;
   box.hidden = false;
   clearTimeout(messageTimer);
-  if (kind !== "error") messageTimer = setTimeout(() => { box.hidden = true; }, 6000);
+  // An error or a warning stays until the next message: a warning is a sentence or two to read.
+  if (kind !== "error" && kind !== "warning") messageTimer = setTimeout(() => { box.hidden = true; }, 6000);
 }
 const fail = (error) => say(error.message || String(error), "error");
 
@@ -223,7 +224,7 @@ $("#enroll-form").addEventListener("submit", async (event) => {
     const report = await api.post(`${person(name)}/photos`, { body: form("file", files) });
     const already = report.existing.length ? `; ${report.existing.length} already in the gallery` : "";
     const warned = report.added.filter((a) => a.warning).map((a) => ` ${a.file}: ${a.warning}.`).join("");
-    say(`Enrolled ${report.added.length} photo(s) of ${report.name}${already}.${warned}`, warned ? "info" : "ok");
+    say(`Enrolled ${report.added.length} photo(s) of ${report.name}${already}.${warned}`, warned ? "warning" : "ok");
     event.target.reset();
     $(".chosen", $("#enroll-drop")).textContent = "";
     await refreshPeople();
@@ -234,7 +235,8 @@ $("#enroll-form").addEventListener("submit", async (event) => {
 function drawFaces(stage, faces, width, height) {
   for (const old of stage.querySelectorAll(".box")) old.remove();
   for (const face of faces) {
-    const [x1, y1, x2, y2] = face.box;
+    // Drawn within the photo: the box of a face cut tight runs past its edges (it widened a phone's page).
+    const [x1, y1, x2, y2] = face.box.map((v, i) => Math.min(Math.max(v, 0), i % 2 ? height : width));
     const known = face.name && face.name !== "unknown";
     const label = face.name ? `${face.name} ${face.similarity.toFixed(2)}` : "…";
     const box = el("div", { class: `box ${known ? "known" : "unknown"}`, dataset: { name: face.name || "" } },
@@ -264,8 +266,9 @@ const identifyInput = dropZone($("#identify-drop"), async ([file]) => {
       list.append(el("li", { dataset: { name: face.name } },
         `${face.name} (similarity ${face.similarity.toFixed(3)})`));
     }
-    const warned = (result.warnings || []).map((w) => ` ${w}.`).join(""); // e.g. a photo cut tight
-    say(`${result.faces.length} face(s) in ${result.image}.${warned}`, warned ? "info" : "ok");
+    // e.g. "face 1 is cut tight (…)", shown as a sentence of its own
+    const warned = (result.warnings || []).map((w) => ` ${w[0].toUpperCase()}${w.slice(1)}.`).join("");
+    say(`${result.faces.length} face(s) in ${result.image}.${warned}`, warned ? "warning" : "ok");
   } catch (error) {
     stage.replaceChildren(); // the server refused the photo: show none
     fail(error);
