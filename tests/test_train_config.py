@@ -55,8 +55,12 @@ def test_every_recipe_resolves_and_the_ablation_differs_only_where_it_says(capsy
     # the second teacher: SFace's stored view targets at 30, off in the shipped recipe
     assert differs("ablation-sface") == {"view_targets", "view_targets_weight", "out"}
     assert base["view_targets"] is None and resolved["ablation-sface"]["view_targets"] == "data/teacher_sface"
-    # the patient trunk: the shipped recipe at a constant rate, longer, evaluated and checkpointed less often
-    assert differs("patient-trunk") == {"schedule", "steps", "out", "eval_every", "checkpoint_minutes"}
+    # the patient trunk: the shipped recipe with the second teacher (whose ablation won on all dev pairs) at a
+    # constant rate, longer, evaluated and checkpointed less often
+    assert differs("patient-trunk") == {"schedule", "steps", "out", "eval_every", "checkpoint_minutes",
+                                        "view_targets", "view_targets_weight"}
+    assert {k: resolved["patient-trunk"][k] for k in ("view_targets", "view_targets_weight")} == \
+        {k: resolved["ablation-sface"][k] for k in ("view_targets", "view_targets_weight")}
     assert resolved["patient-trunk"]["schedule"] == "constant" and resolved["patient-trunk"]["steps"] == 32000
 
 
