@@ -3,7 +3,6 @@ photo once (its sha256 first, so a photo already enrolled is not decoded again; 
 ``max_side`` pixels a side, its faces stored in the photo's own coordinates)."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 from collections.abc import Callable
@@ -71,11 +70,7 @@ class Pending:
 
     def in_photo(self, face: Face) -> Face:
         """A face found on :attr:`array`, in the photo's own coordinates."""
-        if not self.reduced:
-            return face
-        sx, sy = self.scale
-        return dataclasses.replace(face, box=np.asarray(face.box, np.float32) * np.float32([sx, sy, sx, sy]),
-                                   landmarks=np.asarray(face.landmarks, np.float32) * np.float32([sx, sy]))
+        return face.scaled(*self.scale) if self.reduced else face
 
     def too_small_note(self) -> str:
         """What to add to a 'face too small' reason when the photo was decoded reduced ('' when it was not)."""

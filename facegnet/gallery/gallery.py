@@ -299,7 +299,7 @@ class Gallery(Enrolment, Maintenance):
 
         decoded = load_image_reduced(image, self.max_side)  # a big photo never at full size
         matches = self.identify_many([decoded.array], top_k=top_k, threshold=threshold, aggregate=aggregate)[0]
-        return [match.in_photo(decoded.scale) for match in matches] if decoded.reduced else matches
+        return [match.in_photo(decoded.scale) for match in matches]
 
     def identify_many(
         self,

@@ -7,13 +7,11 @@ request. Faces found on the reduced pixels are mapped back to the photo's own co
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from fastapi import HTTPException, UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -75,11 +73,7 @@ def decode(upload: Upload, max_side: int | None = DEFAULT_MAX_SIDE) -> Decoded:
 
 def in_photo(face, decoded: Decoded):
     """A face found on the decoded (perhaps reduced) pixels, in the coordinates of the uploaded photo."""
-    if face is None or not decoded.reduced:
-        return face
-    sx, sy = decoded.scale
-    return dataclasses.replace(face, box=np.asarray(face.box, np.float32) * np.float32([sx, sy, sx, sy]),
-                               landmarks=np.asarray(face.landmarks, np.float32) * np.float32([sx, sy]))
+    return face if face is None or not decoded.reduced else face.scaled(*decoded.scale)
 
 
 class BodyLimit:
