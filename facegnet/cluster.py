@@ -48,7 +48,10 @@ class FoundFace:
     outside: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"image": self.source, "box": [round(v, 1) for v in self.box], "score": round(self.score, 4)}
+        out = {"image": self.source, "box": [round(v, 1) for v in self.box], "score": round(self.score, 4)}
+        if self.outside is not None:  # share of its aligned crop outside the photo (TIGHT_CROP)
+            out["outside"] = round(float(self.outside), 3)
+        return out
 
 
 @dataclass

@@ -8,6 +8,7 @@ ignored by git).
 """
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import threading
@@ -16,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, lfw_photo
+from conftest import ROOT, cut_to_box, lfw_photo
 from PIL import Image
-from test_tight_crop import cut_to_box
 
 pytest.importorskip("fastapi", reason="the server extra is not installed: pip install 'facegnet[server]'")
 pytest.importorskip("selenium", reason="selenium is not installed (it is in the test extra: pip install -e '.[test]')")
@@ -347,3 +347,21 @@ def test_a_photo_cut_tight_is_named_on_the_page(site, browser, recognizer, tmp_p
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     browser.save_screenshot(str(SHOTS / "tight-identify.png"))
+
+    # Grouping: the face cut tight is marked, with why; naming its group warns as enrolling does.
+    cut = cut_to_box(recognizer, lfw_photo("Serena_Williams", 1), tmp_path / "serena-tight.jpg")
+    browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="clusters"]').click()
+    browser.find_element(By.ID, "cluster-files").send_keys(f"{cut}\n{lfw_photo('Serena_Williams', 2)}")
+    browser.find_element(By.ID, "cluster-start").click()
+    wait_for(browser, "#cluster-groups .group.open", thumbnails_loaded)
+    marked = browser.find_elements(By.CSS_SELECTOR, "#cluster-groups figure.tight")
+    assert [f.get_attribute("title").split(":")[0] for f in marked] == ["serena-tight.jpg"], marked
+    assert "cut tight (" in marked[0].get_attribute("title")
+    browser.save_screenshot(str(SHOTS / "tight-clusters.png"))
+    group = marked[0].find_element(By.XPATH, "./ancestor::article")
+    name = group.find_element(By.CSS_SELECTOR, "input:not([type=checkbox])")
+    name.clear()  # filled in when the gallery knows her already
+    name.send_keys("Serena Williams")
+    group.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    message = wait_for(browser, "#message.warning", lambda e: "as Serena Williams." in e.text)
+    assert re.search(r" serena-tight\.jpg \(face \d\): face is cut tight \(", message.text), message.text

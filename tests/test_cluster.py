@@ -6,8 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import lfw_photo
-from test_tight_crop import cut_to_box
+from conftest import cut_to_box, lfw_photo
 
 pytest.importorskip("scipy", reason="clustering needs its extra: pip install 'facegnet[cluster]'")
 pytest.importorskip("sklearn", reason="clustering needs its extra: pip install 'facegnet[cluster]'")

@@ -15,22 +15,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import lfw_photo
-from PIL import Image
+from conftest import cut_to_box, lfw_photo
 
 from facegnet.align import CROP_SIZE, TEMPLATE, outside_share, similarity_transform
 from facegnet.cli import main
 from facegnet.detection.quality import TIGHT_CROP, cut_tight
-
-
-def cut_to_box(recognizer, photo: Path, out: Path) -> Path:
-    """``photo`` cut with PIL to the box MTCNN finds around its largest face, saved at ``out``."""
-    with Image.open(photo) as image:
-        image = image.convert("RGB")
-        x1, y1, x2, y2 = recognizer.detect(np.asarray(image))[0].box
-        out.parent.mkdir(parents=True, exist_ok=True)
-        image.crop((int(x1), int(y1), int(np.ceil(x2)), int(np.ceil(y2)))).save(out, quality=95)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -115,20 +104,27 @@ def share_in(line: str) -> int:
     return int(re.search(r"cut tight \((\d+)% of its aligned crop lies outside the photo\)", line).group(1))
 
 
-def test_server_enrol_and_identify_answer_with_the_warning(photos, tmp_path, recognizer):
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def server(gallery: Path, recognizer):
+    """A test client of a server on ``gallery``."""
     pytest.importorskip("fastapi", reason="the server extra is not installed: pip install 'facegnet[server]'")
     with warnings.catch_warnings():  # starlette's TestClient prefers httpx2; httpx works
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
     from facegnet.server import create_app
+    return TestClient(create_app(gallery, TOKEN, recognizer=recognizer))
 
-    token = "test-token-0123456789"
-    auth = {"Authorization": f"Bearer {token}"}
 
-    def files(path: Path):
-        return [("file", (path.name, path.read_bytes(), "image/jpeg"))]
+def files(*paths: Path) -> list:
+    return [("file", (path.name, path.read_bytes(), "image/jpeg")) for path in paths]
 
-    with TestClient(create_app(tmp_path / "gallery", token, recognizer=recognizer)) as client:
+
+def test_server_enrol_and_identify_answer_with_the_warning(photos, tmp_path, recognizer):
+    auth = AUTH
+    with server(tmp_path / "gallery", recognizer) as client:
         tight = client.post("/api/people/Serena/photos", files=files(photos["people"] / "Serena" / "tight.jpg"),
                             headers=auth)
         whole = client.post("/api/people/Colin/photos", files=files(photos["people"] / "Colin" / "whole.jpg"),
@@ -146,3 +142,21 @@ def test_server_enrol_and_identify_answer_with_the_warning(photos, tmp_path, rec
         assert warning.startswith("face 1 is cut tight (") and abs(share_in(warning) - 100 * face["outside"]) <= 1
         answer = client.post("/api/identify", files=files(photos["whole"]), headers=auth).json()
         assert answer["faces"][0]["outside"] < 0.05 and answer["warnings"] == []
+
+
+def test_a_cluster_job_marks_the_faces_cut_tight_and_naming_them_warns(photos, tmp_path, recognizer):
+    with server(tmp_path / "gallery", recognizer) as client:
+        created = client.post("/api/clusters", files=files(photos["tight"], photos["whole"]), headers=AUTH)
+        assert created.status_code == 201, created.text
+        job = created.json()
+        by_name = {face["name"]: n for n, face in enumerate(job["faces"])}
+        tight, whole = job["faces"][by_name["tight.jpg"]], job["faces"][by_name["whole.jpg"]]
+        assert tight["outside"] > TIGHT_CROP and tight["warning"].startswith("cut tight (")
+        assert whole["outside"] < 0.05 and whole["warning"] is None
+        [group] = [g["id"] for g in job["groups"] if by_name["tight.jpg"] in g["faces"]]
+        named = client.post(f"/api/clusters/{job['id']}/groups/{group}/name", json={"name": "Serena"},
+                            headers=AUTH)
+        assert named.status_code == 200, named.text
+        # The enrolled crop keeps the photo's edge: the gallery names it cut tight too.
+        [added] = named.json()["added"]
+        assert added["outside"] > TIGHT_CROP and added["warning"].startswith("face is cut tight (")

@@ -9,10 +9,18 @@ with a warning: :func:`cut_tight`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from facegnet.detection.detector import Face
+
+
+class Measured(Protocol):
+    """A face that knows the share of its aligned crop outside its photo: :class:`~facegnet.Face`, or
+    clustering's :class:`~facegnet.cluster.FoundFace`."""
+
+    @property
+    def outside(self) -> float | None: ...
 
 #: Smallest usable face: shorter side of the detected box, in pixels of the original image.
 MIN_FACE_SIZE = 40
@@ -34,7 +42,7 @@ def too_small(face: Face, minimum: int = MIN_FACE_SIZE) -> str | None:
     return f"face too small ({face.width:.0f}×{face.height:.0f} px; at least {minimum} px needed)"
 
 
-def cut_tight(face: Face, level: float = TIGHT_CROP) -> str | None:
+def cut_tight(face: Measured, level: float = TIGHT_CROP) -> str | None:
     """Why a face's photo is cut too close (one phrase, with its share outside the photo), or None if it is not
     (or was not measured). The face is still used: its scores with faces cut alike run high, strangers' too."""
     if face.outside is None or face.outside <= level:
@@ -43,10 +51,10 @@ def cut_tight(face: Face, level: float = TIGHT_CROP) -> str | None:
             "cut so run high: enrol and search whole photos")
 
 
-def tight_notes(faces: Sequence[Face | None], level: float = TIGHT_CROP) -> list[str]:
+def tight_notes(faces: Sequence[Measured | None], level: float = TIGHT_CROP) -> list[str]:
     """A phrase for each face of a photo cut tight, numbered as listed (``"face 1 is cut tight (…)…"``)."""
     return [f"face {n} is {why}" for n, face in enumerate(faces, 1)
             if face is not None and (why := cut_tight(face, level)) is not None]
 
 
-__all__ = ["MIN_FACE_SIZE", "TIGHT_CROP", "cut_tight", "tight_notes", "too_small"]
+__all__ = ["MIN_FACE_SIZE", "TIGHT_CROP", "Measured", "cut_tight", "tight_notes", "too_small"]

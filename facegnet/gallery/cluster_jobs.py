@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from facegnet.atomic import write_text
 from facegnet.cluster import Clustering
+from facegnet.detection.quality import cut_tight
 from facegnet.errors import GalleryError
 from facegnet.gallery.results import UNKNOWN
 
@@ -66,7 +67,8 @@ def new_job(result: Clustering, photos: int, files: dict[str, str],
     ``photos``: how many photos were given; ``files``: the stored file name of each photo a face was found in (by
     the name :func:`~facegnet.cluster.find_faces` labelled it with); ``scales``: the factor from the decoded pixels
     the boxes were found on to the photo's own pixels, where a photo was decoded reduced; ``known``: for each
-    group, the enrolled person it looks like (:func:`known_people`).
+    group, the enrolled person it looks like (:func:`known_people`). Each face notes the share of its aligned crop
+    outside the photo (``outside``) and, for one cut tight, why its scores run high (``warning``).
     """
     scales = scales or {}
     known = known or [None] * len(result.groups())
@@ -77,7 +79,8 @@ def new_job(result: Clustering, photos: int, files: dict[str, str],
         "threshold": result.threshold,
         "photos": photos,
         "faces": [{"photo": files[f.source], "name": f.source, "box": _in_photo(f.box, scales.get(f.source)),
-                   "score": round(f.score, 4)} for f in result.faces],
+                   "score": round(f.score, 4), "outside": None if f.outside is None else round(f.outside, 3),
+                   "warning": cut_tight(f)} for f in result.faces],
         "groups": [{"id": g, "faces": members, "state": "open", "name": None, "known": known[g]}
                    for g, members in enumerate(result.groups())],
         "errors": [{"image": s, "error": r} for s, r in result.errors],

@@ -386,8 +386,11 @@ async function renderJob() {
 async function groupCard(group) {
   const faces = el("div", { class: "faces" });
   for (const face of group.faces.slice(0, 24)) {
-    faces.append(el("figure", {}, await authImage(`/api/clusters/${job.id}/faces/${face}/thumbnail`,
-      job.faces[face].name)));
+    const record = job.faces[face];
+    // A face cut tight is marked, with why, where the user decides whether to name it.
+    const marks = record.warning ? { class: "tight", title: `${record.name}: ${record.warning}` } : {};
+    faces.append(el("figure", marks, await authImage(`/api/clusters/${job.id}/faces/${face}/thumbnail`,
+      record.name)));
   }
   const title = group.state === "named" ? `${group.name} (enrolled)` : `Group ${group.id + 1}`;
   const card = el("article", { class: `card group ${group.state}`, dataset: { group: group.id } },
@@ -407,7 +410,8 @@ async function groupCard(group) {
     try {
       const report = await api.post(`/api/clusters/${job.id}/groups/${group.id}/name`, { json: { name } });
       const skipped = report.skipped.length ? ` (${report.skipped.length} face(s) not good enough)` : "";
-      say(`Enrolled ${report.added.length} face(s) as ${report.name}${skipped}.`, "ok");
+      const warned = report.added.filter((a) => a.warning).map((a) => ` ${a.file}: ${a.warning}.`).join("");
+      say(`Enrolled ${report.added.length} face(s) as ${report.name}${skipped}.${warned}`, warned ? "warning" : "ok");
       job = await api.get(`/api/clusters/${job.id}`);
       await renderJob();
       refreshPeople();
