@@ -10,7 +10,7 @@ outside is blackened; re-aligning such a photo gives exactly this crop, and the 
 embedded as a search embeds them: flip, fp32) are compared with the uncut crops': with both faces of a pair cut
 (a gallery enrolled from such photos, searched with such photos) and with one cut (a tight probe against whole
 photos). The level is the largest share whose both-cut quantiles at p = 1e-2 and 1e-3 stay within ``MARGIN``
-(0.02, the margin ``calibrate_search_threshold.py`` allows a fill) of the uncut ones.
+(0.02) of the uncut ones.
 
 For scale, the same shares of LFW photos (250×250, whole) as they are and cut to MTCNN's box widened by a
 margin on each side (only the share is measured on them: LFW is for evaluation).

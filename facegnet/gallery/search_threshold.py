@@ -21,16 +21,13 @@ scores above ``u``::
 
     P(score >= t) = p_u * (1 + xi * (t - u) / sigma) ** (-1 / xi)     (t >= u; xi = 0: exponential)
 
-The card's description is written by ``benchmarks/calibrate_search_threshold.py``, which also takes photos of
-strangers (``--strangers``) to read the quantiles from data far below the dev pairs' 1e-3. FairFace's pinned
-snapshot did not qualify: its 224×224 photos are cut so close to the face that a median 44% of each aligned
-crop lies outside the photo, and the shared black fill raises every pair's score (such strangers, against 1,678
-of them enrolled, were named in 32% of searches at the threshold this tail gives for 1%;
-``benchmarks/results/search_threshold_strangers.md``). Padding those photos by reflection before aligning
-(``--stranger-fill reflect``) does not qualify them either: dev crops cut the same way and filled by reflection
-still score as impostors 0.05 to 0.07 above the uncut crops at p = 1e-2 to 1e-4 (black fill: 0.05 to 0.09), the
-mirrored halves repeating eyes and mouths, so the tail stays the dev pairs'. It describes photos that show the
-face with its surroundings, as the dev faces do; even there it is a model of one population: on LFW's strangers
+The card's description is written by ``benchmarks/calibrate_search_threshold.py`` from the dev pairs. A deeper
+tail from FairFace's stranger photos did not qualify (``docs/training.md``, "What did not help"): its 224×224
+photos are cut so close to the face that a median 44% of each aligned crop lies outside the photo, and the
+shared black fill raises every pair's score; filled by reflection instead, dev crops cut the same way still score
+as impostors 0.05 to 0.07 above the uncut crops at p = 1e-2 to 1e-4 (black fill: 0.05 to 0.09), the mirrored
+halves repeating eyes and mouths. The tail describes photos that show the face with its surroundings, as the dev
+faces do; even there it is a model of one population: on LFW's strangers
 (``benchmarks/lfw_identification.py``) it named 2.36% where 1% was asked. For photos already cropped to the face
 it promises far too little.
 """
