@@ -34,6 +34,22 @@ def test_the_card_licence_names_every_training_source() -> None:
     assert "own_faces: licence unknown" in full and "Apache-2.0" in full
 
 
+def test_the_card_licence_names_the_teacher_of_stored_view_targets(tmp_path: Path) -> None:
+    import json
+
+    from facegnet.train.config import TrainConfig
+
+    targets = tmp_path / "teacher_sface"
+    targets.mkdir()
+    (targets / "targets.json").write_text(json.dumps({"teacher": "SFace (OpenCV Zoo sface, Apache-2.0)"}))
+    named = release.licence_of(TrainConfig(view_targets=str(targets)))
+    assert named.endswith("; stored targets of SFace (OpenCV Zoo sface, Apache-2.0), used in training only, "
+                          "not shipped"), named
+    (targets / "targets.json").unlink()  # a folder that does not say whose targets they are
+    unknown = release.licence_of(TrainConfig(view_targets=str(targets)))
+    assert unknown.endswith("; stored targets teacher_sface: teacher and licence unknown, check before publishing")
+
+
 def test_the_card_licence_inherits_the_sources_of_the_init_weights(tmp_path: Path) -> None:
     import json
 

@@ -47,10 +47,22 @@ def licence_of(cfg: TrainConfig) -> str:
                      else f"{Path(folder).name}: licence unknown, check before publishing")
     if cfg.teacher_model:
         parts.append(f"online teacher {Path(cfg.teacher_model).name}: Apache-2.0 (used in training only, not shipped)")
+    if cfg.view_targets:
+        parts.append(_view_targets_licence(Path(cfg.view_targets)))
     parts += _init_card_licence(cfg)
     # Clauses are "; "-separated (the pack's own line has two): each appears once, in order of first mention.
     clauses = [c.strip() for c in "; ".join(parts).split(";") if c.strip()]
     return "; ".join(dict.fromkeys(clauses))
+
+
+def _view_targets_licence(folder: Path) -> str:
+    """The stored view targets' teacher as ``facegnet.train.teacher_targets`` names it in ``targets.json``
+    (model and licence), used in training only."""
+    try:
+        teacher = json.loads((folder / "targets.json").read_text())["teacher"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"stored targets {folder.name}: teacher and licence unknown, check before publishing"
+    return f"stored targets of {teacher}, used in training only, not shipped"
 
 
 def _init_card_licence(cfg: TrainConfig) -> list[str]:
