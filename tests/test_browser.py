@@ -353,6 +353,7 @@ def test_a_photo_cut_tight_is_named_on_the_page(site, browser, recognizer, tmp_p
     browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="clusters"]').click()
     browser.find_element(By.ID, "cluster-files").send_keys(f"{cut}\n{lfw_photo('Serena_Williams', 2)}")
     browser.find_element(By.ID, "cluster-start").click()
+    wait_for(browser, "#cluster-status", lambda e: e.text.startswith("2 faces"))  # not the earlier job's groups
     wait_for(browser, "#cluster-groups .group.open", thumbnails_loaded)
     marked = browser.find_elements(By.CSS_SELECTOR, "#cluster-groups figure.tight")
     assert [f.get_attribute("title").split(":")[0] for f in marked] == ["serena-tight.jpg"], marked
