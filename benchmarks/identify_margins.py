@@ -27,6 +27,8 @@ LFW = HERE.parent.parent / "shared" / "data" / "lfw" / "images"
 
 def test_module(test_file: str):
     """One of the tests' modules, imported by path: the people measured here are the tests' own, not a copy."""
+    if str(TESTS) not in sys.path:  # the tests import their shared helpers from conftest, as pytest lets them
+        sys.path.insert(0, str(TESTS))
     spec = importlib.util.spec_from_file_location(Path(test_file).stem, TESTS / test_file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -10,6 +10,7 @@ import pytest
 
 from facegnet.cli import main
 from facegnet.errors import DataError
+from facegnet.train.branch import BRANCH_FRACTION
 from facegnet.train.config import REMOVED, TrainConfig, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,15 +30,35 @@ def _one_line_error(args: list[str], capsys: pytest.CaptureFixture) -> str:
     return err[0]
 
 
-def test_the_shipped_recipe_resolves_to_the_cards_training_config(capsys: pytest.CaptureFixture,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_shipped_weights_are_a_cool_down_branch_of_the_patient_trunk(capsys: pytest.CaptureFixture,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)  # the recipe's paths are relative to the repository root, as documented there
-    printed = _dry_run(["--config", "recipes/facegnet-default.toml"], capsys)
+    trunk = _dry_run(["--config", "recipes/patient-trunk.toml"], capsys)
     card = json.loads(CARD.read_text())
-    assert printed == card["training"]["config"]
-    # and what it says is the shipped run: the online teacher at 60, dlib at 30, CosFace at 0.5, 2,971 steps
+    shipped = card["training"]["config"]
+    assert shipped.keys() == trunk.keys()
+    # facegnet.train.branch: the trunk's configuration, its rate decayed linearly with no warm-up over 12% of the
+    # trunk's steps so far, started from the trunk's checkpoint instead of --init
+    stopped_at = 4119
+    assert {k for k in trunk if trunk[k] != shipped[k]} == {"schedule", "warmup_steps", "steps", "init",
+                                                            "branch_from", "out"}
+    assert (shipped["schedule"], shipped["warmup_steps"], shipped["init"]) == ("linear", 0, None)
+    assert shipped["steps"] == round(BRANCH_FRACTION * stopped_at) == card["training"]["step"]
+    assert shipped["branch_from"] == f"{trunk['out']}/last.pt" and f"step {stopped_at}" in card["training"]["command"]
+    # and what the trunk says is the shipped recipe: the online teacher at 60, dlib and SFace at 30, CosFace at 0.5
+    assert (shipped["teacher_weight"], shipped["distill_weight"], shipped["view_targets_weight"],
+            shipped["margin_weight"]) == (60.0, 30.0, 30.0, 0.5)
+    assert trunk["init"] == "runs/init/ff596ef8.pt" and shipped["compile"] is True
+
+
+def test_the_release_befores_recipe_still_resolves_to_its_run(capsys: pytest.CaptureFixture,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """recipes/facegnet-default.toml is the weights before's run (9d6ef0eb…, runs/rel0ctl), the ablations' control."""
+    monkeypatch.chdir(ROOT)
+    printed = _dry_run(["--config", "recipes/facegnet-default.toml"], capsys)
     assert (printed["teacher_weight"], printed["distill_weight"], printed["margin_weight"]) == (60.0, 30.0, 0.5)
-    assert printed["steps"] == 2971 and printed["init"] == "runs/init/ff596ef8.pt" and printed["compile"] is True
+    assert (printed["steps"], printed["schedule"], printed["view_targets"]) == (2971, "cosine", None)
+    assert printed["init"] == "runs/init/ff596ef8.pt" and printed["out"] == "runs/rel0ctl"
 
 
 def test_every_recipe_resolves_and_the_ablation_differs_only_where_it_says(capsys: pytest.CaptureFixture) -> None:
@@ -52,10 +73,10 @@ def test_every_recipe_resolves_and_the_ablation_differs_only_where_it_says(capsy
     # distill_weight weighs the stored target only, which this ablation drops: left at its default, as it ran
     assert differs("ablation-online-only") == {"teacher", "out", "distill_weight"}
     assert resolved["ablation-online-only"]["teacher"] == "none"
-    # the second teacher: SFace's stored view targets at 30, off in the shipped recipe
+    # the second teacher: SFace's stored view targets at 30, off in the control recipe
     assert differs("ablation-sface") == {"view_targets", "view_targets_weight", "out"}
     assert base["view_targets"] is None and resolved["ablation-sface"]["view_targets"] == "data/teacher_sface"
-    # the patient trunk: the shipped recipe with the second teacher (whose ablation won on all dev pairs) at a
+    # the patient trunk: the control recipe with the second teacher (whose ablation won on all dev pairs) at a
     # constant rate, longer, evaluated and checkpointed less often
     assert differs("patient-trunk") == {"schedule", "steps", "out", "eval_every", "checkpoint_minutes",
                                         "view_targets", "view_targets_weight"}

@@ -2,12 +2,13 @@
 
 Examples::
 
-    facegnet train --config recipes/facegnet-default.toml                  # the shipped model's last run
+    facegnet train --config recipes/facegnet-default.toml                  # a 2,971-step fine-tune
     facegnet train --config recipes/facegnet-default.toml --dry-run        # print the resolved configuration
     facegnet train --config recipes/facegnet-default.toml --steps 100 --out runs/quick   # options override it
     facegnet train --out runs/main --resume
     facegnet train --config recipes/patient-trunk.toml --out runs/trunk        # constant rate, resumable
-    facegnet train --branch-from runs/trunk/last.pt --out runs/trunk-cool      # a cool-down branch of it
+    facegnet train --branch-from runs/trunk/last.pt --out runs/trunk-cool      # a cool-down branch of it: the
+                                                                               # shipped model's run
     facegnet train --data my_people/ --distill none --init facegnet/weights/facegnet-default.pt \\
         --freeze-stages 5 --epochs 10 --lr 0.01 --out runs/finetune
     torchrun --nproc-per-node 4 -m facegnet train --config RECIPE --out runs/ddp
