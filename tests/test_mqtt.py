@@ -141,6 +141,21 @@ def test_recognition_goes_on_when_the_broker_goes_away(clip, gallery, broker, ca
     assert f"{len(events) - stats['delivered']} of {len(events)} event(s) did not reach the broker" in err
 
 
+def test_a_message_paho_took_while_the_connection_was_down_counts_as_unacknowledged():
+    """paho's is_published() raises for a message handed to it without a connection; the publisher counts it as
+    not acknowledged (this raised from close() when the broker went away just before a publish)."""
+    import paho.mqtt.client as paho
+
+    from facegnet.live.mqtt import _published
+
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="facegnet-test-offline")
+    info = client.publish("porch/events", "{}", qos=1)
+    assert info.rc == paho.MQTT_ERR_NO_CONN
+    with pytest.raises(RuntimeError):
+        info.is_published()
+    assert _published(info) is False
+
+
 def test_a_bad_mqtt_url_is_one_line_before_any_model_loads(clip, gallery, capfd):
     from facegnet.cli import main
 

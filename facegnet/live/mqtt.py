@@ -164,6 +164,15 @@ def new_client(target: MqttTarget, client_id: str, status: str):
     return client
 
 
+def _published(info: Any) -> bool:
+    """Whether the broker acknowledged a message. paho raises instead of answering for a message handed to it while
+    the connection was down (its ``rc`` says so); such a message counts as not acknowledged."""
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        return False
+
+
 @dataclass
 class _Pending:
     queued: float  # time.monotonic() when it was produced
@@ -353,7 +362,7 @@ class MqttPublisher:
         """Count acknowledged events and forget their messages (holding the lock)."""
         waiting = []
         for info, event in self._inflight:
-            if info.is_published():
+            if _published(info):
                 self.delivered += event
             else:
                 waiting.append((info, event))
