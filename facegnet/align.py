@@ -90,6 +90,11 @@ def outside_share(shape: Sequence[int], landmarks: np.ndarray, size: int = CROP_
     return float(1.0 - inside.mean())
 
 
+def rounded_share(share: float | None) -> float | None:
+    """A share outside the photo as reports carry it: three places, or None when it was not measured."""
+    return None if share is None else round(float(share), 3)
+
+
 def central_landmarks(height: int, width: int, fraction: float = 0.56) -> np.ndarray:
     """Landmarks that align the central square (side ``fraction`` of the shorter side) as if it were a face.
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from facegnet.align import rounded_share
 from facegnet.errors import DataError, FacegnetError
 from facegnet.io import IMAGE_SUFFIXES, Decoded, ImageLike, describe, load_image_reduced
 
@@ -50,7 +51,7 @@ class FoundFace:
     def to_dict(self) -> dict[str, Any]:
         out = {"image": self.source, "box": [round(v, 1) for v in self.box], "score": round(self.score, 4)}
         if self.outside is not None:  # share of its aligned crop outside the photo (TIGHT_CROP)
-            out["outside"] = round(float(self.outside), 3)
+            out["outside"] = rounded_share(self.outside)
         return out
 
 

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from facegnet.align import outside_share
+from facegnet.align import outside_share, rounded_share
 from facegnet.io import ImageLike, load_image
 
 #: MTCNN engines: "onnx" (ONNX Runtime, faster on a CPU) or "torch" (facenet-pytorch's modules as they are).
@@ -71,7 +71,7 @@ class Face:
             "box": [round(float(v), 1) for v in self.box],
             "score": round(float(self.score), 4),
             "landmarks": [[round(float(x), 1), round(float(y), 1)] for x, y in self.landmarks],
-            **({} if self.outside is None else {"outside": round(float(self.outside), 3)}),
+            **({} if self.outside is None else {"outside": rounded_share(self.outside)}),
         }
 
 

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from facegnet.align import rounded_share
 from facegnet.atomic import write_text
 from facegnet.cluster import Clustering
 from facegnet.detection.quality import cut_tight
@@ -79,7 +80,7 @@ def new_job(result: Clustering, photos: int, files: dict[str, str],
         "threshold": result.threshold,
         "photos": photos,
         "faces": [{"photo": files[f.source], "name": f.source, "box": _in_photo(f.box, scales.get(f.source)),
-                   "score": round(f.score, 4), "outside": None if f.outside is None else round(f.outside, 3),
+                   "score": round(f.score, 4), "outside": rounded_share(f.outside),
                    "warning": cut_tight(f)} for f in result.faces],
         "groups": [{"id": g, "faces": members, "state": "open", "name": None, "known": known[g]}
                    for g, members in enumerate(result.groups())],

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from facegnet.align import rounded_share
+
 if TYPE_CHECKING:
     from facegnet.detection.detector import Face
 
@@ -108,7 +110,7 @@ class Identification:
             out["box"] = [round(float(v), 1) for v in self.face.box]
             out["score"] = round(float(self.face.score), 4)
             if self.face.outside is not None:  # share of its aligned crop outside the photo (TIGHT_CROP)
-                out["outside"] = round(float(self.face.outside), 3)
+                out["outside"] = rounded_share(self.face.outside)
         out["name"] = self.name
         out["similarity"] = round(float(self.similarity), 4)
         out["candidates"] = [{"name": c.name, "similarity": round(float(c.similarity), 4)} for c in self.candidates]

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from facegnet.align import rounded_share
 from facegnet.detection.quality import cut_tight, tight_notes
 from facegnet.errors import FacegnetError, GalleryError, NoFaceError
 from facegnet.gallery import UNKNOWN, Gallery, Identification, QualityPolicy
@@ -228,9 +229,8 @@ class GalleryService:
                     if result.status == "enrolled":
                         if created:
                             written.append(path)
-                        outside = None if result.outside is None else round(result.outside, 3)
                         added.append({"file": upload.name, "template": result.template_id, "faces": result.faces,
-                                      "warning": result.warning, "outside": outside})
+                                      "warning": result.warning, "outside": rounded_share(result.outside)})
                     else:  # this photo is in the gallery already (perhaps as someone else)
                         existing.append({"file": upload.name, "template": result.template_id,
                                          "name": result.name})

@@ -72,6 +72,8 @@ function say(text, kind = "info") {
   if (kind !== "error" && kind !== "warning") messageTimer = setTimeout(() => { box.hidden = true; }, 6000);
 }
 const fail = (error) => say(error.message || String(error), "error");
+// " file: why." for each photo an enrolment report added with a warning (cut tight), or "".
+const warnings = (report) => report.added.filter((a) => a.warning).map((a) => ` ${a.file}: ${a.warning}.`).join("");
 
 // ------------------------------------------------------------------------------------------------ sign-in
 let signedIn = 0; // counts sign-outs: an answer that arrives after one is not shown
@@ -223,7 +225,7 @@ $("#enroll-form").addEventListener("submit", async (event) => {
   try {
     const report = await api.post(`${person(name)}/photos`, { body: form("file", files) });
     const already = report.existing.length ? `; ${report.existing.length} already in the gallery` : "";
-    const warned = report.added.filter((a) => a.warning).map((a) => ` ${a.file}: ${a.warning}.`).join("");
+    const warned = warnings(report);
     say(`Enrolled ${report.added.length} photo(s) of ${report.name}${already}.${warned}`, warned ? "warning" : "ok");
     event.target.reset();
     $(".chosen", $("#enroll-drop")).textContent = "";
@@ -410,7 +412,7 @@ async function groupCard(group) {
     try {
       const report = await api.post(`/api/clusters/${job.id}/groups/${group.id}/name`, { json: { name } });
       const skipped = report.skipped.length ? ` (${report.skipped.length} face(s) not good enough)` : "";
-      const warned = report.added.filter((a) => a.warning).map((a) => ` ${a.file}: ${a.warning}.`).join("");
+      const warned = warnings(report);
       say(`Enrolled ${report.added.length} face(s) as ${report.name}${skipped}.${warned}`, warned ? "warning" : "ok");
       job = await api.get(`/api/clusters/${job.id}`);
       await renderJob();
