@@ -19,7 +19,7 @@ import torch
 from facegnet.align import align_face, align_faces, central_landmarks
 from facegnet.card import ModelCard, resolve_card
 from facegnet.detection.detector import Detector, Face, measure_outside
-from facegnet.detection.quality import MIN_FACE_SIZE, cut_tight, too_small
+from facegnet.detection.quality import MIN_FACE_SIZE, cut_tight, on_its_side, too_small
 from facegnet.embed import Embedder
 from facegnet.errors import DeviceError, FacegnetError, NoFaceError, WeightsError
 from facegnet.io import ImageLike, describe, load_image
@@ -352,7 +352,8 @@ class FaceRecognizer:
     def largest_face(self, image: ImageLike) -> tuple[np.ndarray, Face, int]:
         """The decoded image, its largest usable face and how many faces it held.
 
-        Raises :class:`NoFaceError` naming the image when it holds no face, or none of ``min_face_size``.
+        Raises :class:`NoFaceError` naming the image when it holds no face, none of ``min_face_size``, or
+        lies on its side (:func:`~facegnet.detection.quality.on_its_side`: the face found is a false one).
         """
         array = load_image(image)
         faces = self.detect_usable([array])[0]
@@ -361,6 +362,8 @@ class FaceRecognizer:
         face = faces[0]
         if (why := too_small(face, self.min_face_size)) is not None:
             raise NoFaceError(why, describe(image))
+        if (why := on_its_side(array, face, self.detector.detect, self.min_face_size)) is not None:
+            raise NoFaceError(f"no upright face found: the photo {why}", describe(image))
         return array, face, len(faces)
 
     def embed_largest(self, image: ImageLike) -> tuple[np.ndarray, Face, int]:

@@ -204,9 +204,10 @@ def test_distance_0_6_is_the_verify_decision(fr, recognizer, photos, encodings):
             assert (distance <= 0.6) == same, (a, b, distance, cosine)
             decisions.append((a.split("_")[0] == b.split("_")[0], same))
     assert all(truth == same for truth, same in decisions)  # and for these photos it is the right answer
-    # verify on the files (its own 40-px search: the same landmarks to within a pixel) agrees with compare_faces.
+    # verify on the files agrees with compare_faces. Its own 40-px search finds the same faces with landmarks up to
+    # 2 px apart, which moves this pair's similarity by 0.016 with the shipped weights (84c59ce8…).
     result = recognizer.verify(ASSETS / "colin_powell_1.jpg", ASSETS / "colin_powell_2.jpg")
-    assert result.similarity == pytest.approx(float(unit["powell_1"] @ unit["powell_2"]), abs=0.02)
+    assert result.similarity == pytest.approx(float(unit["powell_1"] @ unit["powell_2"]), abs=0.03)
     assert [result.same] == fr.compare_faces([encodings["powell_1"]], encodings["powell_2"]) == [True]
 
 

@@ -326,6 +326,36 @@ def test_publishers_sharing_presence_announce_once_and_agree_on_who_is_in_view(b
     assert states().count("OFF") == 2  # the first state (once), and when the garage's face left
 
 
+def test_a_worker_started_later_announces_the_people_enrolled_since_once(broker, tmp_path):
+    """A server's second worker may start after the first has connected and announced, and after someone was
+    enrolled (through another server on the same gallery): that person gets one discovery config, from the late
+    worker on connecting, and none again when seen through either worker."""
+    from facegnet.live.presence import SharedPresence
+
+    discovery = Subscriber(broker.port, "homeassistant")
+    url = f"mqtt://127.0.0.1:{broker.port}/yard"
+    publishers = []
+    try:
+        publishers.append(MqttPublisher(MqttTarget.parse(url), people=["Ann"], log=lambda line: None,
+                                        presence=SharedPresence(tmp_path, ["Ann"], workers=2)))
+        assert publishers[0].start(wait=5)
+        discovery.wait_for(lambda: len(discovery.messages) == 2)  # Ann and unknown, from the announcer
+        publishers.append(MqttPublisher(MqttTarget.parse(url), people=["Ann", "Bea"], log=lambda line: None,
+                                        presence=SharedPresence(tmp_path, ["Ann", "Bea"], workers=2)))
+        assert publishers[1].start(wait=5)
+        discovery.wait_for(lambda: len(discovery.messages) == 3)
+        for publisher in publishers:  # Bea seen through each worker
+            publisher({"event": "appeared", "time": "2026-01-01T00:00:00.000Z", "track": 1, "name": "Bea",
+                       "similarity": 0.5, "session": f"cam-{len(discovery.messages)}"})
+        time.sleep(0.5)  # any config that would follow
+    finally:
+        for publisher in publishers:
+            publisher.close()
+        discovery.close()
+    topics = [topic.split("/")[-2] for _, topic, _, _ in discovery.messages]
+    assert sorted(topics) == ["ann", "bea", "unknown"], topics
+
+
 def test_sessions_shared_by_two_workers_end_once_when_idle(gallery, recognizer, tmp_path):
     """Two :class:`LiveSessions` sharing a folder (what two server workers have): a session idle past its time
     ends once, from its current state, whichever worker notices; the other's old copy says nothing more."""

@@ -39,7 +39,7 @@ def test_the_shipped_weights_are_a_cool_down_branch_of_the_patient_trunk(capsys:
     assert shipped.keys() == trunk.keys()
     # facegnet.train.branch: the trunk's configuration, its rate decayed linearly with no warm-up over 12% of the
     # trunk's steps so far, started from the trunk's checkpoint instead of --init
-    stopped_at = 4119
+    stopped_at = 14689
     assert {k for k in trunk if trunk[k] != shipped[k]} == {"schedule", "warmup_steps", "steps", "init",
                                                             "branch_from", "out"}
     assert (shipped["schedule"], shipped["warmup_steps"], shipped["init"]) == ("linear", 0, None)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from facegnet.detection.quality import cut_tight, too_small
+from facegnet.detection.quality import cut_tight, on_its_side, too_small
 from facegnet.errors import GalleryError, NoFaceError
 from facegnet.gallery.cache import IndexCache
 from facegnet.gallery.enrolment_rules import Pending, QualityPolicy, enroll_photos, exists, face_quality, read_photo
@@ -50,7 +50,7 @@ class Enrolment:
 
         Returns an :class:`EnrollResult` with status ``enrolled`` or ``exists`` (this photo, by sha256, is
         already in the gallery). Raises :class:`ImageError` for an unreadable photo and
-        :class:`NoFaceError` when it holds no face good enough (too small, low score).
+        :class:`NoFaceError` when it holds no face good enough (too small, low score, on its side).
         """
         pending = self._prepare_enrolment(name, image, source)
         if isinstance(pending, EnrollResult):
@@ -88,6 +88,9 @@ class Enrolment:
             if too_small(face, self.quality.min_face) is not None:
                 why += pending.too_small_note()
             raise NoFaceError(why, pending.label)
+        # A photo on its side may hold a false face above the score floor (0.955 for one LFW photo turned 90°).
+        if (why := on_its_side(pending.array, face, self.recognizer.detector.detect, self.quality.min_face)):
+            raise NoFaceError(f"no upright face found: the photo {why}", pending.label)
         return face
 
     def _store_enrolment(self, pending: Pending, face: Face, embedding: np.ndarray, count: int) -> EnrollResult:

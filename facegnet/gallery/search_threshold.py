@@ -28,7 +28,7 @@ shared black fill raises every pair's score; filled by reflection instead, dev c
 as impostors 0.05 to 0.07 above the uncut crops at p = 1e-2 to 1e-4 (black fill: 0.05 to 0.09), the mirrored
 halves repeating eyes and mouths. The tail describes photos that show the face with its surroundings, as the dev
 faces do; even there it is a model of one population: on LFW's strangers
-(``benchmarks/lfw_identification.py``) the shipped weights' tail named 4.40% where 1% was asked. For photos
+(``benchmarks/lfw_identification.py``) the shipped weights' tail named 4.52% where 1% was asked. For photos
 already cropped to the face it promises far too little.
 """
 from __future__ import annotations

@@ -400,8 +400,11 @@ class MqttPublisher:
             # (the last two from the announcer alone when processes share the presence).
             self._publish(self._status_topic, "offline" if self._closed else "online", retain=True, event=False)
             announcer = self._presence.announcer()
-            if announcer and self.target.discovery:
-                for name in self._presence.states():
+            if self.target.discovery:  # every name from the announcer; from another, those enrolled since
+                names = self._presence.to_announce(everyone=announcer)
+                configs = {self.discovery_topic(name) for name in names}
+                waiting = [p for p in waiting if p.topic not in configs]  # a config that waited is sent afresh
+                for name in names:
                     self._publish_discovery(name)
             if announcer and not again:
                 for name, present in self._presence.states().items():

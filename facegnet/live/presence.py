@@ -30,16 +30,22 @@ class Presence:
     def __init__(self, people: Iterable[str] = ()) -> None:
         self._tracks: dict[str, str] = {}
         self._names: list[str] = list(dict.fromkeys([*people, UNKNOWN]))
+        self._announced: list[str] = []
 
     def update(self, track: str, name: str | None) -> tuple[dict[str, bool], bool]:
         """Track ``track`` now shows ``name`` (None: it left). Returns whether each person it concerns (the
-        name it showed before, the one it shows now) is present afterwards, and whether ``name`` is new (never
-        known before: it needs its discovery config)."""
-        return _update(self._tracks, self._names, track, name)
+        name it showed before, the one it shows now) is present afterwards, and whether ``name`` still needs
+        its discovery config (none was published for it yet; from now on it counts as published)."""
+        return _update(self._tracks, self._names, self._announced, track, name)
 
     def states(self) -> dict[str, bool]:
         """Every known person: present or not."""
         return _states(self._tracks, self._names)
+
+    def to_announce(self, everyone: bool) -> list[str]:
+        """The names to publish discovery configs for now, counted as published from now on: every known
+        name (``everyone``: the announcer on connecting), or those none was published for yet."""
+        return _to_announce(self._names, self._announced, everyone)
 
     #: How many processes share this presence (their numbers are 1 to this); None: this process alone.
     workers: int | None = None
@@ -74,19 +80,29 @@ class SharedPresence(Presence):
         self._lock = FileLock(self.folder / "presence.state.lock")
         self._announcer: int | None = None  # the descriptor holding the announcer's lock
         with self._lock.hold():  # the enrolled names each process starts with
-            tracks, names = self._read()
-            self._write(tracks, list(dict.fromkeys([*names, *self._names])))
+            tracks, names, announced = self._read()
+            # A worker started after the announcer connected may bring people enrolled since: they stay
+            # unannounced until a worker publishes their discovery config (on connecting, or when seen).
+            self._write(tracks, list(dict.fromkeys([*names, *self._names])), announced)
 
     def update(self, track: str, name: str | None) -> tuple[dict[str, bool], bool]:
         with self._lock.hold():
-            tracks, names = self._read()
-            result = _update(tracks, names, track, name)
-            self._write(tracks, names)
+            tracks, names, announced = self._read()
+            result = _update(tracks, names, announced, track, name)
+            self._write(tracks, names, announced)
         return result
 
     def states(self) -> dict[str, bool]:
         with self._lock.hold():
-            return _states(*self._read())
+            tracks, names, _ = self._read()
+            return _states(tracks, names)
+
+    def to_announce(self, everyone: bool) -> list[str]:
+        with self._lock.hold():  # read and mark in one step: two workers never publish the same name at once
+            tracks, names, announced = self._read()
+            result = _to_announce(names, announced, everyone)
+            self._write(tracks, names, announced)
+        return result
 
     def announcer(self) -> bool:
         if self._announcer is None:
@@ -125,21 +141,22 @@ class SharedPresence(Presence):
             return None
         return fd
 
-    def _read(self) -> tuple[dict[str, str], list[str]]:
+    def _read(self) -> tuple[dict[str, str], list[str], list[str]]:
         try:
             data = json.loads(self._file.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return {}, list(self._names)
-        return dict(data["tracks"]), list(data["names"])
+            return {}, list(self._names), []
+        return dict(data["tracks"]), list(data["names"]), list(data.get("announced", []))
 
-    def _write(self, tracks: dict[str, str], names: list[str]) -> None:
+    def _write(self, tracks: dict[str, str], names: list[str], announced: list[str]) -> None:
         fd, scratch = tempfile.mkstemp(dir=self.folder, prefix=".presence-")
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump({"tracks": tracks, "names": names}, out, ensure_ascii=False)
+            json.dump({"tracks": tracks, "names": names, "announced": announced}, out, ensure_ascii=False)
         os.replace(scratch, self._file)
 
 
-def _update(tracks: dict[str, str], names: list[str], track: str, name: str | None) -> tuple[dict[str, bool], bool]:
+def _update(tracks: dict[str, str], names: list[str], announced: list[str], track: str,
+            name: str | None) -> tuple[dict[str, bool], bool]:
     changed = []
     if (before := tracks.pop(track, None)) is not None:
         changed.append(before)
@@ -149,9 +166,17 @@ def _update(tracks: dict[str, str], names: list[str], track: str, name: str | No
         changed.append(name)
         if name not in names:
             names.append(name)
+        if name not in announced:
+            announced.append(name)
             new = True
     shown = set(tracks.values())
     return {n: n in shown for n in dict.fromkeys(changed)}, new
+
+
+def _to_announce(names: list[str], announced: list[str], everyone: bool) -> list[str]:
+    result = list(names) if everyone else [n for n in names if n not in announced]
+    announced.extend(n for n in result if n not in announced)
+    return result
 
 
 def _states(tracks: dict[str, str], names: list[str]) -> dict[str, bool]:
