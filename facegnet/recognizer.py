@@ -363,7 +363,7 @@ class FaceRecognizer:
         if (why := too_small(face, self.min_face_size)) is not None:
             raise NoFaceError(why, describe(image))
         if (why := on_its_side(array, face, self.detector.detect, self.min_face_size)) is not None:
-            raise NoFaceError(f"no upright face found: the photo {why}", describe(image))
+            raise NoFaceError(why, describe(image))
         return array, face, len(faces)
 
     def embed_largest(self, image: ImageLike) -> tuple[np.ndarray, Face, int]:

@@ -49,16 +49,17 @@ SIDEWAYS_FACE = 0.995
 
 def on_its_side(array: np.ndarray, face: Face, detect: Callable[[np.ndarray], Sequence[Face]],
                 minimum: int = MIN_FACE_SIZE) -> str | None:
-    """Why a photo looks turned on its side (one phrase), or None: its largest ``face`` scores under
-    :data:`SIDEWAYS_CHECK`, and turned 90° one way or the other its largest face of ``minimum`` px (``detect``
-    gives faces largest first) scores :data:`SIDEWAYS_FACE` or more. Two more detections, for doubtful faces only."""
+    """Why a photo is refused as lying on its side (the whole reason, as every caller reports it), or None: its
+    largest ``face`` scores under :data:`SIDEWAYS_CHECK`, and turned 90° one way or the other its largest face of
+    ``minimum`` px (``detect`` gives faces largest first) scores :data:`SIDEWAYS_FACE` or more. Two more
+    detections, for doubtful faces only."""
     if face.score >= SIDEWAYS_CHECK:
         return None
     for turns, way in ((1, "anticlockwise"), (3, "clockwise")):
         found = [f for f in detect(np.ascontiguousarray(np.rot90(array, turns))) if f.size >= minimum]
         if found and found[0].score >= SIDEWAYS_FACE:
-            return (f"lies on its side (its face scores {face.score:.2f} as it is, {found[0].score:.3f} turned 90° "
-                    f"{way}): turn it upright, or give it an EXIF orientation")
+            return (f"no upright face found: the photo lies on its side (its face scores {face.score:.2f} as it is, "
+                    f"{found[0].score:.3f} turned 90° {way}): turn it upright, or give it an EXIF orientation")
     return None
 
 

@@ -90,7 +90,7 @@ class Enrolment:
             raise NoFaceError(why, pending.label)
         # A photo on its side may hold a false face above the score floor (0.955 for one LFW photo turned 90°).
         if (why := on_its_side(pending.array, face, self.recognizer.detector.detect, self.quality.min_face)):
-            raise NoFaceError(f"no upright face found: the photo {why}", pending.label)
+            raise NoFaceError(why, pending.label)
         return face
 
     def _store_enrolment(self, pending: Pending, face: Face, embedding: np.ndarray, count: int) -> EnrollResult:
