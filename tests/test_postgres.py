@@ -352,6 +352,24 @@ def test_migration_both_ways(servers, postgres, tmp_path):
         Gallery(database=url2)
 
 
+def test_stopped_by_sigterm_leaves_no_copies_of_photos(postgres, tmp_path):
+    """A service manager stops a server with SIGTERM: it ends with exit 0, and its private folder of photo copies
+    (made in TMPDIR) goes with it, as after Ctrl-C."""
+    url = postgres.create_database("stopped")
+    process, address = start_server("--database", url, "--token", TOKEN, "--workers", "1", "--threads", "1",
+                                     env={"TMPDIR": str(tmp_path)})
+    try:
+        wait_healthy(process, address, time.monotonic() + 240)
+        assert enroll(address, "Colin_Powell", [1]).status_code == 201
+        folders = list(tmp_path.glob("facegnet-serve-*"))
+        assert len(folders) == 1 and any(f.is_file() for f in folders[0].rglob("*"))  # copies while it runs
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(30) == 0, process.stderr.read().decode()
+    finally:
+        stop_servers([process])
+    assert not list(tmp_path.glob("facegnet-serve-*"))
+
+
 def test_missing_or_unreachable_database_is_one_line(postgres, tmp_path, capsys):
     url = postgres.create_database("empty")
     missing = cli("gallery", "list", "--database", url)

@@ -18,6 +18,7 @@ from facegnet.cli.common import (
     untrained_warning,
 )
 from facegnet.errors import FacegnetError
+from facegnet.stopping import sigterm_as_interrupt
 
 #: See :data:`facegnet.server.service.RECOGNITIONS_AT_ONCE` (not imported: FastAPI loads only when serving).
 RECOGNITIONS_AT_ONCE = 4
@@ -134,6 +135,19 @@ def run_serve(args: argparse.Namespace) -> int:
         print("facegnet: warning: listening beyond this machine over plain HTTP: put a TLS proxy in front",
               file=sys.stderr)
     print(f"facegnet: {args.workers} worker process(es) × {args.threads} thread(s)", file=sys.stderr)
+    # uvicorn stops gracefully on SIGTERM, then raises it again, which would end this process before its cleanup
+    # (the temporary folders): so it becomes KeyboardInterrupt, and a stop by a service manager or Ctrl-C is exit 0.
+    restore = sigterm_as_interrupt()
+    try:
+        return _run_uvicorn(args, uvicorn)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        restore()
+
+
+def _run_uvicorn(args: argparse.Namespace, uvicorn) -> int:
+    """Serve until stopped: in this process for one worker, else under uvicorn's supervisor."""
     if args.workers == 1:
         os.environ.pop("FACEGNET_SERVE_LIVE_DIR", None)  # sessions in this one process's memory
         app = app_from_environment()

@@ -4,8 +4,6 @@ cameras, streams and paced videos; in the loop for a video file read frame by fr
 returns a :class:`~facegnet.live.events.Summary`."""
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +12,7 @@ from facegnet.live.capture import CaptureError, Frame, FrameCapture
 from facegnet.live.events import Observation, Summary, draw
 from facegnet.live.session import BackgroundIdentifier, LiveIdentifier
 from facegnet.live.window import Recorder, Window
+from facegnet.stopping import sigterm_as_interrupt
 
 __all__ = ["run_live"]
 
@@ -44,7 +43,7 @@ def run_live(
     if background is None:
         background = capture.drop_stale
     worker: LiveIdentifier | BackgroundIdentifier = BackgroundIdentifier(identifier) if background else identifier
-    restore = _sigterm_as_interrupt()
+    restore = sigterm_as_interrupt()  # a service manager's stop ends the loop like Ctrl-C
     start = time.perf_counter()  # again once the models are loaded
     fps: float | None = None
     previous: float | None = None
@@ -105,15 +104,3 @@ def run_live(
     for name, seconds in identifier.visits:
         summary.add_visit(name, seconds)
     return summary
-
-
-def _sigterm_as_interrupt() -> Callable[[], None]:
-    """Let SIGTERM (a service manager stopping us) end the loop like Ctrl-C; returns the undo."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum, frame):  # noqa: ARG001
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, old)
